@@ -1,0 +1,165 @@
+"""Parity maths: does a deployed model still answer like the float model?
+
+One definition shared by export's TFLite check, the served-model check and the edge
+check, so "within tolerance" means the same thing everywhere. TF-free (numpy only).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fmnist.errors import EXIT_OK, EXIT_PARITY_FAILED, UserError
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """A candidate passes if it loses at most `max_accuracy_drop_pp` percentage points of
+    test accuracy and agrees with the float model's top-1 class on at least `min_agreement`
+    of the test images."""
+
+    max_accuracy_drop_pp: float = 0.5
+    min_agreement: float = 0.99
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.max_accuracy_drop_pp) and self.max_accuracy_drop_pp >= 0):
+            raise UserError(
+                f"--max-accuracy-drop must be a non-negative number of percentage points, "
+                f"got {self.max_accuracy_drop_pp}"
+            )
+        if not (0.0 <= self.min_agreement <= 1.0):
+            raise UserError(
+                f"--min-agreement must be a fraction between 0 and 1, got {self.min_agreement}"
+            )
+
+
+@dataclass
+class ParityResult:
+    """Everything a parity check measured, ready for a table, JSON or a report."""
+
+    name: str
+    num_examples: int
+    reference_accuracy: float
+    candidate_accuracy: float
+    accuracy_drop_pp: float
+    agreement: float
+    max_abs_prob_diff: float
+    mean_abs_prob_diff: float
+    per_class: list[dict[str, Any]]
+    tolerance: Tolerance
+    passed: bool
+    failures: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_OK if self.passed else EXIT_PARITY_FAILED
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def write_json(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def compare(
+    reference_probs: np.ndarray,
+    candidate_probs: np.ndarray,
+    labels: np.ndarray,
+    class_names: list[str] | tuple[str, ...],
+    tolerance: Tolerance = Tolerance(),
+    *,
+    name: str = "candidate",
+    details: dict[str, Any] | None = None,
+) -> ParityResult:
+    """Compare candidate class probabilities [N, C] with the float reference on labelled data."""
+    reference_probs = np.asarray(reference_probs, dtype=np.float64)
+    candidate_probs = np.asarray(candidate_probs, dtype=np.float64)
+    labels = np.asarray(labels).astype(np.int64)
+    if reference_probs.shape != candidate_probs.shape or reference_probs.shape[0] != len(labels):
+        raise UserError(
+            f"parity: shapes differ: reference {reference_probs.shape}, "
+            f"candidate {candidate_probs.shape}, labels {labels.shape}"
+        )
+    ref_top1 = reference_probs.argmax(axis=1)
+    cand_top1 = candidate_probs.argmax(axis=1)
+    ref_acc = float(np.mean(ref_top1 == labels))
+    cand_acc = float(np.mean(cand_top1 == labels))
+    drop_pp = (ref_acc - cand_acc) * 100.0
+    agreement = float(np.mean(ref_top1 == cand_top1))
+    abs_diff = np.abs(reference_probs - candidate_probs)
+
+    per_class = []
+    for class_id, class_name in enumerate(class_names):
+        mask = labels == class_id
+        support = int(mask.sum())
+        ref_c = float(np.mean(ref_top1[mask] == class_id)) if support else float("nan")
+        cand_c = float(np.mean(cand_top1[mask] == class_id)) if support else float("nan")
+        per_class.append(
+            {
+                "class_id": class_id,
+                "class_name": class_name,
+                "support": support,
+                "reference_accuracy": ref_c,
+                "candidate_accuracy": cand_c,
+                "delta_pp": (cand_c - ref_c) * 100.0,
+            }
+        )
+
+    failures = []
+    # A tiny epsilon keeps float rounding from failing a check that sits exactly on the limit.
+    if drop_pp > tolerance.max_accuracy_drop_pp + 1e-9:
+        failures.append(
+            f"accuracy drop {drop_pp:.2f} pp exceeds {tolerance.max_accuracy_drop_pp:.2f} pp"
+        )
+    if agreement < tolerance.min_agreement - 1e-12:
+        failures.append(f"top-1 agreement {agreement:.4f} is below {tolerance.min_agreement:.4f}")
+    return ParityResult(
+        name=name,
+        num_examples=len(labels),
+        reference_accuracy=ref_acc,
+        candidate_accuracy=cand_acc,
+        accuracy_drop_pp=drop_pp,
+        agreement=agreement,
+        max_abs_prob_diff=float(abs_diff.max()) if abs_diff.size else 0.0,
+        mean_abs_prob_diff=float(abs_diff.mean()) if abs_diff.size else 0.0,
+        per_class=per_class,
+        tolerance=tolerance,
+        passed=not failures,
+        failures=failures,
+        details=dict(details or {}),
+    )
+
+
+def format_result(result: ParityResult) -> str:
+    """A human-readable table: the headline figures, then per-class accuracy deltas."""
+    tol = result.tolerance
+    rows = [
+        ("check", result.name),
+        ("examples", f"{result.num_examples}"),
+        ("float accuracy", f"{result.reference_accuracy * 100:.2f}%"),
+        ("candidate accuracy", f"{result.candidate_accuracy * 100:.2f}%"),
+        ("accuracy drop", f"{result.accuracy_drop_pp:+.2f} pp (max {tol.max_accuracy_drop_pp:.2f})"),
+        ("top-1 agreement", f"{result.agreement * 100:.2f}% (min {tol.min_agreement * 100:.2f}%)"),
+        ("max |prob diff|", f"{result.max_abs_prob_diff:.3g}"),
+        ("mean |prob diff|", f"{result.mean_abs_prob_diff:.3g}"),
+    ]
+    rows += [(key, str(value)) for key, value in result.details.items()]
+    rows.append(("verdict", "PASS" if result.passed else "FAIL: " + "; ".join(result.failures)))
+    width = max(len(key) for key, _ in rows)
+    lines = [f"{key:<{width}}  {value}" for key, value in rows]
+    lines.append("")
+    lines.append(f"{'class':<12} {'support':>7} {'float':>8} {'candidate':>10} {'delta pp':>9}")
+    for row in result.per_class:
+        lines.append(
+            f"{row['class_name']:<12} {row['support']:>7} {row['reference_accuracy'] * 100:>7.2f}%"
+            f" {row['candidate_accuracy'] * 100:>9.2f}% {row['delta_pp']:>+9.2f}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,172 @@
+"""The one typed config of the training stage, with defaults that reach the accuracy target.
+
+A config file (TOML or JSON) overrides any subset of fields; unknown keys and bad
+values are user errors with a message that names the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fmnist.errors import UserError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("cosine", "constant", "plateau")
+
+
+class ConfigError(UserError):
+    """A config file or value is invalid."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # Architecture: `depth` blocks of two 3x3 convolutions and a 2x2 max-pool; block i has
+    # width * 2**i filters. Then one dense layer and a 10-way softmax.
+    width: int = 32
+    depth: int = 2
+    dense_units: int = 128
+    dropout: float = 0.25
+    batch_norm: bool = True
+    # Keras' default momentum (0.99) leaves short trainings with useless moving statistics.
+    bn_momentum: float = 0.9
+    # Optimisation.
+    optimizer: str = "adamw"
+    learning_rate: float = 2e-3
+    weight_decay: float = 5e-4
+    lr_schedule: str = "cosine"
+    warmup_epochs: int = 1
+    label_smoothing: float = 0.1
+    augment: bool = True
+    epochs: int = 30
+    batch_size: int = 128
+    early_stopping_patience: int = 8
+    seed: int = 42
+    # Data.
+    val_fraction: float = 0.1
+    train_subset: int | None = None  # use only this many training images (quick runs)
+
+    def __post_init__(self) -> None:
+        _check(self.width >= 1, "width", "must be >= 1", self.width)
+        _check(1 <= self.depth <= 4, "depth", "must be between 1 and 4 (28 px halves per block)",
+               self.depth)
+        _check(self.dense_units >= 1, "dense_units", "must be >= 1", self.dense_units)
+        _check(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)", self.dropout)
+        _check(0.0 < self.bn_momentum < 1.0, "bn_momentum", "must be in (0, 1)", self.bn_momentum)
+        _check(self.optimizer in OPTIMIZERS, "optimizer", f"must be one of {', '.join(OPTIMIZERS)}",
+               self.optimizer)
+        _check(math.isfinite(self.learning_rate) and self.learning_rate > 0, "learning_rate",
+               "must be > 0", self.learning_rate)
+        _check(self.weight_decay >= 0, "weight_decay", "must be >= 0", self.weight_decay)
+        _check(self.lr_schedule in SCHEDULES, "lr_schedule",
+               f"must be one of {', '.join(SCHEDULES)}", self.lr_schedule)
+        _check(self.warmup_epochs >= 0, "warmup_epochs", "must be >= 0", self.warmup_epochs)
+        _check(0.0 <= self.label_smoothing < 1.0, "label_smoothing", "must be in [0, 1)",
+               self.label_smoothing)
+        _check(self.epochs >= 1, "epochs", "must be >= 1", self.epochs)
+        _check(self.batch_size >= 1, "batch_size", "must be >= 1", self.batch_size)
+        _check(self.early_stopping_patience >= 1, "early_stopping_patience", "must be >= 1",
+               self.early_stopping_patience)
+        _check(0.0 < self.val_fraction < 0.5, "val_fraction", "must be in (0, 0.5)",
+               self.val_fraction)
+        _check(self.train_subset is None or self.train_subset >= 100, "train_subset",
+               "must be >= 100 or unset", self.train_subset)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "config") -> TrainConfig:
+        """Build a config from a mapping, checking names and types before values."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}; "
+                              f"known: {', '.join(fields)}")
+        defaults = cls()
+        values = {}
+        for name, value in data.items():
+            values[name] = _coerce(name, value, getattr(defaults, name), where)
+        return cls(**values)
+
+
+# Fields that may be unset (None) in a config.
+_OPTIONAL = {"train_subset"}
+
+
+def _coerce(name: str, value: Any, default: Any, where: str) -> Any:
+    if value is None and name in _OPTIONAL:
+        return None
+    expected = bool if isinstance(default, bool) else float if isinstance(default, float) else int
+    if name in _OPTIONAL:
+        expected = int
+    if expected is bool and isinstance(value, bool):
+        return value
+    if expected is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if expected is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(default, str) and isinstance(value, str):
+        return value
+    kind = "string" if isinstance(default, str) else expected.__name__
+    raise ConfigError(f"{where}: {name} must be a {kind}, got {value!r}")
+
+
+def _check(ok: bool, name: str, rule: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"config: {name} {rule}, got {value!r}")
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
+    """Defaults, then the TOML/JSON file (if any), then explicit overrides (e.g. from flags)."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        data = read_config_file(Path(path))
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig.from_dict(data, where=str(path) if path else "config")
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise ConfigError(f"{path}: config must be a .toml or .json file")
+    except (ValueError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path}: cannot parse: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: config must be a table/object of fields")
+    # Accept the fields at top level or under a [train] table.
+    return data.get("train", data) if isinstance(data.get("train"), dict) else data
+
+
+def quick_config(base: TrainConfig | None = None) -> TrainConfig:
+    """A small model on a subset: trains in well under a minute and still clearly beats chance."""
+    base = base or TrainConfig()
+    return base.replace(
+        width=16,
+        dense_units=64,
+        epochs=3,
+        batch_size=128,
+        augment=False,
+        warmup_epochs=0,
+        early_stopping_patience=3,
+        train_subset=12000,
+    )

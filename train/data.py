@@ -1,0 +1,124 @@
+"""Fashion-MNIST for training: verified loading, the stratified train/validation split, tf.data input.
+
+The 10,000 test images are loaded here but only evaluation touches them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fmnist import dataset
+from fmnist.dataset import CLASS_NAMES, Split
+from fmnist.errors import DataError
+
+
+@dataclass(frozen=True)
+class FashionMNIST:
+    train: Split
+    validation: Split
+    test: Split
+    class_names: tuple[str, ...] = CLASS_NAMES
+    data_dir: Path | None = None
+
+
+def download_with_keras() -> Path:
+    """Fetch the official files into Keras' cache folder (only when the user asks: --download)."""
+    import keras
+
+    try:
+        keras.datasets.fashion_mnist.load_data()
+    except Exception as err:  # network errors come in many types
+        raise DataError(f"download through Keras failed: {err}") from None
+    return dataset.KERAS_CACHE_DIR.expanduser()
+
+
+def load(
+    data_dir: str | os.PathLike | None = None,
+    *,
+    val_fraction: float = 0.1,
+    seed: int = 42,
+    download: bool = False,
+) -> FashionMNIST:
+    """Verified train/validation/test splits as uint8 arrays."""
+    if download and not data_dir and not os.environ.get(dataset.DATA_DIR_ENV):
+        data_dir = download_with_keras()
+    directory = dataset.resolve_data_dir(data_dir)
+    full_train = dataset.load_train(directory)
+    train, validation = split_train_validation(full_train, val_fraction, seed)
+    return FashionMNIST(train, validation, dataset.load_test(directory), data_dir=directory)
+
+
+def split_train_validation(split: Split, val_fraction: float, seed: int) -> tuple[Split, Split]:
+    """Stratified, seeded split: every class keeps its share in both parts."""
+    from sklearn.model_selection import train_test_split
+
+    indices = np.arange(len(split))
+    train_idx, val_idx = train_test_split(
+        indices, test_size=val_fraction, stratify=split.labels, random_state=seed
+    )
+    train_idx.sort()
+    val_idx.sort()
+    return (
+        Split(split.images[train_idx], split.labels[train_idx]),
+        Split(split.images[val_idx], split.labels[val_idx]),
+    )
+
+
+def subset(split: Split, size: int, seed: int) -> Split:
+    """A stratified subset of `size` images (quick runs and tuning trials)."""
+    if size >= len(split):
+        return split
+    from sklearn.model_selection import train_test_split
+
+    keep, _ = train_test_split(
+        np.arange(len(split)), train_size=size, stratify=split.labels, random_state=seed
+    )
+    keep.sort()
+    return Split(split.images[keep], split.labels[keep])
+
+
+def make_dataset(
+    split: Split,
+    *,
+    batch_size: int,
+    num_classes: int,
+    training: bool,
+    augment: bool = False,
+    seed: int = 42,
+):
+    """A tf.data pipeline of (float image [B,28,28,1] in [0,1], one-hot label) batches.
+
+    Augmentation (random shifts of up to 2 px and horizontal flips) runs on training
+    batches only; the validation and test pipelines see the images unchanged.
+    """
+    import keras
+    import tensorflow as tf
+
+    from fmnist.train.model import preprocess
+
+    ds = tf.data.Dataset.from_tensor_slices((split.images, split.labels))
+    if training:
+        ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    ds = ds.map(
+        lambda x, y: (preprocess(x), tf.one_hot(tf.cast(y, tf.int32), num_classes)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    if training and augment:
+        augmenter = keras.Sequential(
+            [
+                keras.layers.RandomTranslation(
+                    2 / 28, 2 / 28, fill_mode="constant", fill_value=0.0, seed=seed
+                ),
+                keras.layers.RandomFlip("horizontal", seed=seed + 1),
+            ],
+            name="augmentation",
+        )
+        ds = ds.map(
+            lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE
+        )
+    return ds.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,182 @@
+"""Training with Keras `fit`: validation monitoring, early stopping, TensorBoard and CSV logs.
+
+`train` writes the run directory that every later stage reads:
+
+    RUN/model.keras      the trained model (best validation weights)
+    RUN/config.json      the effective TrainConfig
+    RUN/run.json         data, split, timing and parameter facts about the run
+    RUN/history.csv      per-epoch loss/accuracy (train and validation) and learning rate
+    RUN/tensorboard/     TensorBoard logs
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from fmnist import __version__
+from fmnist.train import data as train_data
+from fmnist.train.config import TrainConfig
+from fmnist.train.model import NUM_CLASSES, build_model
+
+MODEL_FILE = "model.keras"
+CONFIG_FILE = "config.json"
+RUN_FILE = "run.json"
+HISTORY_FILE = "history.csv"
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    model: keras.Model
+    history: dict[str, list[float]]
+    epochs_run: int
+    best_epoch: int
+    wall_time_s: float
+    images_per_s: float
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and TF, and make TF ops deterministic: same seed, same run."""
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    lr: Any = config.learning_rate
+    if config.lr_schedule == "cosine":
+        warmup_steps = config.warmup_epochs * steps_per_epoch
+        total_steps = max(1, config.epochs * steps_per_epoch - warmup_steps)
+        lr = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=config.learning_rate / 10 if warmup_steps else config.learning_rate,
+            decay_steps=total_steps,
+            alpha=0.01,
+            warmup_target=config.learning_rate if warmup_steps else None,
+            warmup_steps=warmup_steps,
+        )
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(lr)
+    if config.optimizer == "adamw":
+        return keras.optimizers.AdamW(lr, weight_decay=config.weight_decay)
+    return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
+
+
+def compile_model(config: TrainConfig, steps_per_epoch: int) -> keras.Model:
+    model = build_model(config)
+    model.compile(
+        optimizer=make_optimizer(config, steps_per_epoch),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+class _LearningRateLogger(keras.callbacks.Callback):
+    """Adds the learning rate at the end of each epoch to the logs (and so to history.csv)."""
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is not None:
+            opt = self.model.optimizer
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(opt.learning_rate))
+
+
+def train(
+    config: TrainConfig,
+    data: train_data.FashionMNIST,
+    run_dir: str | os.PathLike,
+    *,
+    verbose: int | str = "auto",
+    strategy: tf.distribute.Strategy | None = None,
+) -> TrainResult:
+    """Train `config` on `data.train`, monitor `data.validation`, save everything in `run_dir`."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(config.seed)
+
+    train_split = data.train
+    if config.train_subset:
+        train_split = train_data.subset(train_split, config.train_subset, config.seed)
+    train_ds = train_data.make_dataset(
+        train_split, batch_size=config.batch_size, num_classes=NUM_CLASSES, training=True,
+        augment=config.augment, seed=config.seed,
+    )
+    val_ds = train_data.make_dataset(
+        data.validation, batch_size=1024, num_classes=NUM_CLASSES, training=False
+    )
+    steps_per_epoch = math.ceil(len(train_split) / config.batch_size)
+
+    if strategy is None:
+        model = compile_model(config, steps_per_epoch)
+    else:
+        with strategy.scope():
+            model = compile_model(config, steps_per_epoch)
+
+    callbacks: list[keras.callbacks.Callback] = [
+        _LearningRateLogger(),
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss",
+            patience=config.early_stopping_patience,
+            restore_best_weights=True,
+            verbose=1 if verbose else 0,
+        ),
+        keras.callbacks.CSVLogger(str(run_dir / HISTORY_FILE)),
+        keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False),
+    ]
+    if config.lr_schedule == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3,
+                                                           patience=2, min_lr=1e-5))
+
+    start = time.perf_counter()
+    history = model.fit(
+        train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
+        verbose=verbose, shuffle=False,  # the tf.data pipeline shuffles, seeded
+    )
+    wall_time = time.perf_counter() - start
+    hist = {key: [float(v) for v in values] for key, values in history.history.items()}
+    epochs_run = len(hist["loss"])
+    best_epoch = int(np.argmin(hist["val_loss"])) + 1
+
+    model.save(run_dir / MODEL_FILE)
+    (run_dir / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    run_info = {
+        "fmnist_deploy": __version__,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "python": platform.python_version(),
+        "data_dir": str(data.data_dir) if data.data_dir else None,
+        "split": {
+            "train": len(train_split),
+            "validation": len(data.validation),
+            "test": len(data.test),
+            "val_fraction": config.val_fraction,
+            "seed": config.seed,
+        },
+        "parameters": int(model.count_params()),
+        "epochs_run": epochs_run,
+        "best_epoch": best_epoch,
+        "best_val_loss": hist["val_loss"][best_epoch - 1],
+        "best_val_accuracy": hist["val_accuracy"][best_epoch - 1],
+        "wall_time_s": wall_time,
+        "images_per_s": epochs_run * len(train_split) / wall_time,
+        "strategy": type(strategy).__name__ if strategy else None,
+    }
+    (run_dir / RUN_FILE).write_text(json.dumps(run_info, indent=2) + "\n")
+    return TrainResult(
+        run_dir=run_dir,
+        model=model,
+        history=hist,
+        epochs_run=epochs_run,
+        best_epoch=best_epoch,
+        wall_time_s=wall_time,
+        images_per_s=run_info["images_per_s"],
+    )
