@@ -1,1 +1,1 @@
-"""placeholder"""
+"""Export stage: turn a training run into a TF Serving SavedModel version, TFLite models and a manifest."""

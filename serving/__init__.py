@@ -1,1 +1,1 @@
-"""placeholder"""
+"""Serving stage: a TF Serving-compatible model server, gRPC/REST clients and the served-model parity check."""
