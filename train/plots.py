@@ -1,0 +1,103 @@
+"""Plots a person would rather look at: confusion matrix, training curves, misclassified images."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
+
+DPI = 120
+
+
+def confusion_matrix_plot(
+    matrix: np.ndarray, class_names: Sequence[str], path: Path, title: str = "Confusion matrix"
+) -> Path:
+    """Row-normalised confusion matrix (recall per true class) with the raw counts annotated."""
+    fig, ax = plt.subplots(figsize=(8.5, 7.5), dpi=DPI)
+    draw_confusion_matrix(ax, matrix, class_names, title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def draw_confusion_matrix(ax, matrix: np.ndarray, class_names: Sequence[str], title: str) -> None:
+    totals = matrix.sum(axis=1, keepdims=True).clip(min=1)
+    normalised = matrix / totals
+    display = ConfusionMatrixDisplay(normalised, display_labels=list(class_names))
+    display.plot(ax=ax, cmap="Blues", values_format=".0%", colorbar=False, xticks_rotation=45)
+    for text in display.text_.ravel():
+        text.set_fontsize(7)
+    ax.set_title(f"{title} (accuracy {np.trace(matrix) / matrix.sum():.2%})")
+    ax.set_xlabel("Predicted class")
+    ax.set_ylabel("True class")
+
+
+def read_history(history_csv: Path) -> dict[str, list[float]]:
+    with open(history_csv, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
+
+
+def training_curves(history_csv: Path, path: Path) -> Path:
+    """Loss and accuracy per epoch for training and validation, best epoch marked."""
+    history = read_history(history_csv)
+    epochs = np.arange(1, len(history.get("loss", [])) + 1)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=DPI)
+    for ax, metric, label in ((axes[0], "loss", "Loss"), (axes[1], "accuracy", "Accuracy")):
+        ax.plot(epochs, history[metric], label="train", color="tab:blue")
+        ax.plot(epochs, history[f"val_{metric}"], label="validation", color="tab:orange")
+        ax.set_xlabel("Epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    if len(epochs):
+        best = int(np.argmin(history["val_loss"]))
+        for ax in axes:
+            ax.axvline(epochs[best], color="grey", linestyle="--", linewidth=1,
+                       label=f"best epoch ({epochs[best]})")
+        axes[1].set_title(f"Best validation accuracy {history['val_accuracy'][best]:.2%}")
+    axes[0].set_title("Loss (with label smoothing)")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def misclassified_grid(
+    images: np.ndarray,
+    labels: np.ndarray,
+    predicted: np.ndarray,
+    probabilities: np.ndarray,
+    class_names: Sequence[str],
+    path: Path,
+    count: int = 36,
+) -> Path:
+    """The most confidently wrong test images, with true and predicted labels."""
+    wrong = np.flatnonzero(predicted != labels)
+    order = wrong[np.argsort(-probabilities[wrong, predicted[wrong]])][:count]
+    cols = 6
+    rows = max(1, int(np.ceil(len(order) / cols)))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.9, rows * 2.1), dpi=DPI)
+    for ax in np.atleast_1d(axes).ravel():
+        ax.axis("off")
+    for ax, index in zip(np.atleast_1d(axes).ravel(), order, strict=False):
+        ax.imshow(images[index], cmap="gray_r", vmin=0, vmax=255)
+        ax.set_title(
+            f"true: {class_names[labels[index]]}\npred: {class_names[predicted[index]]} "
+            f"({probabilities[index, predicted[index]]:.0%})",
+            fontsize=7,
+            color="firebrick",
+        )
+    fig.suptitle(f"Most confident mistakes ({len(wrong)} of {len(labels)} test images wrong)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
