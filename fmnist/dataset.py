@@ -141,7 +141,11 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     expected = header_end + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(data) != expected:
         raise DataError(f"{path}: IDX payload is {len(data)} bytes, header promises {expected}")
-    return np.frombuffer(data, dtype=dtype, offset=header_end).reshape(shape).astype(dtype.newbyteorder("="))
+    return (
+        np.frombuffer(data, dtype=dtype, offset=header_end)
+        .reshape(shape)
+        .astype(dtype.newbyteorder("="))
+    )
 
 
 def _load_split(data_dir: Path, images: OfficialFile, labels: OfficialFile) -> Split:

@@ -1,4 +1,4 @@
-"""TF Serving's base-path layout, `<base>/<model>/<int version>/`, as its file-system source reads it.
+"""TF Serving's base-path layout, `<base>/<model>/<int version>/`, as its file source reads it.
 
 A version is a sub-directory whose whole name parses as a non-negative integer
 (`00000123` is version 123); anything else (a half-written `.tmp-...` directory, a

@@ -188,7 +188,9 @@ def validate(data: Any, where: str | os.PathLike = MANIFEST_NAME) -> None:
     if not isinstance(data, dict):
         raise ManifestError(f"{where}: a manifest must be a JSON object")
     if data.get("schema") != SCHEMA:
-        raise ManifestError(f"{where}: not an fmnist-deploy manifest (schema {data.get('schema')!r})")
+        raise ManifestError(
+            f"{where}: not an fmnist-deploy manifest (schema {data.get('schema')!r})"
+        )
     for key, kind in _REQUIRED.items():
         if key not in data:
             raise ManifestError(f"{where}: missing field {key!r}")
@@ -203,8 +205,11 @@ def validate(data: Any, where: str | os.PathLike = MANIFEST_NAME) -> None:
     if not names or not all(isinstance(n, str) for n in names):
         raise ManifestError(f"{where}: class_names must be a non-empty list of strings")
     for relpath, entry in data["files"].items():
-        if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str)
-                and isinstance(entry.get("bytes"), int)):
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("sha256"), str)
+            and isinstance(entry.get("bytes"), int)
+        ):
             raise ManifestError(f"{where}: files[{relpath!r}] needs sha256 and bytes")
         if Path(relpath).is_absolute() or ".." in Path(relpath).parts:
             raise ManifestError(f"{where}: files[{relpath!r}] must be a path inside the bundle")

@@ -146,7 +146,10 @@ def format_result(result: ParityResult) -> str:
         ("examples", f"{result.num_examples}"),
         ("float accuracy", f"{result.reference_accuracy * 100:.2f}%"),
         ("candidate accuracy", f"{result.candidate_accuracy * 100:.2f}%"),
-        ("accuracy drop", f"{result.accuracy_drop_pp:+.2f} pp (max {tol.max_accuracy_drop_pp:.2f})"),
+        (
+            "accuracy drop",
+            f"{result.accuracy_drop_pp:+.2f} pp (max {tol.max_accuracy_drop_pp:.2f})",
+        ),
         ("top-1 agreement", f"{result.agreement * 100:.2f}% (min {tol.min_agreement * 100:.2f}%)"),
         ("max |prob diff|", f"{result.max_abs_prob_diff:.3g}"),
         ("mean |prob diff|", f"{result.mean_abs_prob_diff:.3g}"),

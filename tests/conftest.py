@@ -1,4 +1,4 @@
-"""Shared fixtures: the real Fashion-MNIST from ../shared, and small real models built once per session."""
+"""Shared fixtures: real Fashion-MNIST from ../shared and small real models, built once."""
 
 from __future__ import annotations
 
@@ -50,8 +50,14 @@ def tiny_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from fmnist.train.train import train
 
     config = TrainConfig(
-        width=8, dense_units=32, epochs=2, batch_size=128, augment=False, warmup_epochs=0,
-        train_subset=6000, early_stopping_patience=2,
+        width=8,
+        dense_units=32,
+        epochs=2,
+        batch_size=128,
+        augment=False,
+        warmup_epochs=0,
+        train_subset=6000,
+        early_stopping_patience=2,
     )
     run_dir = tmp_path_factory.mktemp("tiny_run")
     data = train_data.load(data_dir, val_fraction=config.val_fraction, seed=config.seed)

@@ -1,9 +1,156 @@
-"""Subcommands of this stage (registered on the `fmnist` command)."""
+"""`fmnist train`, `fmnist evaluate` and `fmnist tune`: argument parsing and progress only."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
+
+from fmnist.errors import UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add this stage's subcommands to the `fmnist` parser."""
+    train = subparsers.add_parser(
+        "train",
+        help="train the CNN and evaluate it on the test set",
+        description="Train the CNN with validation monitoring and early stopping, save the "
+        "Keras model and logs in RUN, then evaluate it on the test set.",
+    )
+    _add_data_args(train)
+    train.add_argument(
+        "--out", required=True, type=Path, metavar="RUN", help="run directory to create"
+    )
+    train.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="TOML or JSON file overriding TrainConfig fields",
+    )
+    train.add_argument("--epochs", type=int, help="override the configured number of epochs")
+    train.add_argument("--seed", type=int, help="override the configured seed")
+    train.add_argument(
+        "--quick",
+        action="store_true",
+        help="small model on a 12k-image subset: under a minute, for smoke tests",
+    )
+    train.add_argument(
+        "--strategy",
+        choices=("mirrored", "multiworker"),
+        help="tf.distribute strategy (multiworker reads TF_CONFIG)",
+    )
+    train.add_argument("--overwrite", action="store_true", help="replace an existing run in RUN")
+    train.set_defaults(handler=_train)
+
+    evaluate = subparsers.add_parser(
+        "evaluate",
+        help="evaluate a run's model on the test set",
+        description="Write metrics.json, the classification report and plots into RUN.",
+    )
+    evaluate.add_argument("run", type=Path, metavar="RUN", help="a run directory from `train`")
+    evaluate.add_argument(
+        "--data-dir", metavar="D", help="Fashion-MNIST directory (default: the one the run used)"
+    )
+    evaluate.set_defaults(handler=_evaluate)
+
+    tune = subparsers.add_parser(
+        "tune",
+        help="search learning rate, batch size and width on the validation split",
+        description="A small Optuna search scored on validation accuracy; writes a results "
+        "table and the best config (usable with `fmnist train --config`).",
+    )
+    _add_data_args(tune)
+    tune.add_argument("--out", required=True, type=Path, metavar="DIR")
+    tune.add_argument("--trials", type=int, help="number of trials (default 12, quick 3)")
+    tune.add_argument("--epochs", type=int, help="epochs per trial (default 6, quick 1)")
+    tune.add_argument("--config", type=Path, metavar="FILE", help="base config for every trial")
+    tune.add_argument("--quick", action="store_true", help="a tiny search for smoke tests")
+    tune.set_defaults(handler=_tune)
+
+
+def _add_data_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        metavar="D",
+        help="directory with the four Fashion-MNIST .gz files "
+        "(default: $FMNIST_DATA_DIR, else ~/.keras/datasets/fashion-mnist)",
+    )
+    parser.add_argument(
+        "--download",
+        action="store_true",
+        help="download the files through Keras if no directory is given",
+    )
+
+
+def _train(args: argparse.Namespace) -> int:
+    from fmnist.train.config import load_config, quick_config
+
+    config = load_config(args.config, epochs=args.epochs, seed=args.seed)
+    if args.quick:
+        config = quick_config(config)
+        if args.epochs:
+            config = config.replace(epochs=args.epochs)
+    if (args.out / "model.keras").exists() and not args.overwrite:
+        raise UserError(f"{args.out} already holds a trained model (use --overwrite to replace it)")
+
+    from fmnist.train import data as train_data
+    from fmnist.train.distribute import make_strategy
+    from fmnist.train.evaluate import evaluate_run
+    from fmnist.train.train import train
+
+    strategy = make_strategy(args.strategy) if args.strategy else None
+    data = train_data.load(
+        args.data_dir, val_fraction=config.val_fraction, seed=config.seed, download=args.download
+    )
+    print(
+        f"data: {len(data.train)} train, {len(data.validation)} validation, "
+        f"{len(data.test)} test images from {data.data_dir}",
+        flush=True,
+    )
+    result = train(
+        config, data, args.out, verbose="auto" if sys.stdout.isatty() else 2, strategy=strategy
+    )
+    print(
+        f"trained {result.epochs_run} epochs in {result.wall_time_s:.0f} s "
+        f"({result.images_per_s:.0f} img/s); best epoch {result.best_epoch}",
+        flush=True,
+    )
+    metrics = evaluate_run(args.out, data.data_dir)
+    print(f"test accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f}")
+    print(f"run directory: {args.out}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from fmnist.train.evaluate import evaluate_run
+
+    if not args.run.is_dir():
+        raise UserError(f"{args.run}: no such run directory")
+    metrics = evaluate_run(args.run, args.data_dir)
+    print(metrics["classification_report"])
+    print(f"test accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f}")
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from fmnist.train import data as train_data
+    from fmnist.train.config import load_config
+    from fmnist.train.tune import TuneConfig, tune
+
+    base = load_config(args.config)
+    tune_config = TuneConfig.quick() if args.quick else TuneConfig()
+    if args.trials:
+        tune_config = tune_config.replace(trials=args.trials)
+    if args.epochs:
+        tune_config = tune_config.replace(epochs=args.epochs)
+    data = train_data.load(
+        args.data_dir, val_fraction=base.val_fraction, seed=base.seed, download=args.download
+    )
+    result = tune(base, tune_config, data, args.out)
+    print(result.table)
+    print(
+        f"best: {json.dumps(result.best_params)} -> validation accuracy "
+        f"{result.best_value:.4f}; config written to {result.best_config_path}"
+    )
+    return 0

@@ -57,29 +57,58 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check(self.width >= 1, "width", "must be >= 1", self.width)
-        _check(1 <= self.depth <= 4, "depth", "must be between 1 and 4 (28 px halves per block)",
-               self.depth)
+        _check(
+            1 <= self.depth <= 4,
+            "depth",
+            "must be between 1 and 4 (28 px halves per block)",
+            self.depth,
+        )
         _check(self.dense_units >= 1, "dense_units", "must be >= 1", self.dense_units)
         _check(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)", self.dropout)
         _check(0.0 < self.bn_momentum < 1.0, "bn_momentum", "must be in (0, 1)", self.bn_momentum)
-        _check(self.optimizer in OPTIMIZERS, "optimizer", f"must be one of {', '.join(OPTIMIZERS)}",
-               self.optimizer)
-        _check(math.isfinite(self.learning_rate) and self.learning_rate > 0, "learning_rate",
-               "must be > 0", self.learning_rate)
+        _check(
+            self.optimizer in OPTIMIZERS,
+            "optimizer",
+            f"must be one of {', '.join(OPTIMIZERS)}",
+            self.optimizer,
+        )
+        _check(
+            math.isfinite(self.learning_rate) and self.learning_rate > 0,
+            "learning_rate",
+            "must be > 0",
+            self.learning_rate,
+        )
         _check(self.weight_decay >= 0, "weight_decay", "must be >= 0", self.weight_decay)
-        _check(self.lr_schedule in SCHEDULES, "lr_schedule",
-               f"must be one of {', '.join(SCHEDULES)}", self.lr_schedule)
+        _check(
+            self.lr_schedule in SCHEDULES,
+            "lr_schedule",
+            f"must be one of {', '.join(SCHEDULES)}",
+            self.lr_schedule,
+        )
         _check(self.warmup_epochs >= 0, "warmup_epochs", "must be >= 0", self.warmup_epochs)
-        _check(0.0 <= self.label_smoothing < 1.0, "label_smoothing", "must be in [0, 1)",
-               self.label_smoothing)
+        _check(
+            0.0 <= self.label_smoothing < 1.0,
+            "label_smoothing",
+            "must be in [0, 1)",
+            self.label_smoothing,
+        )
         _check(self.epochs >= 1, "epochs", "must be >= 1", self.epochs)
         _check(self.batch_size >= 1, "batch_size", "must be >= 1", self.batch_size)
-        _check(self.early_stopping_patience >= 1, "early_stopping_patience", "must be >= 1",
-               self.early_stopping_patience)
-        _check(0.0 < self.val_fraction < 0.5, "val_fraction", "must be in (0, 0.5)",
-               self.val_fraction)
-        _check(self.train_subset is None or self.train_subset >= 100, "train_subset",
-               "must be >= 100 or unset", self.train_subset)
+        _check(
+            self.early_stopping_patience >= 1,
+            "early_stopping_patience",
+            "must be >= 1",
+            self.early_stopping_patience,
+        )
+        _check(
+            0.0 < self.val_fraction < 0.5, "val_fraction", "must be in (0, 0.5)", self.val_fraction
+        )
+        _check(
+            self.train_subset is None or self.train_subset >= 100,
+            "train_subset",
+            "must be >= 100 or unset",
+            self.train_subset,
+        )
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
@@ -93,8 +122,9 @@ class TrainConfig:
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - set(fields))
         if unknown:
-            raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}; "
-                              f"known: {', '.join(fields)}")
+            raise ConfigError(
+                f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(fields)}"
+            )
         defaults = cls()
         values = {}
         for name, value in data.items():

@@ -1,4 +1,4 @@
-"""Fashion-MNIST for training: verified loading, the stratified train/validation split, tf.data input.
+"""Fashion-MNIST for training: verified loading, the stratified split, the tf.data input.
 
 The 10,000 test images are loaded here but only evaluation touches them.
 """
@@ -52,16 +52,21 @@ def load(
     return FashionMNIST(train, validation, dataset.load_test(directory), data_dir=directory)
 
 
-def split_train_validation(split: Split, val_fraction: float, seed: int) -> tuple[Split, Split]:
-    """Stratified, seeded split: every class keeps its share in both parts."""
+def split_indices(
+    labels: np.ndarray, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted train and validation indices: stratified by class, seeded, disjoint."""
     from sklearn.model_selection import train_test_split
 
-    indices = np.arange(len(split))
     train_idx, val_idx = train_test_split(
-        indices, test_size=val_fraction, stratify=split.labels, random_state=seed
+        np.arange(len(labels)), test_size=val_fraction, stratify=labels, random_state=seed
     )
-    train_idx.sort()
-    val_idx.sort()
+    return np.sort(train_idx), np.sort(val_idx)
+
+
+def split_train_validation(split: Split, val_fraction: float, seed: int) -> tuple[Split, Split]:
+    """Stratified, seeded split: every class keeps its share in both parts."""
+    train_idx, val_idx = split_indices(split.labels, val_fraction, seed)
     return (
         Split(split.images[train_idx], split.labels[train_idx]),
         Split(split.images[val_idx], split.labels[val_idx]),

@@ -42,7 +42,7 @@ def compute_metrics(
         labels, predicted, labels=class_ids, average="macro", zero_division=0
     )
     return {
-        "num_examples": int(len(labels)),
+        "num_examples": len(labels),
         "accuracy": float(accuracy_score(labels, predicted)),
         "macro_precision": float(macro[0]),
         "macro_recall": float(macro[1]),
@@ -106,7 +106,11 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
     matrix = confusion_matrix(test.labels, predicted, labels=list(range(len(class_names))))
     plots.confusion_matrix_plot(matrix, class_names, run_dir / "confusion_matrix.png")
     plots.misclassified_grid(
-        test.images, test.labels, predicted, probabilities, class_names,
+        test.images,
+        test.labels,
+        predicted,
+        probabilities,
+        class_names,
         run_dir / "misclassified.png",
     )
     if (run_dir / HISTORY_FILE).is_file():

@@ -49,7 +49,9 @@ def build_model(config: TrainConfig, num_classes: int = NUM_CLASSES) -> keras.Mo
             x = keras.layers.Dropout(config.dropout, name=f"block{block + 1}_dropout")(x)
     x = keras.layers.Flatten(name="flatten")(x)
     x = keras.layers.Dense(
-        config.dense_units, use_bias=not config.batch_norm, kernel_initializer="he_normal",
+        config.dense_units,
+        use_bias=not config.batch_norm,
+        kernel_initializer="he_normal",
         name="dense",
     )(x)
     if config.batch_norm:

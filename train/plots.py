@@ -9,9 +9,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.metrics import ConfusionMatrixDisplay
 
 DPI = 120
 
@@ -60,8 +60,13 @@ def training_curves(history_csv: Path, path: Path) -> Path:
     if len(epochs):
         best = int(np.argmin(history["val_loss"]))
         for ax in axes:
-            ax.axvline(epochs[best], color="grey", linestyle="--", linewidth=1,
-                       label=f"best epoch ({epochs[best]})")
+            ax.axvline(
+                epochs[best],
+                color="grey",
+                linestyle="--",
+                linewidth=1,
+                label=f"best epoch ({epochs[best]})",
+            )
         axes[1].set_title(f"Best validation accuracy {history['val_accuracy'][best]:.2%}")
     axes[0].set_title("Loss (with label smoothing)")
     axes[0].legend()

@@ -58,7 +58,9 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizer
         warmup_steps = config.warmup_epochs * steps_per_epoch
         total_steps = max(1, config.epochs * steps_per_epoch - warmup_steps)
         lr = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=config.learning_rate / 10 if warmup_steps else config.learning_rate,
+            initial_learning_rate=config.learning_rate / 10
+            if warmup_steps
+            else config.learning_rate,
             decay_steps=total_steps,
             alpha=0.01,
             warmup_target=config.learning_rate if warmup_steps else None,
@@ -97,6 +99,7 @@ def train(
     *,
     verbose: int | str = "auto",
     strategy: tf.distribute.Strategy | None = None,
+    callbacks: list[keras.callbacks.Callback] | None = None,
 ) -> TrainResult:
     """Train `config` on `data.train`, monitor `data.validation`, save everything in `run_dir`."""
     run_dir = Path(run_dir)
@@ -107,8 +110,12 @@ def train(
     if config.train_subset:
         train_split = train_data.subset(train_split, config.train_subset, config.seed)
     train_ds = train_data.make_dataset(
-        train_split, batch_size=config.batch_size, num_classes=NUM_CLASSES, training=True,
-        augment=config.augment, seed=config.seed,
+        train_split,
+        batch_size=config.batch_size,
+        num_classes=NUM_CLASSES,
+        training=True,
+        augment=config.augment,
+        seed=config.seed,
     )
     val_ds = train_data.make_dataset(
         data.validation, batch_size=1024, num_classes=NUM_CLASSES, training=False
@@ -121,7 +128,8 @@ def train(
         with strategy.scope():
             model = compile_model(config, steps_per_epoch)
 
-    callbacks: list[keras.callbacks.Callback] = [
+    callbacks = [
+        *(callbacks or []),
         _LearningRateLogger(),
         keras.callbacks.EarlyStopping(
             monitor="val_loss",
@@ -133,13 +141,20 @@ def train(
         keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False),
     ]
     if config.lr_schedule == "plateau":
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3,
-                                                           patience=2, min_lr=1e-5))
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss", factor=0.3, patience=2, min_lr=1e-5
+            )
+        )
 
     start = time.perf_counter()
     history = model.fit(
-        train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
-        verbose=verbose, shuffle=False,  # the tf.data pipeline shuffles, seeded
+        train_ds,
+        validation_data=val_ds,
+        epochs=config.epochs,
+        callbacks=callbacks,
+        verbose=verbose,
+        shuffle=False,  # the tf.data pipeline shuffles, seeded
     )
     wall_time = time.perf_counter() - start
     hist = {key: [float(v) for v in values] for key, values in history.history.items()}

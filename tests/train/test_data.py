@@ -1,0 +1,100 @@
+"""Dataset files: official checksums, clear errors for bad files, the stratified split."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fmnist import dataset
+from fmnist.errors import DataError
+from fmnist.train.data import split_indices, split_train_validation, subset
+
+
+def test_official_files_verify_and_load(data_dir: Path) -> None:
+    test = dataset.load_test(data_dir)
+    assert test.images.shape == (10000, 28, 28) and test.images.dtype == np.uint8
+    assert test.labels.shape == (10000,) and test.labels.dtype == np.uint8
+    assert np.bincount(test.labels).tolist() == [1000] * 10
+    # Mean pixel of the official test set (documented with the data: 0.2868).
+    assert test.images.mean() / 255 == pytest.approx(0.2868, abs=5e-4)
+
+
+def _copy_data(data_dir: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "fmnist"
+    copy.mkdir()
+    for official in dataset.OFFICIAL_FILES:
+        shutil.copy(data_dir / official.name, copy / official.name)
+    return copy
+
+
+def test_truncated_file_is_named(data_dir: Path, tmp_path: Path) -> None:
+    copy = _copy_data(data_dir, tmp_path)
+    path = copy / dataset.TEST_LABELS.name
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(
+        DataError,
+        match=r"t10k-labels-idx1-ubyte.gz: truncated: 1000 bytes, "
+        r"expected 5148",
+    ):
+        dataset.load_test(copy)
+
+
+def test_altered_file_fails_checksum(data_dir: Path, tmp_path: Path) -> None:
+    copy = _copy_data(data_dir, tmp_path)
+    path = copy / dataset.TEST_LABELS.name
+    raw = bytearray(path.read_bytes())
+    raw[-20] ^= 0xFF  # same size, different content
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match=r"altered: SHA-256 .* does not match the official 67da17"):
+        dataset.load_test(copy)
+
+
+def test_missing_file_and_missing_directory(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="does not exist"):
+        dataset.load_test(tmp_path / "nowhere")
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte.gz: missing"):
+        dataset.load_test(tmp_path)
+
+
+def test_data_dir_resolution_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv(dataset.DATA_DIR_ENV, raising=False)
+    assert dataset.resolve_data_dir() == Path("~/.keras/datasets/fashion-mnist").expanduser()
+    monkeypatch.setenv(dataset.DATA_DIR_ENV, str(tmp_path))
+    assert dataset.resolve_data_dir() == tmp_path
+    assert dataset.resolve_data_dir(tmp_path / "x") == tmp_path / "x"
+
+
+def test_read_idx_round_trip_and_bad_magic(tmp_path: Path) -> None:
+    array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    header = bytes([0, 0, 0x08, 3]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    with gzip.open(tmp_path / "a.idx.gz", "wb") as handle:
+        handle.write(header + array.tobytes())
+    np.testing.assert_array_equal(dataset.read_idx(tmp_path / "a.idx.gz"), array)
+    (tmp_path / "short.idx").write_bytes(header + array.tobytes()[:-1])
+    with pytest.raises(DataError, match="header promises"):
+        dataset.read_idx(tmp_path / "short.idx")
+    (tmp_path / "png.idx").write_bytes(b"\x89PNG\r\n\x1a\n")
+    with pytest.raises(DataError, match="bad magic"):
+        dataset.read_idx(tmp_path / "png.idx")
+
+
+def test_split_is_stratified_disjoint_and_seeded(data_dir: Path) -> None:
+    full = dataset.load_train(data_dir)
+    train_idx, val_idx = split_indices(full.labels, 0.1, seed=42)
+    assert len(train_idx) == 54000 and len(val_idx) == 6000
+    assert not set(train_idx) & set(val_idx)
+    assert len(set(train_idx) | set(val_idx)) == 60000
+    assert np.bincount(full.labels[val_idx]).tolist() == [600] * 10
+    again, _ = split_indices(full.labels, 0.1, seed=42)
+    other, _ = split_indices(full.labels, 0.1, seed=7)
+    np.testing.assert_array_equal(train_idx, again)
+    assert not np.array_equal(train_idx, other)
+
+    train, validation = split_train_validation(full, 0.1, seed=42)
+    np.testing.assert_array_equal(validation.images, full.images[val_idx])
+    small = subset(train, 1000, seed=0)
+    assert len(small) == 1000 and np.bincount(small.labels).tolist() == [100] * 10

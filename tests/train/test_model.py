@@ -1,0 +1,61 @@
+"""The CNN and its config: shapes, probabilities, and clear errors for bad values."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fmnist.train.config import ConfigError, TrainConfig, load_config
+
+
+def test_model_outputs_probabilities_for_every_image() -> None:
+    from fmnist.train.model import build_model, preprocess
+
+    for config in (TrainConfig(), TrainConfig(depth=3, batch_norm=False, dropout=0.0)):
+        model = build_model(config)
+        images = np.random.default_rng(0).integers(0, 256, (5, 28, 28), dtype=np.uint8)
+        probs = np.asarray(model(preprocess(images), training=False))
+        assert probs.shape == (5, 10)
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+        assert model.input_shape == (None, 28, 28, 1)
+
+
+def test_preprocess_scales_raw_pixels() -> None:
+    from fmnist.train.model import preprocess
+
+    out = np.asarray(preprocess(np.array([[[0, 255]]], dtype=np.uint8)))
+    assert out.shape == (1, 1, 2, 1) and out.dtype == np.float32
+    assert out.ravel().tolist() == [0.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"optimizer": "adamx"}, "optimizer must be one of adam, adamw, sgd, got 'adamx'"),
+        ({"learning_rate": -1}, "learning_rate must be > 0"),
+        ({"dropout": 1.5}, r"dropout must be in \[0, 1\)"),
+        ({"epochs": "ten"}, "epochs must be a int, got 'ten'"),
+        ({"augment": 1}, "augment must be a bool"),
+        ({"widht": 32}, "unknown field"),
+    ],
+)
+def test_bad_config_values_are_named(fields: dict, message: str, tmp_path: Path) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(fields))
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_toml_config_and_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[train]\nwidth = 24\nlearning_rate = 1e-3\naugment = false\n")
+    config = load_config(path, epochs=3)
+    assert (config.width, config.learning_rate, config.augment, config.epochs) == (
+        24,
+        1e-3,
+        False,
+        3,
+    )

@@ -1,0 +1,60 @@
+"""tf.distribute strategies for scale-out training: one machine's devices, or several workers.
+
+`mirrored` replicates the model on every GPU, or on every logical CPU device when there
+is no GPU. `multiworker` is MultiWorkerMirroredStrategy configured from TF_CONFIG, as
+TensorFlow documents (https://www.tensorflow.org/guide/distributed_training).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import tensorflow as tf
+
+from fmnist.errors import UserError
+
+
+def split_cpu(num_devices: int) -> None:
+    """Expose the CPU as `num_devices` logical devices (must run before TF initialises devices)."""
+    cpus = tf.config.list_physical_devices("CPU")
+    try:
+        tf.config.set_logical_device_configuration(
+            cpus[0], [tf.config.LogicalDeviceConfiguration()] * num_devices
+        )
+    except RuntimeError as err:
+        raise UserError(f"cannot split the CPU into {num_devices} devices: {err}") from None
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    if name == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [d.name for d in gpus or tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices=devices)
+    if name == "multiworker":
+        raw = os.environ.get("TF_CONFIG")
+        if not raw:
+            raise UserError("--strategy multiworker needs TF_CONFIG (cluster and task) to be set")
+        try:
+            tf_config = json.loads(raw)
+            tf_config["cluster"]["worker"], tf_config["task"]["index"]
+        except (ValueError, KeyError, TypeError):
+            raise UserError(
+                "TF_CONFIG must be JSON with cluster.worker and task.index, e.g. "
+                '{"cluster": {"worker": ["host1:port", "host2:port"]}, '
+                '"task": {"type": "worker", "index": 0}}'
+            ) from None
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise UserError(f"unknown strategy {name!r}; choose mirrored or multiworker")
+
+
+def is_chief(strategy: tf.distribute.Strategy | None) -> bool:
+    """Whether this process should write the run directory (worker 0 of a multi-worker job)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    return resolver.task_type == "chief" or (
+        resolver.task_type == "worker"
+        and resolver.task_id == 0
+        and "chief" not in resolver.cluster_spec().as_dict()
+    )
