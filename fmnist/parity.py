@@ -37,6 +37,15 @@ class Tolerance:
                 f"--min-agreement must be a fraction between 0 and 1, got {self.min_agreement}"
             )
 
+    def with_overrides(
+        self, max_accuracy_drop_pp: float | None = None, min_agreement: float | None = None
+    ) -> Tolerance:
+        """This tolerance with the limits a user gave on the command line (None keeps ours)."""
+        return Tolerance(
+            self.max_accuracy_drop_pp if max_accuracy_drop_pp is None else max_accuracy_drop_pp,
+            self.min_agreement if min_agreement is None else min_agreement,
+        )
+
 
 @dataclass
 class ParityResult:

@@ -1,0 +1,105 @@
+"""`fmnist-edge bench`: load time, first inference and steady-state latency of a TFLite model.
+
+In the spirit of TFLite's benchmark_model: init time, first inference, p50/p90/p99 latency
+over R runs of batch B, throughput and the process's peak memory.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from fmnist.edge.classifier import Classifier
+from fmnist.edge.runtime import Runtime
+
+
+@dataclass
+class BenchResult:
+    model: str
+    runtime: str
+    threads: int | None
+    batch: int
+    runs: int
+    init_ms: float
+    first_inference_ms: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    images_per_s: float
+    peak_rss_mb: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def table(self) -> str:
+        rows = [
+            ("model", self.model),
+            ("runtime", self.runtime),
+            ("threads / batch / runs", f"{self.threads or 'default'} / {self.batch} / {self.runs}"),
+            ("init", f"{self.init_ms:.2f} ms"),
+            ("first inference", f"{self.first_inference_ms:.3f} ms"),
+            (
+                "latency p50 / p90 / p99",
+                f"{self.p50_ms:.3f} / {self.p90_ms:.3f} / {self.p99_ms:.3f} ms",
+            ),
+            ("throughput", f"{self.images_per_s:,.0f} images/s"),
+            ("peak memory (RSS)", f"{self.peak_rss_mb:.1f} MB"),
+        ]
+        width = max(len(key) for key, _ in rows)
+        return "\n".join(f"{key:<{width}}  {value}" for key, value in rows)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def benchmark(
+    model_path: str | os.PathLike,
+    *,
+    runtime: Runtime,
+    threads: int | None = None,
+    runs: int = 200,
+    batch: int = 1,
+    warmup: int = 10,
+    seed: int = 0,
+) -> BenchResult:
+    """Time the full classify path (quantize, invoke, dequantize) on random images."""
+    images = np.random.default_rng(seed).integers(0, 256, (batch, 28, 28), dtype=np.uint8)
+    start = time.perf_counter()
+    classifier = Classifier(model_path, num_threads=threads, runtime=runtime)
+    init_ms = (time.perf_counter() - start) * 1e3
+    start = time.perf_counter()
+    classifier.predict_proba(images, batch_size=batch)
+    first_ms = (time.perf_counter() - start) * 1e3
+    for _ in range(warmup):
+        classifier.predict_proba(images, batch_size=batch)
+    latencies = np.empty(runs)
+    for i in range(runs):
+        start = time.perf_counter()
+        classifier.predict_proba(images, batch_size=batch)
+        latencies[i] = time.perf_counter() - start
+    latencies *= 1e3
+    p50, p90, p99 = np.percentile(latencies, [50, 90, 99])
+    return BenchResult(
+        model=str(model_path),
+        runtime=str(runtime),
+        threads=threads,
+        batch=batch,
+        runs=runs,
+        init_ms=init_ms,
+        first_inference_ms=first_ms,
+        p50_ms=float(p50),
+        p90_ms=float(p90),
+        p99_ms=float(p99),
+        mean_ms=float(latencies.mean()),
+        images_per_s=batch / (float(latencies.mean()) / 1e3),
+        peak_rss_mb=peak_rss_mb(),
+    )

@@ -1,0 +1,164 @@
+"""Run a Fashion-MNIST TFLite model on raw uint8 images, whatever its input/output types.
+
+The model's own quantization parameters (read from the interpreter, cross-checked with
+the manifest) map raw pixels to its input and its output back to probabilities, so
+uint8, int8 and float32 models are all used the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fmnist.dataset import CLASS_NAMES
+from fmnist.edge.runtime import Runtime, select_runtime
+from fmnist.errors import UserError
+from fmnist.manifest import MANIFEST_NAME, Manifest, load_manifest
+
+
+class ModelError(UserError):
+    """A model file that is missing, truncated, not TFLite, or fails its checksum."""
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """real = (q - zero_point) * scale; scale 0 means the tensor is not quantized."""
+
+    dtype: np.dtype
+    scale: float
+    zero_point: int
+
+    @property
+    def quantized(self) -> bool:
+        return self.scale != 0.0
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    path: Path
+    manifest: Manifest | None
+    class_names: tuple[str, ...]
+
+
+def resolve_model(model_or_bundle: str | os.PathLike, kind: str = "int8") -> ResolvedModel:
+    """A bundle directory (its `kind` model, checksum verified) or a .tflite file.
+
+    A .tflite file inside a bundle is verified against that bundle's manifest; a bare
+    .tflite file elsewhere is used as is, with the Fashion-MNIST class names.
+    """
+    path = Path(model_or_bundle)
+    if path.is_dir():
+        if not (path / MANIFEST_NAME).is_file():
+            raise ModelError(
+                f"{path}: no {MANIFEST_NAME} in this directory (not an exported "
+                "bundle; pass the bundle directory or a .tflite file)"
+            )
+        manifest = load_manifest(path)
+        manifest.tflite(kind)  # a clear error if the bundle has no such model
+        model_path = manifest.verify_file(manifest.data["tflite"][kind]["file"])
+        return ResolvedModel(model_path, manifest, tuple(manifest.class_names))
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file or bundle directory")
+    if (path.parent / MANIFEST_NAME).is_file():
+        manifest = load_manifest(path.parent)
+        relpath = path.resolve().relative_to(manifest.bundle_dir.resolve()).as_posix()
+        manifest.verify_file(relpath)
+        return ResolvedModel(path, manifest, tuple(manifest.class_names))
+    return ResolvedModel(path, None, CLASS_NAMES)
+
+
+class Classifier:
+    """A loaded TFLite model: `predict_proba(uint8 [N, 28, 28]) -> float32 [N, classes]`."""
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        *,
+        num_threads: int | None = None,
+        runtime: Runtime | None = None,
+        class_names: tuple[str, ...] = CLASS_NAMES,
+    ) -> None:
+        self.path = Path(model_path)
+        self.runtime = runtime or select_runtime()
+        self.class_names = class_names
+        try:
+            content = self.path.read_bytes()
+        except OSError as err:
+            raise ModelError(f"{self.path}: cannot read model file: {err.strerror}") from None
+        # A TFLite flatbuffer carries the identifier "TFL3" at byte offset 4.
+        if len(content) < 8 or content[4:8] != b"TFL3":
+            raise ModelError(f"{self.path}: not a TFLite model (no TFL3 identifier)")
+        try:
+            self.interpreter = self.runtime.interpreter_class(
+                model_content=content, num_threads=num_threads
+            )
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as err:
+            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err)
+            raise ModelError(f"{self.path}: {self.runtime} cannot load it: {first_line}") from None
+        (inp,) = self.interpreter.get_input_details()
+        (out,) = self.interpreter.get_output_details()
+        self._input_index, self._output_index = inp["index"], out["index"]
+        self.input_shape = tuple(int(d) for d in inp["shape"])  # (1, 28, 28, 1) or (1, 28, 28)
+        self.input_quant = Quantization(np.dtype(inp["dtype"]), *inp["quantization"])
+        self.output_quant = Quantization(np.dtype(out["dtype"]), *out["quantization"])
+        self._batch = self.input_shape[0]
+        # uint8 input with scale 1/255 and zero point 0 takes raw pixels as they are.
+        q = self.input_quant
+        self._raw_pixels = (
+            q.dtype == np.uint8 and q.zero_point == 0 and abs(q.scale * 255.0 - 1.0) < 1e-6
+        )
+
+    def to_input(self, images: np.ndarray) -> np.ndarray:
+        """Raw uint8 pixels -> the model's input tensor values (quantized if it is)."""
+        if self._raw_pixels:
+            return images
+        real = images.astype(np.float32) / 255.0
+        q = self.input_quant
+        if not q.quantized:
+            return real.astype(q.dtype)
+        info = np.iinfo(q.dtype)
+        return np.clip(np.round(real / q.scale) + q.zero_point, info.min, info.max).astype(q.dtype)
+
+    def from_output(self, values: np.ndarray) -> np.ndarray:
+        """The model's output tensor -> float32 probabilities."""
+        q = self.output_quant
+        if not q.quantized:
+            return values.astype(np.float32, copy=False)
+        return (values.astype(np.float32) - q.zero_point) * np.float32(q.scale)
+
+    def _resize(self, batch: int) -> None:
+        if batch != self._batch:
+            self.interpreter.resize_tensor_input(
+                self._input_index, (batch, *self.input_shape[1:]), strict=False
+            )
+            self.interpreter.allocate_tensors()
+            self._batch = batch
+
+    def invoke(self, model_input: np.ndarray) -> np.ndarray:
+        """One interpreter call on an already-converted batch; returns the raw output."""
+        self._resize(len(model_input))
+        self.interpreter.set_tensor(
+            self._input_index, model_input.reshape((len(model_input), *self.input_shape[1:]))
+        )
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self._output_index)
+
+    def predict_proba(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Class probabilities for uint8 images [N, 28, 28] (or [N, 28, 28, 1])."""
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.shape[1:3] != (28, 28):
+            raise UserError(
+                f"expected uint8 images [N, 28, 28], got {images.dtype} {list(images.shape)}"
+            )
+        if len(images) <= batch_size:
+            return self.from_output(self.invoke(self.to_input(images)))
+        return np.concatenate(
+            [
+                self.from_output(self.invoke(self.to_input(images[i : i + batch_size])))
+                for i in range(0, len(images), batch_size)
+            ]
+        )

@@ -1,0 +1,193 @@
+"""The `fmnist-edge` command: classify images, benchmark a model, check parity. TF-free."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from fmnist.cli import run
+from fmnist.errors import UserError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fmnist-edge",
+        description="Fashion-MNIST TFLite inference on CPUs and Raspberry Pis, without "
+        "TensorFlow (ai-edge-litert, else tflite-runtime).",
+        allow_abbrev=False,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    classify = sub.add_parser(
+        "classify",
+        help="classify image files",
+        description="Classify images (PNG/JPEG of any size or colour mode, .npy arrays or IDX "
+        "files). Images are converted to 28x28 grayscale, light item on dark background.",
+    )
+    classify.add_argument(
+        "model", metavar="MODEL_OR_BUNDLE", help="an exported bundle directory, or a .tflite file"
+    )
+    classify.add_argument("images", nargs="*", metavar="IMAGE")
+    classify.add_argument("--top-k", type=int, default=3, metavar="K")
+    classify.add_argument("--json", action="store_true", help="print one JSON array")
+    classify.add_argument(
+        "--invert",
+        action="store_true",
+        help="invert image files first (dark item on a light background)",
+    )
+    classify.add_argument(
+        "--kind",
+        choices=("int8", "float32"),
+        default="int8",
+        help="which model of a bundle to use (default int8)",
+    )
+    _add_runtime_args(classify)
+    classify.set_defaults(handler=_classify)
+
+    bench = sub.add_parser("bench", help="benchmark a TFLite model (latency, throughput, memory)")
+    bench.add_argument("model", metavar="MODEL", help="a .tflite file or a bundle directory")
+    bench.add_argument("--runs", type=int, default=200, metavar="R")
+    bench.add_argument("--batch", type=int, default=1, metavar="B")
+    bench.add_argument("--kind", choices=("int8", "float32"), default="int8")
+    bench.add_argument("--json", action="store_true")
+    _add_runtime_args(bench)
+    bench.set_defaults(handler=_bench)
+
+    parity = sub.add_parser(
+        "parity",
+        help="compare the int8 model with the float reference on the test set",
+        description="Exit 0 within tolerance, 1 outside it, 2 for usage errors.",
+    )
+    parity.add_argument("bundle", metavar="BUNDLE", type=Path)
+    parity.add_argument(
+        "--data-dir", metavar="D", help="Fashion-MNIST directory (default: $FMNIST_DATA_DIR)"
+    )
+    parity.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        metavar="PP",
+        help="percentage points (default: the tolerance export used)",
+    )
+    parity.add_argument(
+        "--min-agreement",
+        type=float,
+        metavar="FRACTION",
+        help="top-1 agreement, 0-1 (default: the tolerance export used)",
+    )
+    parity.add_argument("--kind", choices=("int8", "float32"), default="int8")
+    parity.add_argument("--json", type=Path, metavar="OUT", help="also write the result as JSON")
+    _add_runtime_args(parity)
+    parity.set_defaults(handler=_parity)
+    return parser
+
+
+def _add_runtime_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, metavar="T", help="interpreter threads")
+    parser.add_argument(
+        "--runtime",
+        choices=("litert", "tflite-runtime", "tensorflow"),
+        help="force a runtime (default: the first installed)",
+    )
+
+
+def _positive(name: str, value: int | None) -> None:
+    if value is not None and value < 1:
+        raise UserError(f"{name} must be >= 1, got {value}")
+
+
+def _classify(args: argparse.Namespace) -> int:
+    from fmnist.edge.classifier import Classifier, resolve_model
+    from fmnist.edge.runtime import select_runtime
+    from fmnist.images import load_inputs
+
+    _positive("--top-k", args.top_k)
+    _positive("--threads", args.threads)
+    runtime = select_runtime(args.runtime)
+    resolved = resolve_model(args.model, args.kind)
+    names, images = load_inputs(args.images, invert=args.invert)
+    print(f"runtime: {runtime}", file=sys.stderr)
+    classifier = Classifier(
+        resolved.path, num_threads=args.threads, runtime=runtime, class_names=resolved.class_names
+    )
+    probabilities = classifier.predict_proba(images)
+    k = min(args.top_k, probabilities.shape[1])
+    results = []
+    for name, probs in zip(names, probabilities, strict=True):
+        top = probs.argsort()[::-1][:k]
+        results.append(
+            {
+                "path": name,
+                "predictions": [
+                    {
+                        "class_id": int(i),
+                        "class_name": resolved.class_names[i],
+                        "probability": round(float(probs[i]), 6),
+                    }
+                    for i in top
+                ],
+            }
+        )
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for result in results:
+            best, *rest = result["predictions"]
+            others = ", ".join(f"{p['class_name']} {p['probability']:.1%}" for p in rest)
+            line = f"{result['path']}: {best['class_name']} {best['probability']:.1%}"
+            print(f"{line}  ({others})" if others else line)
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from fmnist.edge.bench import benchmark
+    from fmnist.edge.classifier import resolve_model
+    from fmnist.edge.runtime import select_runtime
+
+    for name in ("--runs", "--batch", "--threads"):
+        _positive(name, getattr(args, name[2:]))
+    resolved = resolve_model(args.model, args.kind)
+    result = benchmark(
+        resolved.path,
+        runtime=select_runtime(args.runtime),
+        threads=args.threads,
+        runs=args.runs,
+        batch=args.batch,
+    )
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result.table())
+    return 0
+
+
+def _parity(args: argparse.Namespace) -> int:
+    from fmnist.edge.parity import run_parity
+    from fmnist.edge.runtime import select_runtime
+    from fmnist.manifest import load_manifest
+    from fmnist.parity import format_result
+
+    _positive("--threads", args.threads)
+    tolerance = load_manifest(args.bundle).tolerance.with_overrides(
+        args.max_accuracy_drop, args.min_agreement
+    )
+    result = run_parity(
+        args.bundle,
+        args.data_dir,
+        tolerance,
+        kind=args.kind,
+        num_threads=args.threads,
+        runtime=select_runtime(args.runtime),
+    )
+    print(format_result(result))
+    if args.json:
+        result.write_json(args.json)
+    return result.exit_code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run(args.handler, args, f"fmnist-edge {args.command}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

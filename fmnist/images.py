@@ -1,0 +1,108 @@
+"""Turning user input files into model input: uint8 [N, 28, 28], light object on a dark background.
+
+How an image file becomes a Fashion-MNIST-like input (the same for `fmnist predict` and
+`fmnist-edge classify`):
+
+1. Pillow opens it (PNG, JPEG, or anything else Pillow reads); EXIF rotation is applied,
+   transparency is flattened onto black, and it is converted to 8-bit grayscale ("L").
+2. It is scaled, keeping its aspect ratio, to fit a 28x28 box (Lanczos filter), and centred
+   on a black 28x28 canvas.
+3. With `invert=True` the pixels are inverted first. Fashion-MNIST items are light on a
+   dark background; a photo of a dark item on a light background (the usual product
+   shot) needs `--invert`.
+
+`.npy` files hold uint8 arrays [28, 28], [N, 28, 28] or [N, 28, 28, 1]; IDX files
+(`*-ubyte`, `*.idx`, optionally gzipped) hold the same shapes, as in the official dataset.
+TF-free (numpy and Pillow only).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from fmnist.dataset import read_idx
+from fmnist.errors import UserError
+
+SIZE = 28
+
+
+class ImageError(UserError):
+    """An input file that is missing, unreadable or not an image of a usable shape."""
+
+
+def _is_idx(path: Path) -> bool:
+    name = path.name.removesuffix(".gz")
+    return name.endswith("-ubyte") or name.endswith(".idx")
+
+
+def load_image(path: str | os.PathLike, *, invert: bool = False) -> np.ndarray:
+    """One image file as uint8 [28, 28] (see the module docstring for the conversion)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with Image.open(path) as opened:
+            image = ImageOps.exif_transpose(opened)
+            if image.mode in ("RGBA", "LA", "P"):
+                image = image.convert("RGBA")
+                background = Image.new("RGBA", image.size, (0, 0, 0, 255))
+                image = Image.alpha_composite(background, image)
+            image = image.convert("L")
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise ImageError(f"{path}: not a readable image ({err.__class__.__name__})") from None
+    if invert:
+        image = ImageOps.invert(image)
+    image.thumbnail((SIZE, SIZE), Image.Resampling.LANCZOS)
+    canvas = Image.new("L", (SIZE, SIZE), 0)
+    canvas.paste(image, ((SIZE - image.width) // 2, (SIZE - image.height) // 2))
+    return np.asarray(canvas, dtype=np.uint8)
+
+
+def _load_array(path: Path) -> np.ndarray:
+    if path.suffix != ".npy":
+        return read_idx(path)
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise ImageError(f"{path}: not a readable .npy array ({err})") from None
+
+
+def _as_batch(array: np.ndarray, path: Path) -> np.ndarray:
+    if array.ndim == 4 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim == 2:
+        array = array[None]
+    if array.ndim != 3 or array.shape[1:] != (SIZE, SIZE):
+        raise ImageError(f"{path}: expected images of shape [N, 28, 28], got {list(array.shape)}")
+    if array.dtype != np.uint8:
+        if not np.issubdtype(array.dtype, np.number) or array.min() < 0 or array.max() > 255:
+            raise ImageError(f"{path}: expected uint8 pixel values 0-255, got {array.dtype}")
+        array = array.astype(np.uint8)
+    return array
+
+
+def load_inputs(
+    paths: list[str | os.PathLike], *, invert: bool = False
+) -> tuple[list[str], np.ndarray]:
+    """Images from files of any supported kind: (a name per image, uint8 [N, 28, 28])."""
+    if not paths:
+        raise ImageError("no input files given")
+    names: list[str] = []
+    batches: list[np.ndarray] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.is_file():
+            raise ImageError(f"{path}: no such file")
+        if path.suffix == ".npy" or _is_idx(path):
+            batch = _as_batch(_load_array(path), path)
+            batch = 255 - batch if invert else batch
+        else:
+            batch = load_image(path, invert=invert)[None]
+        names += [str(path)] if len(batch) == 1 else [f"{path}[{i}]" for i in range(len(batch))]
+        batches.append(batch)
+    return names, np.concatenate(batches)

@@ -1,0 +1,78 @@
+"""Runtime selection, and proof that the edge package never imports TensorFlow."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from fmnist.edge.runtime import RuntimeMissing, select_runtime
+
+# Hides the named top-level modules from imports, as if they were not installed.
+BLOCKER = """
+import sys
+class _Blocker:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {blocked!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}")
+sys.meta_path.insert(0, _Blocker())
+"""
+
+
+def _python(code: str, *, blocked: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    prelude = BLOCKER.format(blocked=set(blocked)) if blocked else ""
+    return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_first_installed_runtime_is_chosen_and_named() -> None:
+    runtime = select_runtime()
+    assert runtime.name in ("litert", "tflite-runtime")
+    assert runtime.version[0].isdigit()
+    assert runtime.name in str(runtime)
+
+
+def test_unknown_or_missing_runtime_is_a_clear_error() -> None:
+    with pytest.raises(RuntimeMissing, match="unknown runtime 'onnx'"):
+        select_runtime("onnx")
+    other = "tflite-runtime" if select_runtime().name == "litert" else "litert"
+    try:
+        select_runtime(other)
+    except RuntimeMissing as err:
+        assert "pip install" in str(err)
+
+
+def test_no_runtime_installed_names_the_package_to_install(tmp_path: Path) -> None:
+    blocked = ("ai_edge_litert", "tflite_runtime", "tensorflow")
+    result = _python(
+        f"""
+        import sys
+        from fmnist.edge.cli import main
+        sys.exit(main(["classify", {str(tmp_path / "m.tflite")!r}, "x.png"]))
+        """,
+        blocked=blocked,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "TFLite runtime is not installed" in line and "pip install ai-edge-litert" in line
+
+
+def test_edge_package_imports_nothing_from_tensorflow() -> None:
+    result = _python(
+        """
+        import sys
+        import fmnist.edge.bench, fmnist.edge.classifier, fmnist.edge.cli
+        import fmnist.edge.parity, fmnist.edge.runtime, fmnist.images, fmnist.manifest
+        from fmnist.edge.runtime import select_runtime
+        select_runtime()
+        heavy = sorted(m for m in sys.modules
+                       if m.split(".")[0] in ("tensorflow", "keras", "tf_keras", "jax"))
+        print(heavy)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
