@@ -12,6 +12,15 @@ from fmnist.errors import UserError
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add this stage's subcommands to the `fmnist` parser."""
+    data = subparsers.add_parser(
+        "data",
+        help="check (or download) the Fashion-MNIST files",
+        description="Verify the four official files against their SHA-256 sums; with "
+        "--download, fetch them through Keras first.",
+    )
+    _add_data_args(data)
+    data.set_defaults(handler=_data)
+
     train = subparsers.add_parser(
         "train",
         help="train the CNN and evaluate it on the test set",
@@ -81,6 +90,20 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="download the files through Keras if no directory is given",
     )
+
+
+def _data(args: argparse.Namespace) -> int:
+    from fmnist import dataset
+    from fmnist.train.data import download_with_keras
+
+    directory = dataset.resolve_data_dir(args.data_dir)
+    if args.download and not all((directory / f.name).is_file() for f in dataset.OFFICIAL_FILES):
+        directory = download_with_keras(directory)
+    for official in dataset.OFFICIAL_FILES:
+        dataset.verify_file(directory, official)
+        print(f"ok  {official.name}  sha256 {official.sha256[:16]}...")
+    print(f"Fashion-MNIST verified in {directory}")
+    return 0
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ The 10,000 test images are loaded here but only evaluation touches them.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,15 +26,24 @@ class FashionMNIST:
     data_dir: Path | None = None
 
 
-def download_with_keras() -> Path:
-    """Fetch the official files into Keras' cache folder (only when the user asks: --download)."""
+def download_with_keras(target: Path | None = None) -> Path:
+    """Fetch the official files through Keras (only when the user asks: --download).
+
+    Keras keeps them in its cache folder; with `target`, they are copied there as well.
+    """
     import keras
 
     try:
         keras.datasets.fashion_mnist.load_data()
     except Exception as err:  # network errors come in many types
         raise DataError(f"download through Keras failed: {err}") from None
-    return dataset.KERAS_CACHE_DIR.expanduser()
+    cache = dataset.KERAS_CACHE_DIR.expanduser()
+    if target is None or target.resolve() == cache.resolve():
+        return cache
+    target.mkdir(parents=True, exist_ok=True)
+    for official in dataset.OFFICIAL_FILES:
+        shutil.copyfile(cache / official.name, target / official.name)
+    return target
 
 
 def load(
@@ -44,9 +54,9 @@ def load(
     download: bool = False,
 ) -> FashionMNIST:
     """Verified train/validation/test splits as uint8 arrays."""
-    if download and not data_dir and not os.environ.get(dataset.DATA_DIR_ENV):
-        data_dir = download_with_keras()
     directory = dataset.resolve_data_dir(data_dir)
+    if download and not all((directory / f.name).is_file() for f in dataset.OFFICIAL_FILES):
+        directory = download_with_keras(directory)
     full_train = dataset.load_train(directory)
     train, validation = split_train_validation(full_train, val_fraction, seed)
     return FashionMNIST(train, validation, dataset.load_test(directory), data_dir=directory)
