@@ -65,8 +65,9 @@ def test_npy_and_idx_batches(tmp_path: Path) -> None:
         (None, "missing.png", "no such file"),
     ],
 )
-def test_bad_image_files_are_named(tmp_path: Path, content: bytes | None, name: str,
-                                   message: str) -> None:
+def test_bad_image_files_are_named(
+    tmp_path: Path, content: bytes | None, name: str, message: str
+) -> None:
     path = tmp_path / name
     if content is not None:
         path.write_bytes(content)

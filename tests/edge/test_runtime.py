@@ -24,8 +24,12 @@ sys.meta_path.insert(0, _Blocker())
 
 def _python(code: str, *, blocked: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     prelude = BLOCKER.format(blocked=set(blocked)) if blocked else ""
-    return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", prelude + textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_first_installed_runtime_is_chosen_and_named() -> None:
