@@ -49,6 +49,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=("mirrored", "multiworker"),
         help="tf.distribute strategy (multiworker reads TF_CONFIG)",
     )
+    train.add_argument(
+        "--cpu-devices",
+        type=int,
+        metavar="N",
+        help="split the CPU into N logical devices (mirrored training without GPUs)",
+    )
     train.add_argument("--overwrite", action="store_true", help="replace an existing run in RUN")
     train.set_defaults(handler=_train)
 
@@ -118,10 +124,12 @@ def _train(args: argparse.Namespace) -> int:
         raise UserError(f"{args.out} already holds a trained model (use --overwrite to replace it)")
 
     from fmnist.train import data as train_data
-    from fmnist.train.distribute import make_strategy
+    from fmnist.train.distribute import is_chief, make_strategy, split_cpu
     from fmnist.train.evaluate import evaluate_run
     from fmnist.train.train import train
 
+    if args.cpu_devices:
+        split_cpu(args.cpu_devices)
     strategy = make_strategy(args.strategy) if args.strategy else None
     data = train_data.load(
         args.data_dir, val_fraction=config.val_fraction, seed=config.seed, download=args.download
@@ -139,6 +147,9 @@ def _train(args: argparse.Namespace) -> int:
         f"({result.images_per_s:.0f} img/s); best epoch {result.best_epoch}",
         flush=True,
     )
+    if not is_chief(strategy):
+        print("not the chief worker: worker 0 evaluates and keeps the run")
+        return 0
     metrics = evaluate_run(args.out, data.data_dir)
     print(f"test accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f}")
     print(f"run directory: {args.out}")

@@ -136,4 +136,7 @@ def make_dataset(
         ds = ds.map(
             lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE
         )
-    return ds.prefetch(tf.data.AUTOTUNE)
+    # Multi-worker training shards by element (there are no files to shard by).
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)

@@ -58,3 +58,33 @@ def is_chief(strategy: tf.distribute.Strategy | None) -> bool:
         and resolver.task_id == 0
         and "chief" not in resolver.cluster_spec().as_dict()
     )
+
+
+def is_multi_worker(strategy: tf.distribute.Strategy | None) -> bool:
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def prepare_multi_worker_fit(model, strategy: tf.distribute.Strategy, dataset) -> None:
+    """Let Keras 3 `fit` run under MultiWorkerMirroredStrategy.
+
+    Keras 3 fails there in two places (tensorflow/tensorflow#72388): it reduces the
+    per-replica step logs with `axis=0`, which scalars do not have, and it reduces a
+    distributed input batch to build the model symbolically. The logs are already
+    synchronised across workers, so the first local value is the right one; and building
+    the model on one local batch before `fit` makes the second reduction unnecessary.
+    """
+    from keras.src.backend.tensorflow import trainer
+
+    if not getattr(trainer.reduce_per_replica, "_fmnist_multi_worker", False):
+        original = trainer.reduce_per_replica
+
+        def reduce_per_replica(values, strategy, reduction):
+            if reduction in ("auto", "mean") and is_multi_worker(strategy):
+                reduction = "first"
+            return original(values, strategy, reduction)
+
+        reduce_per_replica._fmnist_multi_worker = True
+        trainer.reduce_per_replica = reduce_per_replica
+    with strategy.scope():
+        model._symbolic_build(data_batch=next(iter(dataset)))
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None

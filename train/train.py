@@ -27,6 +27,7 @@ import tensorflow as tf
 from fmnist import __version__
 from fmnist.train import data as train_data
 from fmnist.train.config import TrainConfig
+from fmnist.train.distribute import is_multi_worker, prepare_multi_worker_fit
 from fmnist.train.model import NUM_CLASSES, build_model
 
 MODEL_FILE = "model.keras"
@@ -127,6 +128,8 @@ def train(
     else:
         with strategy.scope():
             model = compile_model(config, steps_per_epoch)
+        if is_multi_worker(strategy):
+            prepare_multi_worker_fit(model, strategy, train_ds)
 
     callbacks = [
         *(callbacks or []),
@@ -184,6 +187,7 @@ def train(
         "wall_time_s": wall_time,
         "images_per_s": epochs_run * len(train_split) / wall_time,
         "strategy": type(strategy).__name__ if strategy else None,
+        "replicas": strategy.num_replicas_in_sync if strategy else 1,
     }
     (run_dir / RUN_FILE).write_text(json.dumps(run_info, indent=2) + "\n")
     return TrainResult(
