@@ -1,0 +1,1 @@
+"""Pipeline stage: the whole job as one command (train, export, serve, parity checks, report)."""
