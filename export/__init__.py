@@ -1,1 +1,2 @@
-"""Export stage: turn a training run into a TF Serving SavedModel version, TFLite models and a manifest."""
+"""Export stage: turn a training run into a TF Serving SavedModel version, TFLite models and
+the manifest every later stage reads."""

@@ -1,9 +1,187 @@
-"""Subcommands of this stage (registered on the `fmnist` command)."""
+"""Subcommands of this stage (registered on the `fmnist` command): `fmnist serve`.
+
+`serve` takes tensorflow_model_server's own flag names for what it supports, so a
+command line written for TF Serving runs here unchanged (and an unsupported flag is an
+error naming it, never silently ignored).
+"""
 
 from __future__ import annotations
 
 import argparse
 
+from fmnist.errors import UserError
+
+_TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add this stage's subcommands to the `fmnist` parser."""
+    _register_serve(subparsers)
+
+
+def _register_serve(subparsers: argparse._SubParsersAction) -> None:
+    serve = subparsers.add_parser(
+        "serve",
+        allow_abbrev=False,
+        help="serve SavedModels over TF Serving's gRPC and REST APIs",
+        description="A TF Serving-compatible model server (gRPC PredictionService/ModelService "
+        "and the REST API) for development, CI and boards without tensorflow_model_server. "
+        "Flags use tensorflow_model_server's names. Prints the bound ports once serving; "
+        "stops gracefully on SIGTERM.",
+    )
+    arg = serve.add_argument
+    arg(
+        "--port",
+        type=_port,
+        default=8500,
+        metavar="PORT",
+        help="gRPC port (default 8500); 0 or 'auto' picks a free port",
+    )
+    arg(
+        "--rest_api_port",
+        type=_port,
+        default=8501,
+        metavar="PORT",
+        help="REST port (default 8501); 0 disables REST, as in TF Serving; 'auto' picks a "
+        "free port",
+    )
+    arg("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    arg("--model_name", default="default", help="model name (ignored with --model_config_file)")
+    arg(
+        "--model_base_path",
+        metavar="DIR",
+        help="directory of integer-named SavedModel versions (ignored with --model_config_file)",
+    )
+    arg(
+        "--model_config_file",
+        metavar="FILE",
+        help="text-format ModelServerConfig: several models, version policies, version labels",
+    )
+    arg(
+        "--file_system_poll_wait_seconds",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="seconds between polls of the base paths for new versions (default 1); 0 reads "
+        "them once at start",
+    )
+    arg(
+        "--monitoring_config_file",
+        metavar="FILE",
+        help="text-format MonitoringConfig; enables Prometheus metrics on the REST port",
+    )
+    arg(
+        "--enable_grpc_healthcheck_service",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="BOOL",
+        help="serve the standard gRPC health service",
+    )
+    arg(
+        "--enable_signature_method_name_check",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="BOOL",
+        help="require classify/regress method names on Classify/Regress "
+        "signatures (off by default, as in TF Serving)",
+    )
+    arg(
+        "--rest_api_timeout_in_ms",
+        type=_positive_int,
+        default=30_000,
+        metavar="MS",
+        help="REST request timeout (default 30000)",
+    )
+    arg(
+        "--rest_api_num_threads",
+        type=_positive_int,
+        metavar="N",
+        help="REST worker threads (default 4 per CPU)",
+    )
+    arg(
+        "--grpc_max_threads",
+        type=_positive_int,
+        metavar="N",
+        help="gRPC worker threads (default 4 per CPU)",
+    )
+    arg(
+        "--max_request_bytes",
+        type=_positive_int,
+        default=64 << 20,
+        metavar="BYTES",
+        help="largest accepted request: gRPC message or REST body (default 64 MiB); larger "
+        "ones get RESOURCE_EXHAUSTED / HTTP 413",
+    )
+    serve.set_defaults(handler=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from fmnist.serving import server_config as sc
+
+    if args.model_config_file:
+        models = sc.read_model_config_file(args.model_config_file)
+    elif args.model_base_path:
+        models = sc.single_model(args.model_name, args.model_base_path)
+    else:
+        raise UserError("either --model_base_path or --model_config_file is required")
+    rest_port = None if args.rest_api_port == 0 else max(args.rest_api_port, 0)
+    grpc_port = max(args.port, 0)
+    if rest_port and rest_port == grpc_port:
+        raise UserError(f"--port and --rest_api_port are both {grpc_port}")
+    monitoring_path = None
+    if args.monitoring_config_file:
+        monitoring_path = sc.read_monitoring_config_file(args.monitoring_config_file)
+        if monitoring_path and rest_port is None:
+            raise UserError("Prometheus metrics are served on the REST port: set --rest_api_port")
+    config = sc.ServerConfig(
+        models=models,
+        host=args.host,
+        grpc_port=grpc_port,
+        rest_port=rest_port,
+        poll_wait_seconds=args.file_system_poll_wait_seconds,
+        monitoring_path=monitoring_path,
+        grpc_health=args.enable_grpc_healthcheck_service,
+        max_request_bytes=args.max_request_bytes,
+        rest_timeout_ms=args.rest_api_timeout_in_ms,
+        method_name_check=args.enable_signature_method_name_check,
+        **({"rest_threads": args.rest_api_num_threads} if args.rest_api_num_threads else {}),
+        **({"grpc_threads": args.grpc_max_threads} if args.grpc_max_threads else {}),
+    )
+    from fmnist.serving.server import run
+
+    return run(config)
+
+
+def _port(text: str) -> int:
+    """A TCP port; 'auto' (-1 internally) asks the OS for a free one."""
+    if text == "auto":
+        return -1
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range: {port}")
+    return port
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in _TRUE:
+        return True
+    if text.lower() in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"not a boolean: {text!r}")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {value}")
+    return value

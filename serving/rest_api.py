@@ -1,0 +1,322 @@
+"""TF Serving's REST API as a function of (HTTP method, path, body) -> (HTTP status, JSON body).
+
+URLs, request/response JSON and error bodies follow TF Serving's http_rest_api_handler
+and json_tensor: row (`instances` -> `predictions`) and columnar (`inputs` -> `outputs`)
+predict formats, `{"b64": ...}` binary values, classify/regress on JSON tf.Examples,
+status and metadata as protobuf JSON, and `{"error": ...}` with a mapped HTTP status.
+The HTTP transport lives in `http_server`, so this module is plain, testable logic.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import unquote
+
+import numpy as np
+from tensorflow.core.example import example_pb2, feature_pb2
+
+from fmnist.serving import responses, tensors
+from fmnist.serving.metrics import Metrics, RequestRecord
+from fmnist.serving.servables import Servable, ServableRegistry
+from fmnist.serving.signatures import DEFAULT_SIGNATURE
+from fmnist.serving.status import ServingError, invalid_argument
+
+_VERSION = r"(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?"
+_POST_PATH = re.compile(rf"/v1/models/([^/:]+){_VERSION}:(classify|regress|predict)", re.I)
+_GET_PATH = re.compile(rf"/v1/models(?:/([^/:]+))?{_VERSION}(?:/(metadata))?", re.I)
+_INT64_MAX = 2**63 - 1
+
+
+class RestApi:
+    """Answers REST requests against the registry; never raises."""
+
+    def __init__(self, registry: ServableRegistry, metrics: Metrics, method_check: bool = False):
+        self.registry = registry
+        self.metrics = metrics
+        self.method_check = method_check
+
+    def handle(self, http_method: str, path: str, body: bytes) -> tuple[int, bytes]:
+        record = self.metrics.start("rest", "unknown")
+        try:
+            payload = self._dispatch(http_method, path, body, record)
+        except ServingError as err:
+            self.metrics.finish(record, err.code.name)
+            return err.http_status, _dump({"error": err.message})
+        except RecursionError:
+            self.metrics.finish(record, "INVALID_ARGUMENT")
+            return 400, _dump({"error": "JSON Parse error: nesting too deep"})
+        except Exception as err:  # a bug must not take the server down: report it as INTERNAL
+            self.metrics.finish(record, "INTERNAL")
+            return 500, _dump({"error": f"{type(err).__name__}: {err}"})
+        self.metrics.finish(record, "OK")
+        return 200, _dump(payload)
+
+    def _dispatch(self, http_method: str, path: str, body: bytes, record: RequestRecord) -> Any:
+        malformed = invalid_argument(f"Malformed request: {http_method} {path}")
+        pattern = {"POST": _POST_PATH, "GET": _GET_PATH}.get(http_method)
+        match = pattern.fullmatch(path) if pattern else None
+        if match is None:
+            raise malformed
+        name, version_text, label, action = match.groups()
+        name = unquote(name) if name else ""
+        label = unquote(label) if label is not None else None
+        version = None
+        if version_text is not None:
+            version = int(version_text)
+            if version > _INT64_MAX:
+                raise invalid_argument(f"Failed to convert version: {version_text} to numeric.")
+        record.method = (action or "status").lower()
+        if name in self.registry.managers:
+            record.model = name
+        if http_method == "GET":
+            if not name:
+                raise invalid_argument("Missing model name in request.")
+            if record.method == "metadata":
+                with self._acquire(name, version, label, record) as servable:
+                    return responses.metadata_json(servable)
+            # As in TF Serving, a label does not narrow a status request.
+            return responses.model_status_json(self.registry.status(name, version))
+        doc = _parse_json(body)
+        signature_name = doc.get("signature_name", "")
+        if not isinstance(signature_name, str):
+            raise invalid_argument(
+                "JSON Value: not formatted correctly. 'signature_name' key must be a string value."
+            )
+        if record.method == "predict":
+            return self._predict(doc, name, version, label, signature_name, record)
+        examples = _examples(doc, record.method)
+        with self._acquire(name, version, label, record) as servable:
+            if record.method == "classify":
+                _, result = servable.model.classify(signature_name, examples, self.method_check)
+                return {"results": [_classes_json(c) for c in result.classifications]}
+            _, result = servable.model.regress(signature_name, examples, self.method_check)
+            values = np.array([r.value for r in result.regressions], dtype=np.float32)
+            return {"results": tensors.to_json(values, "")}
+
+    @contextmanager
+    def _acquire(
+        self, name: str, version: int | None, label: str | None, record: RequestRecord
+    ) -> Iterator[Servable]:
+        with self.registry.acquire(name, version, label) as servable:
+            record.version = str(servable.version)
+            yield servable
+
+    def _predict(
+        self,
+        doc: dict[str, Any],
+        name: str,
+        version: int | None,
+        label: str | None,
+        signature_name: str,
+        record: RequestRecord,
+    ) -> dict[str, Any]:
+        with self._acquire(name, version, label, record) as servable:
+            signature = _signature(servable, signature_name)
+            if "instances" in doc and "inputs" in doc:
+                raise invalid_argument(
+                    "Not formatted correctly expecting only one of 'inputs' or 'instances' keys "
+                    "to exist"
+                )
+            if "instances" in doc:
+                inputs, row = _row_inputs(doc["instances"], signature.inputs), True
+            elif "inputs" in doc:
+                inputs, row = _columnar_inputs(doc["inputs"], signature.inputs), False
+            else:
+                raise invalid_argument("Missing 'inputs' or 'instances' key")
+            _, outputs = servable.model.predict(signature_name, inputs)
+        return _row_outputs(outputs) if row else _columnar_outputs(outputs)
+
+
+def _dump(payload: Any) -> bytes:
+    # allow_nan: TF Serving writes NaN and (-)Infinity as bare tokens, and reads them too.
+    return json.dumps(payload, allow_nan=True, separators=(",", ":")).encode()
+
+
+def _parse_json(body: bytes) -> dict[str, Any]:
+    if not body.strip():
+        raise invalid_argument("JSON Parse error: The document is empty")
+    try:
+        doc = json.loads(body)
+    except ValueError as err:  # JSONDecodeError, bad UTF-8, over-long integers
+        raise invalid_argument(f"JSON Parse error: {err}") from None
+    if not isinstance(doc, dict):
+        raise invalid_argument(f"JSON Value: {_short(doc)} Is not object")
+    return doc
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _signature(servable: Servable, signature_name: str):
+    name = signature_name or DEFAULT_SIGNATURE
+    signature = servable.model.signature_defs.get(name)
+    if signature is None:
+        raise invalid_argument(f'Serving signature name: "{name}" not found in signature def')
+    if not signature.inputs:
+        raise invalid_argument(f"Failed to get input map for signature: {name}")
+    return signature
+
+
+def _is_object(value: Any) -> bool:
+    return isinstance(value, dict) and not tensors.is_b64(value)
+
+
+def _row_inputs(instances: Any, infos) -> dict[str, np.ndarray]:
+    """`instances`: a list with one item per batch row, plain values or {input: value} objects."""
+    if not isinstance(instances, list):
+        raise invalid_argument("Expecting 'instances' to be an list/array")
+    if not instances:
+        raise invalid_argument("No values in 'instances' array")
+    names = sorted(infos)
+    if not _is_object(instances[0]):
+        if len(names) > 1:
+            raise invalid_argument(
+                "instances is a plain list, but expecting list of objects as multiple input "
+                "tensors required as per tensorinfo_map"
+            )
+        for i, item in enumerate(instances):
+            if _is_object(item):
+                raise invalid_argument(
+                    f"Expecting value/list but got object at item {i} of input list"
+                )
+        return {names[0]: _converted(instances, infos[names[0]].dtype, "'instances' list")}
+    columns: dict[str, list[Any]] = {name: [] for name in names}
+    for i, item in enumerate(instances):
+        if not _is_object(item):
+            raise invalid_argument(f"Expecting object but got list at item {i} of input list")
+        if sorted(item) != names:
+            unknown = sorted(set(item) - set(names))
+            if unknown:
+                raise invalid_argument(
+                    f"Failed to process element: {i} key: {unknown[0]} of 'instances' list. "
+                    f"Error: JSON object: does not have named input: {unknown[0]}"
+                )
+            raise invalid_argument(
+                f"Failed to process element: {i} of 'instances' list. JSON object keys must be "
+                f"equal to: {','.join(names)}"
+            )
+        for name in names:
+            columns[name].append(item[name])
+    return {
+        name: _converted(values, infos[name].dtype, f"'instances' key {name}")
+        for name, values in columns.items()
+    }
+
+
+def _columnar_inputs(value: Any, infos) -> dict[str, np.ndarray]:
+    """`inputs`: one value for a single-input signature, else an object of named values."""
+    names = sorted(infos)
+    if not _is_object(value):
+        if len(names) > 1:
+            raise invalid_argument(
+                "inputs is a plain value/list, but expecting an object as multiple input tensors "
+                "required as per tensorinfo_map"
+            )
+        return {names[0]: _converted(value, infos[names[0]].dtype, "'inputs'")}
+    missing = [name for name in names if name not in value]
+    if missing:
+        raise invalid_argument(f"Missing named input: {missing[0]} in 'inputs' object.")
+    return {
+        name: _converted(value[name], infos[name].dtype, f"'inputs' key {name}") for name in names
+    }
+
+
+def _converted(value: Any, dt: int, where: str) -> np.ndarray:
+    try:
+        return tensors.from_json(value, dt)
+    except ServingError as err:
+        raise invalid_argument(f"Failed to process {where}. Error: {err.message}") from None
+
+
+def _row_outputs(outputs: dict[str, np.ndarray]) -> dict[str, Any]:
+    batch = None
+    for name, value in sorted(outputs.items()):
+        if value.ndim == 0:
+            raise invalid_argument(f"Tensor name: {name} has no shape information ")
+        if batch is not None and value.shape[0] != batch:
+            raise invalid_argument(
+                f"Tensor name: {name} has inconsistent batch size: {value.shape[0]} "
+                f"expecting: {batch}"
+            )
+        batch = value.shape[0]
+    columns = {name: tensors.to_json(value, name) for name, value in sorted(outputs.items())}
+    if len(columns) == 1:
+        return {"predictions": next(iter(columns.values()))}
+    return {
+        "predictions": [
+            dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)
+        ]
+    }
+
+
+def _columnar_outputs(outputs: dict[str, np.ndarray]) -> dict[str, Any]:
+    columns = {name: tensors.to_json(value, name) for name, value in sorted(outputs.items())}
+    if len(columns) == 1:
+        return {"outputs": next(iter(columns.values()))}
+    return {"outputs": columns}
+
+
+def _classes_json(classifications) -> list[list[Any]]:
+    scores = tensors.to_json(np.array([c.score for c in classifications.classes], np.float32), "")
+    return [[c.label, s] for c, s in zip(classifications.classes, scores, strict=True)]
+
+
+# --- classify / regress: JSON tf.Examples --------------------------------------------------
+
+
+def _examples(doc: dict[str, Any], method: str) -> list[bytes]:
+    """Serialized tf.Examples from `examples` (and an optional `context` merged into each)."""
+    context = b""
+    if "context" in doc:
+        context = _example(doc["context"]).SerializeToString()
+    examples = doc.get("examples")
+    if examples is None:
+        raise invalid_argument(
+            f"When method is {method}, key 'examples' is expected and was not found"
+        )
+    if not isinstance(examples, list):
+        raise invalid_argument("Expecting 'examples' value to be an list/array")
+    if not examples:
+        raise invalid_argument("'examples' value is an empty array")
+    return [context + _example(item).SerializeToString() for item in examples]
+
+
+def _example(value: Any) -> example_pb2.Example:
+    if not isinstance(value, dict):
+        raise invalid_argument(f"Example must be JSON object but got JSON {type(value).__name__}")
+    example = example_pb2.Example()
+    for name, content in value.items():
+        feature = feature_pb2.Feature()
+        for item in content if isinstance(content, list) else [content]:
+            _add_feature_value(name, item, feature)
+        example.features.feature[name].CopyFrom(feature)
+    return example
+
+
+def _add_feature_value(name: str, value: Any, feature: feature_pb2.Feature) -> None:
+    """JSON -> Feature, typed as TF Serving does: int/bool int64, float float, str/b64 bytes."""
+    if isinstance(value, (bool, int)):
+        kind, item = "int64_list", int(value)
+        if not -(2**63) <= item <= _INT64_MAX:
+            raise invalid_argument(f"Feature: {name} has an element out of int64 range")
+    elif isinstance(value, float):
+        kind, item = "float_list", value
+    elif isinstance(value, str):
+        kind, item = "bytes_list", value.encode("utf-8", "surrogatepass")
+    elif tensors.is_b64(value):
+        kind, item = "bytes_list", tensors.decode_b64(value)
+    else:
+        what = "null" if value is None else type(value).__name__
+        raise invalid_argument(f"Feature: {name} has element with unexpected JSON type: {what}")
+    current = feature.WhichOneof("kind")
+    if current not in (None, kind):
+        raise invalid_argument(
+            f"Unexpected element type in feature: {name} expecting type: {current.split('_')[0]}"
+        )
+    getattr(feature, kind).value.append(item)

@@ -1,0 +1,173 @@
+"""The model server's typed configuration, from TF Serving's flags and config files.
+
+Model config files are text-format `tensorflow.serving.ModelServerConfig` (parsed with
+the official protos); the monitoring config is text-format `MonitoringConfig`. Both
+are read here so that a bad file is a one-line user error before anything loads.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
+
+from fmnist.errors import UserError
+
+DEFAULT_GRPC_PORT = 8500
+DEFAULT_REST_PORT = 8501
+DEFAULT_MAX_REQUEST_BYTES = 64 << 20
+DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
+
+
+@dataclass(frozen=True)
+class VersionPolicy:
+    """Which on-disk versions to serve: `latest {n}` (default 1), `all` or `specific`."""
+
+    kind: str = "latest"
+    num_versions: int = 1
+    versions: tuple[int, ...] = ()
+
+    def select(self, on_disk: Iterable[int]) -> set[int]:
+        on_disk = sorted(on_disk, reverse=True)
+        if self.kind == "all":
+            return set(on_disk)
+        if self.kind == "specific":
+            return set(on_disk) & set(self.versions)
+        return set(on_disk[: max(self.num_versions, 1)])
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """One served model: a name and a base path holding integer-named version directories."""
+
+    name: str
+    base_path: Path
+    policy: VersionPolicy = VersionPolicy()
+    labels: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything `fmnist serve` needs; the defaults are TF Serving's where it has one."""
+
+    models: tuple[ModelConfig, ...]
+    host: str = "127.0.0.1"
+    grpc_port: int = DEFAULT_GRPC_PORT  # 0: any free port (printed on start)
+    rest_port: int | None = DEFAULT_REST_PORT  # None: REST disabled; 0: any free port
+    poll_wait_seconds: float = 1.0  # <= 0: read the base paths once, at start
+    monitoring_path: str | None = None  # Prometheus endpoint on the REST port
+    grpc_health: bool = False
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    rest_timeout_ms: int = 30_000
+    rest_threads: int = 4 * (os.cpu_count() or 1)
+    grpc_threads: int = 4 * (os.cpu_count() or 1)
+    method_name_check: bool = False  # TF Serving's --enable_signature_method_name_check
+    shutdown_grace_seconds: float = 30.0
+
+
+def single_model(name: str, base_path: str | os.PathLike) -> tuple[ModelConfig, ...]:
+    """The `--model_name/--model_base_path` form: one model, latest version."""
+    path = Path(base_path).absolute()
+    if not path.is_dir():
+        raise UserError(f"model base path {base_path} is not a directory")
+    return (ModelConfig(name=name, base_path=path),)
+
+
+def read_model_config_file(path: str | os.PathLike) -> tuple[ModelConfig, ...]:
+    """Models from a text-format ModelServerConfig (`model_config_list { config {...} }`)."""
+    from tensorflow_serving.config import model_server_config_pb2
+
+    config = model_server_config_pb2.ModelServerConfig()
+    _parse_text(path, config, "model config file")
+    if config.WhichOneof("config") != "model_config_list":
+        raise UserError(f"{path}: only model_config_list is supported")
+    models, names = [], set()
+    for entry in config.model_config_list.config:
+        where = f"{path}: model '{entry.name}'"
+        if not entry.name:
+            raise UserError(f"{path}: every model needs a name")
+        if entry.name in names:
+            raise UserError(f"{where} is configured twice")
+        names.add(entry.name)
+        if entry.model_platform not in ("", "tensorflow"):
+            raise UserError(f"{where}: model_platform '{entry.model_platform}' is not supported")
+        if not entry.base_path:
+            raise UserError(f"{where} has no base_path")
+        base_path = Path(entry.base_path).absolute()
+        if not base_path.is_dir():
+            raise UserError(f"{where}: base path {entry.base_path} is not a directory")
+        models.append(
+            ModelConfig(
+                name=entry.name,
+                base_path=base_path,
+                policy=_policy(entry.model_version_policy),
+                labels=dict(entry.version_labels),
+            )
+        )
+    if not models:
+        raise UserError(f"{path} configures no models")
+    return tuple(models)
+
+
+def _policy(proto) -> VersionPolicy:
+    choice = proto.WhichOneof("policy_choice")
+    if choice == "all":
+        return VersionPolicy(kind="all")
+    if choice == "specific":
+        return VersionPolicy(kind="specific", versions=tuple(proto.specific.versions))
+    if choice == "latest":
+        return VersionPolicy(num_versions=max(proto.latest.num_versions, 1))
+    return VersionPolicy()
+
+
+def read_monitoring_config_file(path: str | os.PathLike) -> str | None:
+    """The Prometheus path a MonitoringConfig enables, or None if it leaves Prometheus off."""
+    config = _monitoring_config_class()()
+    _parse_text(path, config, "monitoring config file")
+    prometheus = config.prometheus_config
+    if not prometheus.enable:
+        return None
+    metrics_path = prometheus.path or DEFAULT_PROMETHEUS_PATH
+    if not metrics_path.startswith("/"):
+        raise UserError(f"{path}: prometheus path must start with '/'")
+    return metrics_path
+
+
+def _parse_text(path: str | os.PathLike, message, what: str) -> None:
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"cannot read {what} {path}: {err}") from None
+    try:
+        text_format.Parse(text, message)
+    except text_format.ParseError as err:
+        raise UserError(f"invalid {what} {path}: {err}") from None
+
+
+def _monitoring_config_class():
+    """tensorflow.serving.MonitoringConfig: the pip package ships no monitoring_config_pb2,
+    so its two-message schema (TF Serving's monitoring_config.proto) is declared here."""
+    fields = descriptor_pb2.FieldDescriptorProto
+    file_proto = descriptor_pb2.FileDescriptorProto(
+        name="fmnist/serving/monitoring_config.proto", package="tensorflow.serving", syntax="proto3"
+    )
+    prometheus = file_proto.message_type.add(name="PrometheusConfig")
+    prometheus.field.add(name="enable", number=1, type=fields.TYPE_BOOL)
+    prometheus.field.add(name="path", number=2, type=fields.TYPE_STRING)
+    file_proto.message_type.add(name="MonitoringConfig").field.add(
+        name="prometheus_config",
+        number=1,
+        type=fields.TYPE_MESSAGE,
+        type_name=".tensorflow.serving.PrometheusConfig",
+    )
+    for message in file_proto.message_type:
+        for entry in message.field:
+            entry.label = fields.LABEL_OPTIONAL
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file_proto)
+    return message_factory.GetMessageClass(
+        pool.FindMessageTypeByName("tensorflow.serving.MonitoringConfig")
+    )

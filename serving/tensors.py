@@ -1,0 +1,286 @@
+"""Tensor conversions at the API edges: TensorProto <-> numpy (gRPC) and JSON <-> numpy (REST).
+
+Both follow TF Serving: responses fill the typed `*_val` fields (its default
+`AsProtoField` serialization, so clients reading `float_val` work), requests may use
+either `tensor_content` or the typed fields, and JSON follows its REST rules
+(`{"b64": ...}` for binary strings, NaN/Infinity allowed, floats printed shortest).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2, types_pb2
+
+from fmnist.serving.status import Code, ServingError, invalid_argument
+
+# dtype enum -> (numpy dtype, typed TensorProto field) for the types TF Serving's APIs carry.
+_TYPES: dict[int, tuple[np.dtype, str]] = {
+    types_pb2.DT_FLOAT: (np.dtype(np.float32), "float_val"),
+    types_pb2.DT_DOUBLE: (np.dtype(np.float64), "double_val"),
+    types_pb2.DT_HALF: (np.dtype(np.float16), "half_val"),
+    types_pb2.DT_INT8: (np.dtype(np.int8), "int_val"),
+    types_pb2.DT_INT16: (np.dtype(np.int16), "int_val"),
+    types_pb2.DT_INT32: (np.dtype(np.int32), "int_val"),
+    types_pb2.DT_INT64: (np.dtype(np.int64), "int64_val"),
+    types_pb2.DT_UINT8: (np.dtype(np.uint8), "int_val"),
+    types_pb2.DT_UINT16: (np.dtype(np.uint16), "int_val"),
+    types_pb2.DT_UINT32: (np.dtype(np.uint32), "uint32_val"),
+    types_pb2.DT_UINT64: (np.dtype(np.uint64), "uint64_val"),
+    types_pb2.DT_BOOL: (np.dtype(np.bool_), "bool_val"),
+    types_pb2.DT_STRING: (np.dtype(object), "string_val"),
+}
+_DT_OF = {np_dtype: dt for dt, (np_dtype, _) in _TYPES.items() if dt != types_pb2.DT_STRING}
+BYTES_SUFFIX = "_bytes"  # DT_STRING outputs named like this are returned as {"b64": ...}
+
+
+def dtype_name(dt: int) -> str:
+    return types_pb2.DataType.Name(dt) if dt in types_pb2.DataType.values() else str(dt)
+
+
+def numpy_dtype(dt: int) -> np.dtype:
+    if dt not in _TYPES:
+        raise invalid_argument(f"tensors of type {dtype_name(dt)} are not supported")
+    return _TYPES[dt][0]
+
+
+def dtype_of(array: np.ndarray) -> int:
+    """The DataType enum of a numpy array (object arrays hold DT_STRING bytes)."""
+    if array.dtype == object or array.dtype.kind in "SU":
+        return types_pb2.DT_STRING
+    try:
+        return _DT_OF[array.dtype]
+    except KeyError:
+        raise invalid_argument(f"numpy dtype {array.dtype} has no TensorFlow type") from None
+
+
+# --- gRPC: TensorProto <-> numpy ---------------------------------------------------------
+
+
+def to_ndarray(proto: tensor_pb2.TensorProto, max_bytes: int | None = None) -> np.ndarray:
+    """A request tensor as numpy, by TF's rules (a short value list repeats its last value).
+
+    `max_bytes` bounds the dense result, so a small message declaring a huge shape
+    cannot make the server allocate it."""
+    dtype = numpy_dtype(proto.dtype)
+    if proto.tensor_shape.unknown_rank:
+        raise invalid_argument("request tensors must have a known shape")
+    shape = tuple(d.size for d in proto.tensor_shape.dim)
+    if any(d < 0 for d in shape):
+        raise invalid_argument(f"negative dimension in tensor shape {list(shape)}")
+    size = math.prod(shape)
+    if max_bytes is not None and size * dtype.itemsize > max_bytes:
+        raise ServingError(
+            Code.RESOURCE_EXHAUSTED,
+            f"tensor of shape {list(shape)} would take {size * dtype.itemsize} bytes; "
+            f"requests are limited to {max_bytes}",
+        )
+    if proto.tensor_content:
+        if proto.dtype == types_pb2.DT_STRING:
+            raise invalid_argument("DT_STRING tensors cannot use tensor_content")
+        if len(proto.tensor_content) != size * dtype.itemsize:
+            raise invalid_argument(
+                f"tensor_content holds {len(proto.tensor_content)} bytes but shape "
+                f"{list(shape)} of {dtype_name(proto.dtype)} needs {size * dtype.itemsize}"
+            )
+        return np.frombuffer(proto.tensor_content, dtype=dtype).reshape(shape)
+    values = getattr(proto, _TYPES[proto.dtype][1])
+    if proto.dtype == types_pb2.DT_STRING:
+        flat = np.empty(len(values), dtype=object)
+        flat[:] = list(values)
+    elif proto.dtype == types_pb2.DT_HALF:
+        flat = np.array(values, dtype=np.uint16).view(np.float16)
+    elif dtype.kind in "iu":
+        # int_val carries int8..uint16 as int32; wrap like TF's static_cast does.
+        flat = np.array(values, dtype=np.int64 if dtype != np.uint64 else np.uint64).astype(dtype)
+    else:
+        flat = np.array(values, dtype=dtype)
+    if len(flat) > size:
+        raise invalid_argument(f"tensor has {len(flat)} values but shape {list(shape)}")
+    if 0 < len(flat) < size:
+        flat = np.concatenate([flat, np.full(size - len(flat), flat[-1], dtype=flat.dtype)])
+    elif len(flat) == 0 and size:
+        flat = (
+            np.zeros(size, dtype=dtype)
+            if proto.dtype != types_pb2.DT_STRING
+            else _empty_bytes(size)
+        )
+    return flat.reshape(shape)
+
+
+def _empty_bytes(size: int) -> np.ndarray:
+    flat = np.empty(size, dtype=object)
+    flat[:] = [b""] * size
+    return flat
+
+
+def fill_tensor_proto(array: np.ndarray, proto: tensor_pb2.TensorProto) -> None:
+    """Write a result into `proto` the way TF Serving does by default (typed value fields)."""
+    if array.dtype != object and array.dtype not in _DT_OF:  # e.g. bfloat16, complex
+        proto.CopyFrom(tf.make_tensor_proto(array))
+        return
+    dt = dtype_of(array)
+    proto.dtype = dt
+    for size in array.shape:
+        proto.tensor_shape.dim.add(size=size)
+    field = getattr(proto, _TYPES[dt][1])
+    flat = array.ravel()
+    if dt == types_pb2.DT_HALF:
+        field.extend(flat.view(np.uint16).tolist())
+    elif dt == types_pb2.DT_STRING:
+        field.extend(v if isinstance(v, bytes) else str(v).encode() for v in flat)
+    else:
+        field.extend(flat.tolist())
+
+
+# --- REST: JSON <-> numpy ---------------------------------------------------------------
+
+
+def from_json(value: Any, dt: int) -> np.ndarray:
+    """A JSON value (scalar or nested lists) as an array of the signature's dtype."""
+    dtype = numpy_dtype(dt)
+    if dt != types_pb2.DT_STRING:
+        fast = _from_json_fast(value, dtype)
+        if fast is not None:
+            return fast
+    shape = _dense_shape(value)
+    flat: list[Any] = []
+    _fill(value, 0, shape, dt, flat)
+    if dt == types_pb2.DT_STRING:
+        array = np.empty(len(flat), dtype=object)
+        array[:] = flat
+        return array.reshape(shape)
+    return np.array(flat, dtype=dtype).reshape(shape)
+
+
+def _from_json_fast(value: Any, dtype: np.dtype) -> np.ndarray | None:
+    """numpy's fast path for well-formed numeric lists; None sends the value to the checked path."""
+    try:
+        array = np.array(value)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    kind = array.dtype.kind
+    if array.size == 0 and kind == "f":
+        return array.astype(dtype)
+    if dtype.kind == "f" and kind in "iuf":
+        return array.astype(dtype)
+    if dtype.kind in "iu" and kind in "iu":
+        info = np.iinfo(dtype)
+        if array.size and (array.min() < info.min or array.max() > info.max):
+            return None
+        return array.astype(dtype)
+    if dtype.kind == "b" and kind == "b":
+        return array
+    return None
+
+
+def _dense_shape(value: Any) -> list[int]:
+    shape = []
+    while isinstance(value, list):
+        shape.append(len(value))
+        if not value:
+            break
+        value = value[0]
+    return shape
+
+
+def _fill(value: Any, level: int, shape: list[int], dt: int, out: list[Any]) -> None:
+    if not isinstance(value, list):
+        if level != len(shape):
+            raise invalid_argument(
+                f"JSON Value: {_short(value)} found at incorrect level: {level + 1} in the "
+                f"JSON DOM. Expected at level: {len(shape)}"
+            )
+        out.append(_scalar(value, dt))
+        return
+    if level >= len(shape):
+        raise invalid_argument(
+            f"Encountered list at unexpected level: {level} expected < {len(shape)}"
+        )
+    if len(value) != shape[level]:
+        raise invalid_argument(
+            f"Encountered list at unexpected size: {len(value)} at level: {level} "
+            f"expected size: {shape[level]}"
+        )
+    for item in value:
+        _fill(item, level + 1, shape, dt, out)
+
+
+def _scalar(value: Any, dt: int) -> Any:
+    if dt == types_pb2.DT_STRING:
+        if isinstance(value, str):
+            return value.encode("utf-8", "surrogatepass")
+        if isinstance(value, dict):
+            return decode_b64(value)
+        raise _type_error(value, dt)
+    dtype = numpy_dtype(dt)
+    if dtype.kind == "b":
+        if isinstance(value, bool):
+            return value
+        raise _type_error(value, dt)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _type_error(value, dt)
+    if dtype.kind == "f":
+        return value
+    if not isinstance(value, int):
+        raise _type_error(value, dt)
+    info = np.iinfo(dtype)
+    if not info.min <= value <= info.max:
+        raise invalid_argument(f"JSON Value: {value} is out of range for {dtype_name(dt)}")
+    return value
+
+
+def decode_b64(value: Any) -> bytes:
+    """`{"b64": "..."}` -> bytes, the REST API's encoding of binary strings."""
+    if not (isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)):
+        raise invalid_argument(
+            f"JSON Value: {_short(value)} not formatted correctly for base64 data"
+        )
+    try:
+        return base64.b64decode(value["b64"], validate=True)
+    except (binascii.Error, ValueError):
+        raise invalid_argument("Unable to base64 decode") from None
+
+
+def is_b64(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
+
+
+def _type_error(value: Any, dt: int) -> Exception:
+    kind = {bool: "bool", int: "number", float: "number", str: "string", dict: "object"}
+    name = kind.get(type(value), "null" if value is None else type(value).__name__)
+    return invalid_argument(
+        f"JSON Value: {_short(value)} Type: {name} is not of expected type: "
+        f"{dtype_name(dt)[3:].lower()}"
+    )
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def to_json(array: np.ndarray, name: str) -> Any:
+    """A result array as JSON-ready lists (floats shortest-printed, bytes as text or b64)."""
+    if array.dtype == np.float32 or array.dtype == np.float16:
+        # Print float32 the shortest way that round-trips (0.1, not 0.10000000149011612).
+        return array.astype(str).astype(np.float64).tolist()
+    if array.dtype == object or array.dtype.kind in "SU":
+        as_b64 = name.endswith(BYTES_SUFFIX)
+        convert = np.frompyfunc(lambda v: _bytes_to_json(v, as_b64), 1, 1)
+        result = convert(array)
+        return result.tolist() if isinstance(result, np.ndarray) else result
+    return array.tolist()
+
+
+def _bytes_to_json(value: Any, as_b64: bool) -> Any:
+    if isinstance(value, str):
+        value = value.encode()
+    if as_b64:
+        return {"b64": base64.b64encode(value).decode("ascii")}
+    return value.decode("utf-8", "replace")
