@@ -10,97 +10,14 @@ failing the test if it does not exit 0. Client tests reuse them, or the shared
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import signal
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-READY = re.compile(r"fmnist serve: gRPC on (\S+):(\d+), REST (?:on \S+:(\d+)|disabled)")
-
-
-@dataclass
-class ServerProcess:
-    """A running `fmnist serve` child process and where to reach it."""
-
-    process: subprocess.Popen
-    grpc_port: int
-    rest_port: int | None
-    log_path: Path
-    stdout: list[str] = field(default_factory=list)
-
-    @property
-    def grpc_target(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
-
-    @property
-    def rest_url(self) -> str:
-        return f"http://127.0.0.1:{self.rest_port}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, timeout: float = 60) -> int:
-        """SIGTERM, wait, and return the exit code (kills it, and raises, if it hangs)."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise AssertionError(f"server did not stop on SIGTERM:\n{self.log()[-3000:]}") from None
-
-
-def start_server(*flags: str, log_dir: Path, timeout: float = 120) -> ServerProcess:
-    """Start `fmnist serve` on free loopback ports (flags may override them); wait until ready."""
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"server-{time.monotonic_ns()}.log"
-    command = [
-        *(sys.executable, "-m", "fmnist.cli", "serve"),
-        *("--port", "0", "--rest_api_port", "auto", "--host", "127.0.0.1"),
-        *flags,
-    ]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            text=True,
-        )
-    lines: list[str] = []
-    ready = threading.Event()
-
-    def read_stdout() -> None:  # keeps draining, so the child never blocks on a full pipe
-        for line in process.stdout:
-            lines.append(line)
-            if READY.search(line):
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=read_stdout, daemon=True).start()
-    ready.wait(timeout)
-    match = next((m for m in map(READY.search, list(lines)) if m), None)
-    if match is None or process.poll() is not None:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
-        raise AssertionError(
-            f"fmnist serve did not become ready (exit {process.returncode}):\n"
-            f"{''.join(lines)}{log_path.read_text(errors='replace')[-3000:]}"
-        )
-    rest = int(match.group(3)) if match.group(3) else None
-    return ServerProcess(process, int(match.group(2)), rest, log_path, lines)
+from fmnist.serving.process import ServerProcess, start_server
 
 
 def _factory(log_dir: Path) -> Iterator[Callable[..., ServerProcess]]:
