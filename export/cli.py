@@ -1,9 +1,73 @@
-"""Subcommands of this stage (registered on the `fmnist` command)."""
+"""Subcommands of this stage (registered on the `fmnist` command): `fmnist export`."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+
+from fmnist.parity import Tolerance
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add this stage's subcommands to the `fmnist` parser."""
+    parser = subparsers.add_parser(
+        "export",
+        help="publish a run as a TF Serving SavedModel version, int8/float TFLite and manifest",
+        description="Write version N of model NAME under BASE/NAME/N (SavedModel with a uint8 "
+        "'images' signature and warmup requests, int8 and float32 TFLite, float reference "
+        "outputs, manifest.json) and update BASE/models.config. The version appears "
+        "atomically, only after both TFLite models pass the parity tolerance.",
+    )
+    arg = parser.add_argument
+    arg("run_dir", type=Path, metavar="RUN", help="training run directory (has model.keras)")
+    arg("--base-path", type=Path, required=True, metavar="B", help="TF Serving base path")
+    arg("--name", default="fashion_mnist", help="model name (default fashion_mnist)")
+    arg("--version", type=int, help="version number (default: one above the highest)")
+    arg("--label", help="version label to point at this version in models.config, e.g. stable")
+    arg("--data-dir", type=Path, help="Fashion-MNIST directory (default: the run's)")
+    arg("--calibration-size", type=int, default=500, help="int8 calibration images (500)")
+    arg("--max-accuracy-drop", type=float, metavar="PP", help="allowed drop, pp (0.5)")
+    arg("--min-agreement", type=float, metavar="F", help="required top-1 agreement (0.99)")
+    arg("--num-versions", type=int, default=2, help="models.config: serve the latest N (2)")
+    arg(
+        "--serving-base-path",
+        metavar="PATH",
+        help="path of B as the server sees it, for models.config (e.g. /models in Docker; "
+        "default: B's absolute path)",
+    )
+    arg(
+        "--debug-quantization",
+        action="store_true",
+        help="always write the per-layer quantization report to RUN/quantization_debug",
+    )
+    parser.set_defaults(handler=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from fmnist.export.config import ExportConfig
+
+    config = ExportConfig(
+        base_path=args.base_path,
+        name=args.name,
+        version=args.version,
+        label=args.label,
+        data_dir=args.data_dir,
+        calibration_size=args.calibration_size,
+        tolerance=Tolerance().with_overrides(args.max_accuracy_drop, args.min_agreement),
+        num_versions=args.num_versions,
+        serving_base_path=args.serving_base_path,
+        debug_quantization=args.debug_quantization,
+    )
+    from fmnist.export.export import export_run  # TensorFlow loads only when needed
+
+    result = export_run(args.run_dir, config, progress=lambda line: print(line, flush=True))
+    sizes = {f: e["bytes"] for f, e in result.manifest.data["files"].items()}
+    int8, float32 = sizes["model_int8.tflite"], sizes["model_float32.tflite"]
+    print(
+        f"published {result.bundle_dir} (int8 TFLite {int8 / 1024:.0f} KiB = "
+        f"{int8 / float32:.0%} of float32; {sum(result.timings.values()):.1f} s); "
+        f"updated {result.models_config}",
+        file=sys.stdout,
+    )
+    return 0

@@ -64,3 +64,17 @@ def tiny_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     train(config, data, run_dir, verbose=0)
     evaluate_run(run_dir, data_dir)
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def exported_bundle(
+    tiny_run: Path, data_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """`tiny_run` exported as version 1 of fashion_mnist (label `stable`): the bundle directory
+    `<base>/fashion_mnist/1`; its parent is the model base path to serve."""
+    from fmnist.export.config import ExportConfig
+    from fmnist.export.export import export_run
+
+    base = tmp_path_factory.mktemp("export") / "models"
+    config = ExportConfig(base_path=base, data_dir=data_dir, label="stable", calibration_size=200)
+    return export_run(tiny_run, config).bundle_dir

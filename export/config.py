@@ -1,0 +1,54 @@
+"""The one typed config of the export stage, with defaults that work."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fmnist.errors import UserError
+from fmnist.parity import Tolerance
+
+DEFAULT_MODEL_NAME = "fashion_mnist"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_LABEL = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Where a run is published and how its TFLite models are made and judged."""
+
+    base_path: Path
+    name: str = DEFAULT_MODEL_NAME
+    version: int | None = None  # None: one above the highest existing version, from 1
+    label: str | None = None  # version label recorded in models.config, e.g. "stable"
+    data_dir: Path | None = None  # None: the run's data directory, then the usual lookup
+    calibration_size: int = 500  # representative training images for int8 calibration
+    tolerance: Tolerance = field(default_factory=Tolerance)
+    num_versions: int = 2  # models.config policy: serve the latest N versions
+    serving_base_path: str | None = None  # where base_path is mounted for the server
+    warmup_batch_sizes: tuple[int, ...] = (1, 8, 64)
+    debug_quantization: bool = False  # always write the per-layer report, not only on failure
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise UserError(
+                f"--name {self.name!r}: use letters, digits, '_', '.' or '-' (it becomes a "
+                "directory and a TF Serving model name)"
+            )
+        if self.version is not None and self.version < 1:
+            raise UserError(f"--version must be a positive integer, got {self.version}")
+        if self.label is not None and not _LABEL.match(self.label):
+            raise UserError(
+                f"--label {self.label!r}: TF Serving labels start with a letter and use "
+                "letters, digits, '_' or '-'"
+            )
+        if self.calibration_size < 1:
+            raise UserError(f"--calibration-size must be >= 1, got {self.calibration_size}")
+        if self.num_versions < 1:
+            raise UserError(f"--num-versions must be >= 1, got {self.num_versions}")
+
+    @property
+    def model_dir(self) -> Path:
+        return self.base_path / self.name

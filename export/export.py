@@ -1,0 +1,249 @@
+"""Turn a training run into a published bundle: SavedModel version, TFLite models, manifest.
+
+    B/NAME/N/saved_model.pb, variables/, assets.extra/tf_serving_warmup_requests
+    B/NAME/N/model_float32.tflite, model_int8.tflite
+    B/NAME/N/reference_outputs.npz      float probabilities on the test set (parity)
+    B/NAME/N/manifest.json              written last; the contract later stages read
+    B/models.config                     TF Serving's model config, updated after publishing
+
+Everything is built in a hidden staging directory and renamed into place only after
+the SavedModel matches the Keras model and both TFLite models pass the parity tolerance.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from fmnist import __version__, dataset
+from fmnist.edge.classifier import Classifier
+from fmnist.edge.runtime import select_runtime
+from fmnist.errors import EXIT_PARITY_FAILED, UserError
+from fmnist.export import saved_model, tflite
+from fmnist.export.config import ExportConfig
+from fmnist.export.model_config import update_models_config
+from fmnist.export.publish import check_writable, next_version, staged_version
+from fmnist.manifest import REFERENCE_NAME, Manifest, write_manifest
+from fmnist.parity import ParityResult, compare, format_result
+from fmnist.train import data as train_data
+from fmnist.train.evaluate import compute_metrics, load_run_model, predict_probabilities
+from fmnist.train.train import CONFIG_FILE, RUN_FILE
+
+SAVED_MODEL_ATOL = 1e-5
+DEBUG_DIR = "quantization_debug"
+
+
+class ParityRefused(UserError):
+    """A TFLite model drifted beyond the tolerance; nothing was published."""
+
+    exit_code = EXIT_PARITY_FAILED
+
+
+@dataclass
+class ExportResult:
+    bundle_dir: Path
+    version: int
+    manifest: Manifest
+    parity: dict[str, ParityResult]
+    models_config: Path
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def export_run(
+    run_dir: str | Path, config: ExportConfig, progress: Callable[[str], None] = lambda _: None
+) -> ExportResult:
+    """Export RUN/model.keras as version N of `config.name` under `config.base_path`."""
+    run_dir = Path(run_dir)
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: no such run directory")
+    check_writable(config.base_path)
+    version = config.version or next_version(config.model_dir)
+    if (config.model_dir / str(version)).exists():
+        raise UserError(
+            f"{config.model_dir / str(version)}: version {version} already exists; "
+            "it is never overwritten (omit --version to take the next one)"
+        )
+    model = load_run_model(run_dir)
+    data = _load_data(run_dir, config)
+    progress(f"exporting {run_dir} as {config.name} version {version}")
+    reference = predict_probabilities(model, data.test.images)
+    float_metrics = compute_metrics(data.test.labels, reference.argmax(1), data.class_names)
+    timings["load_and_reference_s"] = time.perf_counter() - clock
+
+    with staged_version(config.model_dir, version) as staging:
+        clock = time.perf_counter()
+        saved_model.write_saved_model(model, staging)
+        saved_model.write_warmup(
+            staging,
+            config.name,
+            data.test.images[: max(config.warmup_batch_sizes)],
+            config.warmup_batch_sizes,
+        )
+        sm_diff = _check_saved_model(staging, data.test.images, reference)
+        timings["saved_model_s"] = time.perf_counter() - clock
+        progress(f"SavedModel: signature matches Keras (max |diff| {sm_diff:.2g})")
+
+        clock = time.perf_counter()
+        calibration = train_data.subset(data.train, config.calibration_size, config.seed).images
+        contents = {
+            "float32": tflite.convert_float32(model),
+            "int8": tflite.convert_int8(model, calibration),
+        }
+        timings["convert_s"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        entries, parity = {}, {}
+        for kind, content in contents.items():
+            filename = tflite.INT8_FILE if kind == "int8" else tflite.FLOAT32_FILE
+            (staging / filename).write_bytes(content)
+            entry, parity[kind] = _judge(staging / filename, kind, data, reference, config)
+            entries[kind] = entry
+            progress(format_result(parity[kind]))
+        timings["tflite_parity_s"] = time.perf_counter() - clock
+        failed = [kind for kind, result in parity.items() if not result.passed]
+        if failed or config.debug_quantization:
+            report = tflite.write_quantization_report(
+                model, calibration, data.test.images[:200], run_dir / DEBUG_DIR
+            )
+            progress(f"per-layer quantization report: {report}")
+        if failed:
+            raise ParityRefused(
+                f"not published: {' and '.join(failed)} TFLite outside tolerance ("
+                + "; ".join(f for kind in failed for f in parity[kind].failures)
+                + f"); per-layer report in {run_dir / DEBUG_DIR}"
+            )
+
+        np.savez_compressed(staging / REFERENCE_NAME, probabilities=reference.astype(np.float32))
+        manifest = write_manifest(
+            staging,
+            _manifest_fields(config, version, run_dir, data, float_metrics, entries, sm_diff)
+            | {"calibration": {"split": "train", "num_images": len(calibration) + 2}},
+        )
+    bundle_dir = config.model_dir / str(version)
+    models_config = update_models_config(
+        config.base_path,
+        config.name,
+        label=config.label,
+        num_versions=config.num_versions,
+        serving_base_path=config.serving_base_path,
+    )
+    return ExportResult(
+        bundle_dir=bundle_dir,
+        version=version,
+        manifest=Manifest(bundle_dir=bundle_dir, data=manifest.data),
+        parity=parity,
+        models_config=models_config,
+        timings=timings,
+    )
+
+
+def _load_data(run_dir: Path, config: ExportConfig) -> train_data.FashionMNIST:
+    """The run's own split (for calibration) and the test set, from the run's data directory."""
+    run_info = _read_json(run_dir / RUN_FILE)
+    train_config = _read_json(run_dir / CONFIG_FILE)
+    data_dir = config.data_dir or run_info.get("data_dir")
+    if config.data_dir is None and data_dir and not Path(data_dir).is_dir():
+        data_dir = None  # the run was trained elsewhere: fall back to the usual lookup
+    return train_data.load(
+        data_dir,
+        val_fraction=train_config.get("val_fraction", 0.1),
+        seed=train_config.get("seed", 42),
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise UserError(f"{path}: unreadable: {err}") from None
+
+
+def _check_saved_model(path: Path, images: np.ndarray, reference: np.ndarray) -> float:
+    """The saved signature must reproduce the Keras model (a wrong export is never published)."""
+    outputs = saved_model.signature_outputs(path, images)
+    diff = float(np.abs(outputs["probabilities"] - reference).max())
+    if diff > SAVED_MODEL_ATOL or not np.array_equal(outputs["class_ids"], reference.argmax(1)):
+        raise UserError(f"SavedModel differs from the Keras model (max |diff| {diff:.3g})")
+    return diff
+
+
+def _judge(
+    path: Path,
+    kind: str,
+    data: train_data.FashionMNIST,
+    reference: np.ndarray,
+    config: ExportConfig,
+) -> tuple[dict[str, Any], ParityResult]:
+    """Run a TFLite model on the test set with the edge runner; its manifest entry and parity."""
+    runtime = select_runtime()
+    classifier = Classifier(path, runtime=runtime, class_names=data.class_names)
+    probabilities = classifier.predict_proba(data.test.images, batch_size=1000)
+    result = compare(
+        reference,
+        probabilities,
+        data.test.labels,
+        data.class_names,
+        config.tolerance,
+        name=f"{kind} TFLite vs float (export, {runtime})",
+    )
+    inp, out = tflite.tensor_specs(path.read_bytes())
+    metrics = compute_metrics(data.test.labels, probabilities.argmax(1), data.class_names)
+    summary = {k: v for k, v in result.to_dict().items() if k not in ("per_class", "tolerance")}
+    entry = {"file": path.name, "input": inp, "output": out, "metrics": metrics, "parity": summary}
+    return entry, result
+
+
+def _manifest_fields(
+    config: ExportConfig,
+    version: int,
+    run_dir: Path,
+    data: train_data.FashionMNIST,
+    float_metrics: dict[str, Any],
+    tflite_entries: dict[str, Any],
+    saved_model_diff: float,
+) -> dict[str, Any]:
+    return {
+        "model_name": config.name,
+        "model_version": version,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "producer": {
+            "fmnist-deploy": __version__,
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "tflite_converter": f"tensorflow {tf.__version__}",
+            "numpy": np.__version__,
+        },
+        "source_run": str(run_dir.resolve()),
+        "class_names": list(data.class_names),
+        "saved_model": {
+            "signature_name": saved_model.SIGNATURE,
+            "inputs": saved_model.INPUT,
+            "outputs": saved_model.OUTPUTS,
+            "warmup_file": saved_model.WARMUP_FILE.as_posix(),
+            "max_abs_diff_vs_keras": saved_model_diff,
+        },
+        "float_metrics": float_metrics,
+        "tflite": tflite_entries,
+        "tolerance": {
+            "max_accuracy_drop_pp": config.tolerance.max_accuracy_drop_pp,
+            "min_agreement": config.tolerance.min_agreement,
+        },
+        "reference": {
+            "file": REFERENCE_NAME,
+            "split": "test",
+            "num_examples": len(data.test),
+            "labels_sha256": dataset.labels_sha256(data.test.labels),
+        },
+    }

@@ -1,0 +1,67 @@
+"""Atomic publishing of a version directory in TF Serving's base-path layout.
+
+A version is built under a hidden, non-numeric name inside the model directory (TF
+Serving's file-system source ignores it) and renamed to its number only when complete,
+so a server never sees a half-written version and a failed export leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from fmnist.errors import UserError
+from fmnist.layout import list_versions
+
+STAGING_PREFIX = ".tmp-export-"
+
+
+def next_version(model_dir: Path) -> int:
+    """One above the highest integer version in `model_dir`, starting at 1."""
+    versions = list_versions(model_dir)
+    return max(versions) + 1 if versions else 1
+
+
+def check_writable(base_path: Path) -> None:
+    """Fail early, before any work, if the base path cannot take a new version."""
+    existing = base_path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{base_path}: base path is not a directory ({existing} is a file)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{base_path}: base path is not writable ({existing})")
+
+
+@contextmanager
+def staged_version(model_dir: Path, version: int) -> Iterator[Path]:
+    """Yield an empty hidden staging directory; on success rename it to `model_dir/version`.
+
+    On any failure (or interrupt) the staging directory is removed, and so are the model
+    and base directories if this export created them and they are still empty.
+    """
+    target = model_dir / str(version)
+    if target.exists():
+        raise UserError(f"{target}: version {version} already exists; it is never overwritten")
+    created = [d for d in (model_dir.parent, model_dir) if not d.exists()]
+    try:
+        model_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"{model_dir}: cannot create the model directory: {err.strerror}") from None
+    staging = model_dir / f"{STAGING_PREFIX}{version}-{os.getpid()}"
+    try:
+        staging.mkdir()
+        yield staging
+        if target.exists():  # another export won the race
+            raise UserError(f"{target}: version {version} appeared while exporting; not replaced")
+        os.rename(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        for directory in reversed(created):
+            with contextlib.suppress(OSError):
+                directory.rmdir()  # only if still empty
+        raise

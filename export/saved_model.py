@@ -1,0 +1,90 @@
+"""The SavedModel TF Serving loads: a uint8 `images` signature with normalization inside.
+
+Written through Keras' ExportArchive (not a tf.Module wrapping the Keras model, which
+TF loads but converts badly) with one endpoint, `serving_default`:
+
+    images         uint8   [-1, 28, 28]   raw pixels
+ -> probabilities  float32 [-1, 10]
+    class_ids      int64   [-1]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from fmnist.train.model import preprocess
+
+SIGNATURE = "serving_default"
+INPUT = {"images": {"dtype": "uint8", "shape": [-1, 28, 28]}}
+OUTPUTS = {
+    "probabilities": {"dtype": "float32", "shape": [-1, 10]},
+    "class_ids": {"dtype": "int64", "shape": [-1]},
+}
+WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
+
+
+def write_saved_model(model: keras.Model, path: Path) -> None:
+    """Save `model` behind the uint8 `serving_default` signature at `path`."""
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 28, 28], tf.uint8, name="images")])
+    def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        probabilities = model(preprocess(images), training=False)
+        return {
+            "probabilities": probabilities,
+            "class_ids": tf.argmax(probabilities, axis=1, output_type=tf.int64),
+        }
+
+    archive.add_endpoint(SIGNATURE, serve)
+    archive.write_out(str(path), verbose=False)
+
+
+def signature_outputs(path: Path, images: np.ndarray, batch_size: int = 1000) -> dict[str, Any]:
+    """Run the saved signature (as TF Serving would) on uint8 images; concatenated outputs."""
+    loaded = tf.saved_model.load(str(path))
+    serve = loaded.signatures[SIGNATURE]
+    parts = [
+        serve(images=tf.constant(images[i : i + batch_size]))
+        for i in range(0, len(images), batch_size)
+    ]
+    return {key: np.concatenate([p[key].numpy() for p in parts]) for key in OUTPUTS}
+
+
+def write_warmup(
+    path: Path, model_name: str, images: np.ndarray, batch_sizes: tuple[int, ...]
+) -> Path:
+    """TF Serving's warmup file: a TFRecord of PredictionLogs with real Predict requests."""
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    warmup = path / WARMUP_FILE
+    warmup.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(warmup)) as writer:
+        for batch in batch_sizes:
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=SIGNATURE)
+            )
+            chunk = images[:batch]
+            request.inputs["images"].CopyFrom(tf.make_tensor_proto(chunk, dtype=tf.uint8))
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request)
+            )
+            writer.write(log.SerializeToString())
+    return warmup
+
+
+def read_warmup(path: Path) -> list[Any]:
+    """The PredictionLogs in a warmup file (for checks and tests)."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    logs = []
+    for record in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
+        log = prediction_log_pb2.PredictionLog()
+        log.ParseFromString(record)
+        logs.append(log)
+    return logs
