@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from fmnist.dataset import CLASS_NAMES
+from fmnist.edge.model_check import check_tflite_structure
 from fmnist.edge.runtime import Runtime, select_runtime
 from fmnist.errors import UserError
 from fmnist.manifest import MANIFEST_NAME, Manifest, load_manifest
@@ -91,6 +92,10 @@ class Classifier:
         # A TFLite flatbuffer carries the identifier "TFL3" at byte offset 4.
         if len(content) < 8 or content[4:8] != b"TFL3":
             raise ModelError(f"{self.path}: not a TFLite model (no TFL3 identifier)")
+        try:
+            check_tflite_structure(content)
+        except ValueError as err:
+            raise ModelError(f"{self.path}: truncated or corrupt TFLite model: {err}") from None
         try:
             self.interpreter = self.runtime.interpreter_class(
                 model_content=content, num_threads=num_threads

@@ -19,6 +19,7 @@ STAGE_CLIS = (
     "fmnist.train.cli",
     "fmnist.export.cli",
     "fmnist.serving.cli",
+    "fmnist.pipeline.cli",
 )
 
 

@@ -1,0 +1,57 @@
+"""`fmnist pipeline`: the main job, end to end (the work is in pipeline/run.py)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fmnist.errors import EXIT_OK, EXIT_PARITY_FAILED
+from fmnist.parity import Tolerance
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `fmnist pipeline` to the `fmnist` parser."""
+    parser = subparsers.add_parser(
+        "pipeline",
+        help="train, evaluate, export, serve, check parity (gRPC, REST, edge) and report",
+        description="Run the whole pipeline: train the default CNN and evaluate it, export the "
+        "SavedModel version, int8/float TFLite and manifest, serve it with `fmnist serve` on "
+        "free loopback ports, run the gRPC, REST and edge parity checks, measure latency, and "
+        "write DIR/report.html, report.md and report.json. Exit 1 if a parity check fails.",
+    )
+    arg = parser.add_argument
+    arg("--data-dir", type=Path, help="Fashion-MNIST directory (default $FMNIST_DATA_DIR)")
+    arg("--out", type=Path, required=True, metavar="DIR", help="output directory")
+    arg("--quick", action="store_true", help="small model on a subset: about a minute")
+    arg("--config", type=Path, metavar="FILE", help="TOML/JSON training config overrides")
+    arg("--download", action="store_true", help="fetch the data through Keras if missing")
+    arg("--overwrite", action="store_true", help="replace the outputs of an earlier run in DIR")
+    arg("--max-accuracy-drop", type=float, metavar="PP", help="allowed drop, pp (0.5)")
+    arg("--min-agreement", type=float, metavar="F", help="required top-1 agreement (0.99)")
+    arg("--latency-runs", type=int, help="requests per latency measurement (200; quick 50)")
+    parser.set_defaults(handler=_pipeline)
+
+
+def _pipeline(args: argparse.Namespace) -> int:
+    from fmnist.pipeline.config import PipelineConfig
+    from fmnist.pipeline.run import prepare_out_dir, run_pipeline
+
+    config = PipelineConfig(
+        data_dir=args.data_dir,
+        out_dir=args.out,
+        quick=args.quick,
+        train_config=args.config,
+        tolerance=Tolerance().with_overrides(args.max_accuracy_drop, args.min_agreement),
+        latency_runs=args.latency_runs or (50 if args.quick else 200),
+        download=args.download,
+    )
+    prepare_out_dir(args.out, args.overwrite)
+    result = run_pipeline(config, progress=lambda line: print(line, flush=True))
+    report = result.report
+    print(
+        f"{'PASS' if result.passed else 'FAIL'}: pipeline finished in "
+        f"{report['total_seconds']:.0f} s; float test accuracy "
+        f"{report['float_metrics']['accuracy']:.4f}, int8 {report['int8_metrics']['accuracy']:.4f}"
+    )
+    print(f"report: {result.paths['html']}")
+    return EXIT_OK if result.passed else EXIT_PARITY_FAILED
