@@ -25,12 +25,12 @@ def preprocess(images: tf.Tensor) -> tf.Tensor:
 
 
 def build_model(config: TrainConfig, num_classes: int = NUM_CLASSES) -> keras.Model:
-    """Conv blocks (conv-BN-ReLU x2, max-pool, dropout), a dense layer and a softmax."""
+    """Conv blocks (conv-BN-ReLU x1-2, max-pool, dropout), a dense layer and a softmax."""
     inputs = keras.Input(shape=IMAGE_SHAPE, name="image")
     x = inputs
     for block in range(config.depth):
         filters = config.width * 2**block
-        for conv in range(2):
+        for conv in range(config.first_block_convs if block == 0 else 2):
             x = keras.layers.Conv2D(
                 filters,
                 3,
