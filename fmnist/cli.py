@@ -19,6 +19,7 @@ STAGE_CLIS = (
     "fmnist.train.cli",
     "fmnist.export.cli",
     "fmnist.serving.cli",
+    "fmnist.serving.client_cli",
     "fmnist.pipeline.cli",
 )
 

@@ -1,0 +1,139 @@
+"""`fmnist predict` and `fmnist parity`: query any TF Serving endpoint from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from fmnist.errors import UserError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `predict` and `parity` to the `fmnist` parser."""
+    predict = subparsers.add_parser(
+        "predict",
+        help="classify image files with a model served by TF Serving",
+        description="Send image files (PNG/JPEG, any size: converted to 28x28 grayscale, "
+        "fitted on black; .npy/IDX arrays as they are) to TF Serving and print the classes.",
+    )
+    _endpoint_args(predict)
+    predict.add_argument("images", nargs="+", metavar="IMAGE")
+    predict.add_argument("--top-k", type=int, default=3, metavar="K")
+    predict.add_argument("--invert", action="store_true", help="dark items on a light background")
+    predict.add_argument("--json", action="store_true", help="print one JSON array")
+    predict.set_defaults(handler=_predict)
+
+    parity = subparsers.add_parser(
+        "parity",
+        help="check a served model against the float model on the 10,000 test images",
+        description="Send the test set to TF Serving and compare the answers with the float "
+        "reference in the bundle's manifest. Exit 0 within tolerance, 1 outside it, 2 when "
+        "it could not check.",
+    )
+    _endpoint_args(parity)
+    parity.add_argument(
+        "--bundle",
+        type=Path,
+        required=True,
+        metavar="PATH",
+        help="exported bundle (version directory) or model directory",
+    )
+    parity.add_argument("--data-dir", type=Path, help="Fashion-MNIST directory")
+    parity.add_argument("--max-accuracy-drop", type=float, metavar="PP")
+    parity.add_argument("--min-agreement", type=float, metavar="FRACTION")
+    parity.add_argument("--json", type=Path, metavar="OUT", help="also write the result as JSON")
+    parity.add_argument(
+        "--wait", type=float, default=0, metavar="SECONDS", help="wait for AVAILABLE first"
+    )
+    parity.set_defaults(handler=_parity)
+
+
+def _endpoint_args(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--grpc", metavar="HOST:PORT", help="TF Serving gRPC endpoint")
+    where.add_argument(
+        "--rest", metavar="URL", help="TF Serving REST endpoint, e.g. localhost:8501"
+    )
+    parser.add_argument("--model-name", required=True, metavar="NAME")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--version", type=int, metavar="N")
+    which.add_argument("--label", metavar="L")
+    parser.add_argument("--timeout", type=float, default=60.0, metavar="S", help="per call (60)")
+
+
+def _client(args: argparse.Namespace):
+    from fmnist.serving.client import GrpcClient, RestClient
+
+    if args.grpc:
+        return GrpcClient(args.grpc, args.model_name, timeout=args.timeout)
+    return RestClient(args.rest, args.model_name, timeout=args.timeout)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from fmnist.images import load_inputs
+
+    if args.top_k < 1:
+        raise UserError("--top-k must be >= 1")
+    names, images = load_inputs(args.images, invert=args.invert)
+    with _client(args) as client:
+        prediction = client.predict(images, version=args.version, label=args.label)
+        class_names = _class_names(client, prediction.probabilities.shape[1])
+    rows = []
+    for name, probs in zip(names, prediction.probabilities, strict=True):
+        top = probs.argsort()[::-1][: args.top_k]
+        rows.append(
+            {
+                "path": name,
+                "predictions": [
+                    {
+                        "class_id": int(i),
+                        "class_name": class_names[i],
+                        "probability": float(probs[i]),
+                    }
+                    for i in top
+                ],
+            }
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"answered by {args.model_name} version {prediction.model_version}")
+    for row in rows:
+        best = ", ".join(f"{p['class_name']} {p['probability']:.1%}" for p in row["predictions"])
+        print(f"{row['path']}: {best}")
+    return 0
+
+
+def _class_names(client, num_classes: int) -> list[str]:
+    from fmnist.dataset import CLASS_NAMES
+
+    if num_classes == len(CLASS_NAMES):
+        return list(CLASS_NAMES)
+    return [str(i) for i in range(num_classes)]
+
+
+def _parity(args: argparse.Namespace) -> int:
+    from fmnist.parity import format_result
+    from fmnist.serving.served_parity import run_served_parity
+
+    if not args.bundle.exists():
+        raise UserError(f"{args.bundle}: no such bundle or model directory")
+    with _client(args) as client:
+        if args.wait:
+            client.wait_until_available(args.wait, version=args.version, label=args.label)
+        result = run_served_parity(
+            client,
+            args.bundle,
+            args.data_dir,
+            version=args.version,
+            label=args.label,
+            max_accuracy_drop_pp=args.max_accuracy_drop,
+            min_agreement=args.min_agreement,
+        )
+    print(format_result(result))
+    if args.json:
+        result.write_json(args.json)
+        print(f"wrote {args.json}", file=sys.stderr)
+    return result.exit_code
