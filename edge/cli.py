@@ -10,6 +10,7 @@ from pathlib import Path
 
 from fmnist.cli import run
 from fmnist.errors import UserError
+from fmnist.parity import add_tolerance_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,18 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     parity.add_argument(
         "--data-dir", metavar="D", help="Fashion-MNIST directory (default: $FMNIST_DATA_DIR)"
     )
-    parity.add_argument(
-        "--max-accuracy-drop",
-        type=float,
-        metavar="PP",
-        help="percentage points (default: the tolerance export used)",
-    )
-    parity.add_argument(
-        "--min-agreement",
-        type=float,
-        metavar="FRACTION",
-        help="top-1 agreement, 0-1 (default: the tolerance export used)",
-    )
+    add_tolerance_args(parity)
     parity.add_argument("--kind", choices=("int8", "float32"), default="int8")
     parity.add_argument("--json", type=Path, metavar="OUT", help="also write the result as JSON")
     _add_runtime_args(parity)

@@ -6,6 +6,7 @@ check, so "within tolerance" means the same thing everywhere. TF-free (numpy onl
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -76,6 +77,22 @@ class ParityResult:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def add_tolerance_args(parser: argparse.ArgumentParser) -> None:
+    """`--max-accuracy-drop PP` and `--min-agreement FRACTION`, as every parity command has."""
+    parser.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        metavar="PP",
+        help="percentage points (default: the tolerance export used)",
+    )
+    parser.add_argument(
+        "--min-agreement",
+        type=float,
+        metavar="FRACTION",
+        help="top-1 agreement, 0-1 (default: the tolerance export used)",
+    )
 
 
 def compare(

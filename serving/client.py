@@ -1,7 +1,7 @@
 """Python clients for TF Serving: `GrpcClient` (official stubs) and `RestClient` (requests).
 
 Both have the same API and work against any TF Serving endpoint, ours or the official
-container. Every call has a deadline (`timeout`, seconds, covering retries); failures
+container. Every call has a deadline (`timeout`, seconds, covering its retries); failures
 that mean "not reachable right now" (gRPC UNAVAILABLE, HTTP 503, connection refused or
 reset) are retried with exponential backoff and jitter inside that deadline, anything
 else (a bad request, a missing model) fails at once. Every failure is a `ServingError`
@@ -11,22 +11,29 @@ carrying the canonical code, the HTTP status (REST) and TF Serving's message.
         client.wait_until_available(60)
         prediction = client.predict(images)  # uint8 [N, 28, 28]
         prediction.class_ids, prediction.probabilities, prediction.model_version
+
+Tensors are converted with the server's own code (`fmnist.serving.tensors`), numbers as
+`tensor_content`. The stubs' protos live in the `tensorflow` package, so importing them
+loads it.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit
 
 import grpc
 import numpy as np
 import requests
-import tensorflow as tf
 from google.protobuf import json_format
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -37,25 +44,48 @@ from tensorflow_serving.apis import (
 )
 
 from fmnist.errors import UserError
-from fmnist.serving.status import HTTP_STATUS
+from fmnist.serving import tensors
+from fmnist.serving.status import ServingError as StatusError
 
 T = TypeVar("T")
 DEFAULT_MAX_MESSAGE_BYTES = 64 << 20  # gRPC's own default (4 MiB) is too small for batches
 RETRYABLE_CODES = frozenset({"UNAVAILABLE"})
-_CODE_BY_HTTP = {status: code.name for code, status in reversed(list(HTTP_STATUS.items()))}
-_CODE_BY_HTTP.update({400: "INVALID_ARGUMENT", 409: "ABORTED", 500: "INTERNAL"})
+# TF Serving's HTTP statuses (model_servers/http_server.cc) back to canonical codes.
+CODE_BY_HTTP = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ABORTED",
+    413: "RESOURCE_EXHAUSTED",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "UNIMPLEMENTED",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
 
 
 class ServingError(UserError):
     """A TF Serving request failed: canonical `code`, `http_status` (REST), `message`."""
 
-    def __init__(self, code: str, message: str, *, where: str, http_status: int | None = None):
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        where: str = "TF Serving",
+        http_status: int | None = None,
+        summary: str | None = None,
+    ) -> None:
         self.code = code
         self.message = message
         self.http_status = http_status
         self.where = where
-        status = f", HTTP {http_status}" if http_status else ""
-        super().__init__(f"{where}: {code}{status}: {message}")
+        status = f" (HTTP {http_status})" if http_status else ""
+        line = summary or f"{where}: {code}{status}: {message}"
+        super().__init__(" ".join(line.split()))  # one line, whatever the server said
 
     @property
     def retryable(self) -> bool:
@@ -89,26 +119,31 @@ def check_images(images: Any) -> np.ndarray:
 class _Client:
     """What both clients share: batching, deadlines, retries, waiting for a model."""
 
-    where: str
+    endpoint: str  # host:port or URL, for messages
+    api: str  # "gRPC" or "REST"
 
     def __init__(
         self,
         model_name: str,
         *,
         timeout: float = 30.0,
-        retries: int = 8,
+        retries: int | None = None,
         backoff: float = 0.1,
         max_backoff: float = 2.0,
         batch_size: int = 256,
     ) -> None:
-        if timeout <= 0 or batch_size < 1 or retries < 0:
-            raise UserError("timeout must be > 0, batch_size >= 1 and retries >= 0")
+        if not timeout > 0 or batch_size < 1 or (retries or 0) < 0 or not backoff >= 0:
+            raise UserError("timeout must be > 0, batch_size >= 1, retries and backoff >= 0")
         self.model_name = model_name
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
-        self.max_backoff = max_backoff
+        self.max_backoff = max(max_backoff, backoff)
         self.batch_size = batch_size
+
+    @property
+    def where(self) -> str:
+        return f"TF Serving {self.api} {self.endpoint}"
 
     # --- the API ------------------------------------------------------------------------
 
@@ -119,44 +154,55 @@ class _Client:
         version: int | None = None,
         label: str | None = None,
         signature: str = "serving_default",
+        batch_size: int | None = None,
     ) -> Prediction:
         """Class ids and probabilities for uint8 images, sent in batches of `batch_size`."""
         images = check_images(images)
+        batch_size = batch_size or self.batch_size
+        asked = version
+        version, label = self._pin(version, label, signature)
         probabilities, class_ids, versions = [], [], set()
-        for start in range(0, len(images), self.batch_size):
-            outputs, answered = self.predict_raw(
-                {"images": images[start : start + self.batch_size]},
-                version=version,
-                label=label,
-                signature=signature,
-            )
+        for start in range(0, len(images), batch_size):
+            try:
+                outputs, answered = self.predict_raw(
+                    {"images": images[start : start + batch_size]},
+                    version=version,
+                    label=label,
+                    signature=signature,
+                )
+            except ServingError as err:
+                if asked is None and version is not None and err.code == "NOT_FOUND" and start:
+                    raise ServingError(
+                        "ABORTED",
+                        f"version {version}, which answered the first batches, was unloaded "
+                        "during the request (the model changed); pin a version or a label",
+                        where=self._where(asked, label),
+                    ) from None
+                raise
             if "probabilities" not in outputs:
                 raise ServingError(
                     "INVALID_ARGUMENT",
                     f"signature {signature!r} has no 'probabilities' output "
                     f"(outputs: {', '.join(outputs)})",
-                    where=self.where,
+                    where=self._where(version, label),
                 )
             probs = np.asarray(outputs["probabilities"], dtype=np.float32)
             probabilities.append(probs)
-            class_ids.append(
-                np.asarray(outputs["class_ids"], np.int64)
-                if "class_ids" in outputs
-                else probs.argmax(1)
-            )
+            ids = outputs.get("class_ids")
+            class_ids.append(probs.argmax(1) if ids is None else np.asarray(ids, np.int64))
             versions.add(answered)
-        if len(versions) > 1:
-            raise ServingError(
-                "ABORTED",
-                f"batches were answered by different versions {sorted(versions)} (the model "
-                "changed during the request); pin --version or --label",
-                where=self.where,
-            )
+            if len(versions) > 1:
+                raise ServingError(
+                    "ABORTED",
+                    f"batches were answered by different versions {sorted(versions)} (the "
+                    "model changed during the request); pin a version or a label",
+                    where=self._where(version, label),
+                )
         return Prediction(np.concatenate(class_ids), np.concatenate(probabilities), versions.pop())
 
     def predict_raw(
         self,
-        inputs: dict[str, np.ndarray],
+        inputs: dict[str, Any],
         *,
         version: int | None = None,
         label: str | None = None,
@@ -171,35 +217,33 @@ class _Client:
 
     def status(self, *, version: int | None = None, label: str | None = None) -> list[dict]:
         """[{version, state, error_code, error_message}] for the model's versions."""
-        raise NotImplementedError
+        return self._status(version, label, self.timeout, self.retries)
 
     def wait_until_available(
         self, timeout: float = 60.0, *, version: int | None = None, label: str | None = None
     ) -> int:
         """Poll the model status until a version is AVAILABLE; return that version."""
-        deadline = time.monotonic() + timeout
+        start = time.monotonic()
+        deadline = start + timeout
         last = "no answer yet"
-        delay = self.backoff
+        delay = self.backoff or 0.1
         while True:
+            left = deadline - time.monotonic()
             try:
-                available = [
-                    s["version"]
-                    for s in self._once(lambda: self.status(version=version, label=label))
-                    if s["state"] == "AVAILABLE"
-                ]
+                states = self._status(version, label, max(min(self.timeout, left), 0.05), 0)
+                available = [s["version"] for s in states if s["state"] == "AVAILABLE"]
                 if available:
                     return max(available)
-                last = "no version is AVAILABLE yet"
+                last = "versions " + ", ".join(f"{s['version']} {s['state']}" for s in states)
             except ServingError as err:
                 if err.code not in ("UNAVAILABLE", "NOT_FOUND", "DEADLINE_EXCEEDED"):
                     raise
-                last = err.message
+                last = f"{err.code}: {err.message}"
             if time.monotonic() + delay > deadline:
                 raise ServingError(
                     "DEADLINE_EXCEEDED",
-                    f"model {self._describe(version, label)} not AVAILABLE within "
-                    f"{timeout:g} s (last: {last})",
-                    where=self.where,
+                    f"not AVAILABLE within {timeout:g} s (last: {last})",
+                    where=self._where(version, label),
                 )
             time.sleep(delay)
             delay = min(delay * 2, self.max_backoff)
@@ -213,49 +257,82 @@ class _Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # --- retries within the deadline ----------------------------------------------------
+    # --- for subclasses -----------------------------------------------------------------
 
-    def _call(self, attempt: Callable[[float], T]) -> T:
-        """Run `attempt(seconds_left)`, retrying retryable failures until the deadline."""
-        deadline = time.monotonic() + self.timeout
+    def _status(
+        self, version: int | None, label: str | None, timeout: float, retries: int
+    ) -> list[dict]:
+        raise NotImplementedError
+
+    def _pin(
+        self, version: int | None, label: str | None, signature: str = "serving_default"
+    ) -> tuple[int | None, str | None]:
+        """What a multi-batch predict asks for (REST pins the version it resolves)."""
+        _check_choice(version, label)
+        return version, label
+
+    def _where(self, version: int | None, label: str | None) -> str:
+        """'TF Serving gRPC host:port, model 'm' version 2': who failed, for messages."""
+        model = f"model {self.model_name!r}"
+        if version is not None:
+            model += f" version {version}"
+        elif label is not None:
+            model += f" label {label!r}"
+        return f"{self.where}, {model}"
+
+    def _call(
+        self,
+        attempt: Callable[[float], T],
+        where: str,
+        timeout: float | None = None,
+        retries: int | None = None,
+    ) -> T:
+        """Run `attempt(seconds_left)`, retrying retryable failures until the deadline (or
+        `retries` retries, when set)."""
+        timeout = self.timeout if timeout is None else timeout
+        retries = self.retries if retries is None else retries
+        retries = float("inf") if retries is None else retries
+        start = time.monotonic()
+        deadline = start + timeout
         delay, tries = self.backoff, 0
         while True:
             tries += 1
             try:
                 return attempt(max(deadline - time.monotonic(), 0.001))
             except ServingError as err:
-                left = deadline - time.monotonic()
                 if not err.retryable:
-                    raise
-                if tries > self.retries or left <= 0:
+                    message = err.message
+                    if err.code == "DEADLINE_EXCEEDED":
+                        message += f" (deadline {timeout:g} s)"
+                    raise ServingError(
+                        err.code, message, where=where, http_status=err.http_status
+                    ) from None
+                left = deadline - time.monotonic()
+                pause = min(delay * random.uniform(0.5, 1.0), max(left, 0.0))
+                if tries > retries or left <= pause:
+                    spent = time.monotonic() - start
+                    summary = (
+                        f"could not reach TF Serving at {self.endpoint} ({self.api}, "
+                        f"{where.split(', ', 1)[-1]}) after {tries} attempt"
+                        f"{'s' if tries > 1 else ''} in {spent:.1f} s: {err.code}"
+                        f"{f' (HTTP {err.http_status})' if err.http_status else ''}: "
+                        f"{err.message}"
+                    )
                     raise ServingError(
                         err.code,
-                        f"gave up after {tries} attempt(s) in {self.timeout - left:.1f} s: "
-                        f"{err.message}",
-                        where=self.where,
+                        err.message,
+                        where=where,
                         http_status=err.http_status,
+                        summary=summary,
                     ) from None
-                time.sleep(min(delay * random.uniform(0.5, 1.0), max(left, 0)))
+                time.sleep(pause)
                 delay = min(delay * 2, self.max_backoff)
-
-    def _once(self, call: Callable[[], T]) -> T:
-        """A call without retries (for polling loops that do their own)."""
-        retries, self.retries = self.retries, 0
-        try:
-            return call()
-        finally:
-            self.retries = retries
-
-    def _describe(self, version: int | None, label: str | None) -> str:
-        if version is not None:
-            return f"{self.model_name!r} version {version}"
-        if label is not None:
-            return f"{self.model_name!r} label {label!r}"
-        return repr(self.model_name)
 
 
 class GrpcClient(_Client):
     """TF Serving's gRPC PredictionService and ModelService through the official stubs."""
+
+    api = "gRPC"
 
     def __init__(
         self,
@@ -266,13 +343,17 @@ class GrpcClient(_Client):
         **options: Any,
     ) -> None:
         super().__init__(model_name, **options)
-        self.target = target
-        self.where = f"TF Serving gRPC {target}"
+        self.target = self.endpoint = target
+        self.max_message_bytes = max_message_bytes
         self._channel = grpc.insecure_channel(
             target,
             options=[
                 ("grpc.max_send_message_length", max_message_bytes),
                 ("grpc.max_receive_message_length", max_message_bytes),
+                # Reconnect about as often as we retry (gRPC's own backoff grows to 120 s).
+                ("grpc.initial_reconnect_backoff_ms", max(int(self.backoff * 1000), 100)),
+                ("grpc.min_reconnect_backoff_ms", max(int(self.backoff * 1000), 100)),
+                ("grpc.max_reconnect_backoff_ms", max(int(self.max_backoff * 1000), 100)),
             ],
         )
         self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
@@ -281,8 +362,7 @@ class GrpcClient(_Client):
     def _spec(
         self, version: int | None, label: str | None, signature: str | None = None
     ) -> model_pb2.ModelSpec:
-        if version is not None and label is not None:
-            raise UserError("give a version or a label, not both")
+        _check_choice(version, label)
         spec = model_pb2.ModelSpec(name=self.model_name)
         if signature:
             spec.signature_name = signature
@@ -292,36 +372,48 @@ class GrpcClient(_Client):
             spec.version_label = label
         return spec
 
-    def _rpc(self, method: Callable[..., T], request: Any) -> T:
+    def _rpc(
+        self,
+        method: Callable[..., T],
+        request: Any,
+        where: str,
+        timeout: float | None = None,
+        retries: int | None = None,
+    ) -> T:
         def attempt(seconds: float) -> T:
             try:
                 return method(request, timeout=seconds)
             except grpc.RpcError as err:
-                raise ServingError(err.code().name, err.details() or "", where=self.where) from None
+                code, message = err.code().name, err.details() or ""
+                if code == "RESOURCE_EXHAUSTED" and "larger than max" in message:
+                    message += (
+                        f" (client max_message_bytes {self.max_message_bytes}: raise it or "
+                        "send smaller batches)"
+                    )
+                raise ServingError(code, message) from None
 
-        return self._call(attempt)
+        return self._call(attempt, where, timeout, retries)
 
     def predict_raw(self, inputs, *, version=None, label=None, signature="serving_default"):
         request = predict_pb2.PredictRequest(model_spec=self._spec(version, label, signature))
         for name, value in inputs.items():
-            request.inputs[name].CopyFrom(tf.make_tensor_proto(np.asarray(value)))
-        response = self._rpc(self._predict.Predict, request)
-        outputs = {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
-        answered = (
-            response.model_spec.version.value if response.model_spec.HasField("version") else None
-        )
-        return outputs, answered
+            request.inputs[name].CopyFrom(to_tensor_proto(value))
+        response = self._rpc(self._predict.Predict, request, self._where(version, label))
+        outputs = {name: from_tensor_proto(proto) for name, proto in response.outputs.items()}
+        spec = response.model_spec
+        return outputs, (spec.version.value if spec.HasField("version") else None)
 
     def metadata(self, *, version=None, label=None):
         request = get_model_metadata_pb2.GetModelMetadataRequest(
             model_spec=self._spec(version, label), metadata_field=["signature_def"]
         )
-        response = self._rpc(self._predict.GetModelMetadata, request)
-        return json_format.MessageToDict(response)
+        response = self._rpc(self._predict.GetModelMetadata, request, self._where(version, label))
+        return json_format.MessageToDict(response, preserving_proto_field_name=True)
 
-    def status(self, *, version=None, label=None):
+    def _status(self, version, label, timeout, retries):
         request = get_model_status_pb2.GetModelStatusRequest(model_spec=self._spec(version, label))
-        response = self._rpc(self._models.GetModelStatus, request)
+        where = self._where(version, label)
+        response = self._rpc(self._models.GetModelStatus, request, where, timeout, retries)
         return [
             {
                 "version": int(s.version),
@@ -337,70 +429,140 @@ class GrpcClient(_Client):
 
 
 class RestClient(_Client):
-    """TF Serving's REST API (`/v1/models/...`) over a pooled `requests.Session`."""
+    """TF Serving's REST API (`/v1/models/...`) over a pooled `requests.Session`.
 
-    def __init__(self, url: str, model_name: str, **options: Any) -> None:
+    Requests use the row format (`instances`) when every input has the same batch
+    dimension, else the columnar one (`inputs`); `columnar=True` always uses the latter.
+    """
+
+    api = "REST"
+
+    def __init__(
+        self, url: str, model_name: str, *, columnar: bool = False, **options: Any
+    ) -> None:
         super().__init__(model_name, **options)
         if not url.startswith(("http://", "https://")):
             url = "http://" + url
-        self.url = url.rstrip("/")
-        self.where = f"TF Serving REST {self.url}"
+        self.url = self.endpoint = _check_url(url.rstrip("/"))
+        self.columnar = columnar
         self._session = requests.Session()
+        self._output_names: dict[tuple[int | None, str], list[str]] = {}
+        self._lock = threading.Lock()
 
     def _path(self, version: int | None, label: str | None) -> str:
-        if version is not None and label is not None:
-            raise UserError("give a version or a label, not both")
-        path = f"{self.url}/v1/models/{self.model_name}"
+        _check_choice(version, label)
+        path = f"{self.url}/v1/models/{quote(self.model_name, safe='')}"
         if version is not None:
-            return f"{path}/versions/{version}"
+            return f"{path}/versions/{int(version)}"
         if label is not None:
-            return f"{path}/labels/{label}"
+            return f"{path}/labels/{quote(label, safe='')}"
         return path
 
-    def _request(self, method: str, url: str, body: dict | None = None) -> dict:
+    def _request(
+        self,
+        method: str,
+        url: str,
+        where: str,
+        body: dict | None = None,
+        timeout: float | None = None,
+        retries: int | None = None,
+    ) -> dict:
+        # TF Serving reads NaN/Infinity, which requests' own JSON encoding refuses.
+        data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        headers = {"Content-Type": "application/json"} if data else None
+
         def attempt(seconds: float) -> dict:
             try:
-                response = self._session.request(method, url, json=body, timeout=seconds)
+                response = self._session.request(
+                    method, url, data=data, headers=headers, timeout=seconds
+                )
+            except requests.ConnectTimeout as err:  # nobody answered the connection: retry
+                raise ServingError("UNAVAILABLE", _reason(err)) from None
             except requests.Timeout as err:
-                raise ServingError("DEADLINE_EXCEEDED", str(err), where=self.where) from None
-            except requests.ConnectionError as err:
-                raise ServingError("UNAVAILABLE", _reason(err), where=self.where) from None
+                raise ServingError("DEADLINE_EXCEEDED", _reason(err)) from None
+            except requests.exceptions.SSLError as err:  # not transient: do not retry
+                raise ServingError("UNAUTHENTICATED", _reason(err)) from None
+            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as err:
+                raise ServingError("UNAVAILABLE", _reason(err)) from None
+            except requests.RequestException as err:  # e.g. an invalid URL
+                raise ServingError("INVALID_ARGUMENT", _reason(err)) from None
             try:
                 payload = response.json()  # Python's json reads TF Serving's NaN/Infinity
             except ValueError:
                 payload = {"error": response.text.strip()[:200] or response.reason}
             if response.status_code != 200:
-                message = payload.get("error", response.reason) if isinstance(payload, dict) else ""
+                message = payload.get("error") if isinstance(payload, dict) else None
                 raise ServingError(
-                    _CODE_BY_HTTP.get(response.status_code, "UNKNOWN"),
-                    str(message),
-                    where=self.where,
+                    CODE_BY_HTTP.get(response.status_code, "UNKNOWN"),
+                    str(message or response.reason),
                     http_status=response.status_code,
                 )
             return payload
 
-        return self._call(attempt)
+        return self._call(attempt, where, timeout, retries)
+
+    def _pin(self, version, label, signature="serving_default"):
+        # REST answers do not say which version answered: resolve it once, then pin it, so
+        # every batch of one predict() is answered by the same version.
+        _check_choice(version, label)
+        if version is not None:
+            return version, None
+        resolved = self._resolve(label, signature)
+        return (resolved, None) if resolved is not None else (None, label)
+
+    def _resolve(self, label: str | None, signature: str) -> int | None:
+        """The version the latest/label path serves now (from its metadata), if it says."""
+        metadata = self.metadata(label=label)
+        spec = metadata.get("model_spec", {})
+        version = int(spec["version"]) if spec.get("version") else None
+        self._remember_outputs(version, signature, metadata)
+        return version
 
     def predict_raw(self, inputs, *, version=None, label=None, signature="serving_default"):
-        # REST answers carry neither the version nor, for one output, its name: the metadata
-        # of the same path says which version serves it and what the outputs are called.
-        metadata = self.metadata(version=version, label=label)
-        spec = metadata.get("model_spec", {})
-        answered = int(spec["version"]) if spec.get("version") else version
-        signatures = metadata.get("metadata", {}).get("signature_def", {}).get("signature_def", {})
-        output_names = list(signatures.get(signature, {}).get("outputs", {}))
-        body = {
-            "signature_name": signature,
-            "inputs": {name: _to_json(np.asarray(value)) for name, value in inputs.items()},
-        }
-        payload = self._request("POST", f"{self._path(version, label)}:predict", body)
-        return _outputs_from_json(payload, output_names), answered
+        where = self._where(version, label)
+        if version is None:  # ask the version the metadata named, so that is what answers
+            version = self._resolve(label, signature)
+            label = label if version is None else None
+        arrays = {name: np.asarray(value) for name, value in inputs.items()}
+        payload = self._request(
+            "POST", f"{self._path(version, label)}:predict", where, self._body(arrays, signature)
+        )
+        outputs, bare = _outputs_from_json(payload, where)
+        if bare is not None:
+            names = self._output_names.get((version, signature))
+            if names is None:
+                names = self._remember_outputs(
+                    version, signature, self.metadata(version=version, label=label)
+                )
+            outputs = {names[0] if len(names) == 1 else "outputs": bare}
+        return outputs, version
+
+    def _body(self, arrays: dict[str, np.ndarray], signature: str) -> dict:
+        """Row format when every input has the same batch size, else columnar."""
+        sizes = {a.shape[0] if a.ndim else None for a in arrays.values()}
+        if self.columnar or len(sizes) != 1 or None in sizes:
+            return {
+                "signature_name": signature,
+                "inputs": {name: _to_json(a) for name, a in arrays.items()},
+            }
+        columns = {name: _to_json(a) for name, a in arrays.items()}
+        rows = [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+        return {"signature_name": signature, "instances": rows}
+
+    def _remember_outputs(self, version: int | None, signature: str, metadata: dict) -> list[str]:
+        signatures = metadata.get("metadata", {}).get("signature_def", {})
+        names = sorted(signatures.get("signature_def", {}).get(signature, {}).get("outputs", {}))
+        with self._lock:
+            self._output_names[(version, signature)] = names
+        return names
 
     def metadata(self, *, version=None, label=None):
-        return self._request("GET", f"{self._path(version, label)}/metadata")
+        url = f"{self._path(version, label)}/metadata"
+        return self._request("GET", url, self._where(version, label))
 
-    def status(self, *, version=None, label=None):
-        payload = self._request("GET", self._path(version, label))
+    def _status(self, version, label, timeout, retries):
+        where = self._where(version, label)
+        payload = self._request("GET", self._path(version, label), where, None, timeout, retries)
         return [
             {
                 "version": int(s["version"]),
@@ -415,20 +577,77 @@ class RestClient(_Client):
         self._session.close()
 
 
-def _reason(err: requests.ConnectionError) -> str:
-    """The innermost cause of a connection error, e.g. 'Connection refused'."""
+def _check_choice(version: int | None, label: str | None) -> None:
+    if version is not None and label is not None:
+        raise UserError("give a version or a label, not both")
+
+
+def _check_url(url: str) -> str:
+    """`url` if it names a host and a valid port, else a UserError saying what is wrong."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a bad port)
+    except ValueError as err:
+        raise UserError(f"invalid TF Serving REST URL {url!r}: {err}") from None
+    if not parts.hostname or parts.query or parts.fragment:
+        raise UserError(
+            f"invalid TF Serving REST URL {url!r}: expected http://HOST:PORT[/PREFIX], e.g. "
+            "http://localhost:8501"
+        )
+    return url
+
+
+def _reason(err: Exception) -> str:
+    """The innermost cause of a requests error, e.g. 'Connection refused'."""
     text = str(err)
     for marker in ("Connection refused", "Connection reset", "Name or service not known"):
         if marker in text:
             return marker
+    if isinstance(err, requests.Timeout):
+        return "no answer within the deadline"
     return text[-200:]
+
+
+# --- gRPC tensors: numpy <-> TensorProto (the server's own conversions, serving.tensors) ---
+
+
+def to_tensor_proto(value: Any) -> tensor_pb2.TensorProto:
+    """A numpy array (numbers, bools, or bytes/str for DT_STRING) as a TensorProto; numbers
+    travel as `tensor_content`, much faster to build and parse than the typed fields."""
+    array = np.asarray(value)
+    proto = tensor_pb2.TensorProto()
+    try:
+        dt = tensors.dtype_of(array)
+    except StatusError as err:
+        raise UserError(f"cannot send to TF Serving: {err.message}") from None
+    if dt == types_pb2.DT_STRING:
+        tensors.fill_tensor_proto(array, proto)
+        return proto
+    proto.dtype = dt
+    proto.tensor_shape.dim.extend(
+        tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in array.shape
+    )
+    proto.tensor_content = np.ascontiguousarray(array).tobytes()
+    return proto
+
+
+def from_tensor_proto(proto: tensor_pb2.TensorProto) -> np.ndarray:
+    """A TensorProto as numpy, from `tensor_content` or the typed `*_val` fields."""
+    try:
+        return tensors.to_ndarray(proto)
+    except StatusError as err:
+        raise UserError(f"TF Serving answered a tensor this client cannot read: {err}") from None
+
+
+# --- REST tensors: numpy <-> TF Serving's JSON ---------------------------------------------
 
 
 def _to_json(value: np.ndarray) -> Any:
     """A tensor in TF Serving's JSON: nested lists; bytes as {"b64": ...}."""
-    if value.dtype.kind in "SO":
+    if value.dtype.kind in "OS":
         return np.vectorize(
-            lambda b: {"b64": base64.b64encode(b).decode("ascii")}, otypes=[object]
+            lambda b: {"b64": base64.b64encode(b.encode() if isinstance(b, str) else b).decode()},
+            otypes=[object],
         )(value).tolist()
     return value.tolist()
 
@@ -443,21 +662,31 @@ def _from_json(value: Any) -> np.ndarray:
             return [decode(x) for x in item]
         return item
 
-    return np.asarray(decode(value))
+    if _has_b64(value):
+        return np.asarray(decode(value), dtype=object)
+    return np.asarray(value)
 
 
-def _outputs_from_json(payload: dict, output_names: list[str]) -> dict[str, np.ndarray]:
-    """Columnar `outputs` or row `predictions`, each a bare tensor (one output: named from
-    the signature) or named tensors -> {output name: array}."""
-    if "outputs" in payload:
+def _has_b64(value: Any) -> bool:
+    while isinstance(value, list) and value:
+        value = value[0]
+    return isinstance(value, dict)
+
+
+def _outputs_from_json(payload: Any, where: str) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """Columnar `outputs` or row `predictions` -> ({name: array}, None) for named tensors,
+    or ({}, array) for the bare tensor of a single-output signature."""
+    if isinstance(payload, dict) and "outputs" in payload:
         outputs = payload["outputs"]
-        if isinstance(outputs, dict):
-            return {name: _from_json(value) for name, value in outputs.items()}
-    elif "predictions" in payload:
+        if isinstance(outputs, dict) and "b64" not in outputs:
+            return {name: _from_json(value) for name, value in outputs.items()}, None
+    elif isinstance(payload, dict) and "predictions" in payload:
         outputs = payload["predictions"]
-        if outputs and isinstance(outputs[0], dict):
-            return {name: _from_json([row[name] for row in outputs]) for name in outputs[0]}
+        if outputs and isinstance(outputs[0], dict) and "b64" not in outputs[0]:
+            names = list(outputs[0])
+            return {name: _from_json([row[name] for row in outputs]) for name in names}, None
     else:
-        raise ServingError("INTERNAL", "answer has neither outputs nor predictions", where="REST")
-    name = output_names[0] if len(output_names) == 1 else "outputs"
-    return {name: _from_json(outputs)}
+        raise ServingError(
+            "INTERNAL", "answer has neither 'outputs' nor 'predictions'", where=where
+        )
+    return {}, _from_json(outputs)

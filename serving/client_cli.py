@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from fmnist.errors import UserError
+from fmnist.parity import add_tolerance_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,6 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     _endpoint_args(predict)
     predict.add_argument("images", nargs="+", metavar="IMAGE")
+    predict.add_argument(
+        "--signature", default="serving_default", metavar="S", help="(default serving_default)"
+    )
     predict.add_argument("--top-k", type=int, default=3, metavar="K")
     predict.add_argument("--invert", action="store_true", help="dark items on a light background")
     predict.add_argument("--json", action="store_true", help="print one JSON array")
@@ -41,12 +45,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="exported bundle (version directory) or model directory",
     )
     parity.add_argument("--data-dir", type=Path, help="Fashion-MNIST directory")
-    parity.add_argument("--max-accuracy-drop", type=float, metavar="PP")
-    parity.add_argument("--min-agreement", type=float, metavar="FRACTION")
+    add_tolerance_args(parity)
     parity.add_argument("--json", type=Path, metavar="OUT", help="also write the result as JSON")
     parity.add_argument(
-        "--wait", type=float, default=0, metavar="SECONDS", help="wait for AVAILABLE first"
+        "--wait",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="first wait up to SECONDS for the model to be AVAILABLE (e.g. in compose)",
     )
+    parity.add_argument("--batch-size", type=int, default=256, metavar="B", help="(256)")
     parity.set_defaults(handler=_parity)
 
 
@@ -60,15 +68,18 @@ def _endpoint_args(parser: argparse.ArgumentParser) -> None:
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--version", type=int, metavar="N")
     which.add_argument("--label", metavar="L")
-    parser.add_argument("--timeout", type=float, default=60.0, metavar="S", help="per call (60)")
+    parser.add_argument(
+        "--timeout", type=float, default=30.0, metavar="S", help="deadline per call (30)"
+    )
 
 
 def _client(args: argparse.Namespace):
     from fmnist.serving.client import GrpcClient, RestClient
 
+    options = {"timeout": args.timeout, "batch_size": getattr(args, "batch_size", 256)}
     if args.grpc:
-        return GrpcClient(args.grpc, args.model_name, timeout=args.timeout)
-    return RestClient(args.rest, args.model_name, timeout=args.timeout)
+        return GrpcClient(args.grpc, args.model_name, **options)
+    return RestClient(args.rest, args.model_name, **options)
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -78,8 +89,10 @@ def _predict(args: argparse.Namespace) -> int:
         raise UserError("--top-k must be >= 1")
     names, images = load_inputs(args.images, invert=args.invert)
     with _client(args) as client:
-        prediction = client.predict(images, version=args.version, label=args.label)
-        class_names = _class_names(client, prediction.probabilities.shape[1])
+        prediction = client.predict(
+            images, version=args.version, label=args.label, signature=args.signature
+        )
+    class_names = _class_names(prediction.probabilities.shape[1])
     rows = []
     for name, probs in zip(names, prediction.probabilities, strict=True):
         top = probs.argsort()[::-1][: args.top_k]
@@ -106,7 +119,8 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _class_names(client, num_classes: int) -> list[str]:
+def _class_names(num_classes: int) -> list[str]:
+    """Fashion-MNIST's names for 10 classes, else the class ids."""
     from fmnist.dataset import CLASS_NAMES
 
     if num_classes == len(CLASS_NAMES):

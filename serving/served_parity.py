@@ -7,6 +7,8 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
+
 from fmnist import dataset
 from fmnist.errors import ManifestError
 from fmnist.layout import list_versions
@@ -15,17 +17,25 @@ from fmnist.parity import ParityResult, Tolerance, compare
 from fmnist.serving.client import GrpcClient, RestClient
 
 
-def resolve_bundle(path: str | os.PathLike, version: int | None) -> Manifest:
-    """The bundle at `path`, or, for a model directory, the bundle of `version`."""
+def is_bundle(path: str | os.PathLike) -> bool:
+    """True for a bundle (version directory with a manifest) or a manifest file."""
     path = Path(path)
-    if (path / MANIFEST_NAME).is_file() or path.is_file():
+    return path.is_file() or (path / MANIFEST_NAME).is_file()
+
+
+def resolve_bundle(path: str | os.PathLike, version: int | None) -> Manifest:
+    """The bundle at `path`, or, for a model directory `<base>/<name>`, the bundle of `version`."""
+    path = Path(path)
+    if is_bundle(path):
         return load_manifest(path)
+    if not path.is_dir():
+        raise ManifestError(f"{path}: no such bundle or model directory")
     versions = list_versions(path)
     if not versions:
         raise ManifestError(f"{path}: neither a bundle (no {MANIFEST_NAME}) nor a model directory")
-    if version is None or version not in versions:
+    if version not in versions:
         raise ManifestError(
-            f"{path}: no bundle for version {version} (versions here: "
+            f"{path}: no bundle for version {version}, which answered (versions here: "
             f"{', '.join(map(str, sorted(versions)))})"
         )
     return load_manifest(versions[version])
@@ -41,40 +51,52 @@ def run_served_parity(
     tolerance: Tolerance | None = None,
     max_accuracy_drop_pp: float | None = None,
     min_agreement: float | None = None,
+    batch_size: int | None = None,
 ) -> ParityResult:
     """Send the test set to the served model and compare with the bundle's float reference.
 
-    `bundle` is a version directory, or the model directory (the answering version's bundle
-    is used). The tolerance defaults to the one export used (recorded in the manifest);
-    `max_accuracy_drop_pp` / `min_agreement` override parts of it.
+    `bundle` is a version directory, or the model directory (then the bundle of the version
+    that answers is used). The tolerance defaults to the one export used (recorded in the
+    manifest); `max_accuracy_drop_pp` / `min_agreement` override parts of it.
     """
     test = dataset.load_test(data_dir)
-    start = time.perf_counter()
-    prediction = client.predict(test.images, version=version, label=label)
-    seconds = time.perf_counter() - start
-    manifest = resolve_bundle(bundle, prediction.model_version)
+    if is_bundle(bundle):
+        manifest = load_manifest(bundle)  # fail before sending 10,000 images
+    else:  # ask one image first: which version answers, and is there a bundle for it?
+        probe = client.predict(test.images[:1], version=version, label=label)
+        manifest = resolve_bundle(bundle, probe.model_version)
     expected = manifest.data["reference"].get("labels_sha256")
     if expected and dataset.labels_sha256(test.labels) != expected:
         raise ManifestError(
             "the test labels differ from those the bundle's reference outputs were computed "
             "on (wrong data directory?)"
         )
-    api = "gRPC" if isinstance(client, GrpcClient) else "REST"
-    requested = f"version {version}" if version else f"label {label}" if label else "latest"
+    reference = manifest.load_reference()
+
+    start = time.perf_counter()
+    prediction = client.predict(test.images, version=version, label=label, batch_size=batch_size)
+    seconds = time.perf_counter() - start
+    if not is_bundle(bundle) and prediction.model_version != manifest.model_version:
+        manifest = resolve_bundle(bundle, prediction.model_version)  # changed since the probe
+        reference = manifest.load_reference()
+
+    requested = (
+        f"version {version}" if version is not None else f"label {label}" if label else "latest"
+    )
     return compare(
-        manifest.load_reference(),
-        prediction.probabilities,
+        reference,
+        np.asarray(prediction.probabilities),
         test.labels,
         manifest.class_names,
         (tolerance or manifest.tolerance).with_overrides(max_accuracy_drop_pp, min_agreement),
-        name=f"SavedModel over {api}",
+        name=f"SavedModel over {client.api}",
         details={
-            "endpoint": getattr(client, "target", None) or getattr(client, "url", None),
+            "endpoint": client.endpoint,
             "model": client.model_name,
             "requested": requested,
             "answered_version": prediction.model_version,
-            "bundle_version": manifest.model_version,
-            "seconds": round(seconds, 3),
-            "images_per_s": round(len(test) / seconds, 1),
+            "bundle": f"{manifest.model_name} v{manifest.model_version}",
+            "wall_time_s": round(seconds, 3),
+            "images_per_s": round(len(test.labels) / seconds, 1),
         },
     )

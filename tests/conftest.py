@@ -78,3 +78,43 @@ def exported_bundle(
     base = tmp_path_factory.mktemp("export") / "models"
     config = ExportConfig(base_path=base, data_dir=data_dir, label="stable", calibration_size=200)
     return export_run(tiny_run, config).bundle_dir
+
+
+@pytest.fixture(scope="session")
+def perturbed_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`tiny_run` with noise added to every weight: a deliberately degraded model, as a run
+    directory that `fmnist export` takes like any other."""
+    import shutil
+
+    import keras
+    import numpy as np
+
+    run_dir = tmp_path_factory.mktemp("perturbed_run") / "run"
+    shutil.copytree(tiny_run, run_dir)
+    model = keras.models.load_model(run_dir / "model.keras")
+    rng = np.random.default_rng(0)
+    for weight in model.trainable_weights:
+        value = weight.numpy()
+        weight.assign(value + rng.normal(0, 0.25 * value.std() + 1e-3, value.shape))
+    model.save(run_dir / "model.keras")
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def degraded_bundle(
+    perturbed_run: Path, data_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """`perturbed_run` exported as version 2 of fashion_mnist (its own, looser TFLite gate)."""
+    from fmnist.export.config import ExportConfig
+    from fmnist.export.export import export_run
+    from fmnist.parity import Tolerance
+
+    base = tmp_path_factory.mktemp("degraded") / "models"
+    config = ExportConfig(
+        base_path=base,
+        data_dir=data_dir,
+        version=2,
+        calibration_size=200,
+        tolerance=Tolerance(max_accuracy_drop_pp=5, min_agreement=0.9),
+    )
+    return export_run(perturbed_run, config).bundle_dir
