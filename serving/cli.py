@@ -8,6 +8,7 @@ error naming it, never silently ignored).
 from __future__ import annotations
 
 import argparse
+import math
 
 from fmnist.errors import UserError
 
@@ -59,7 +60,7 @@ def _register_serve(subparsers: argparse._SubParsersAction) -> None:
     )
     arg(
         "--file_system_poll_wait_seconds",
-        type=float,
+        type=_seconds,
         default=1.0,
         metavar="S",
         help="seconds between polls of the base paths for new versions (default 1); 0 reads "
@@ -175,6 +176,16 @@ def _bool(text: str) -> bool:
     if text.lower() in _FALSE:
         return False
     raise argparse.ArgumentTypeError(f"not a boolean: {text!r}")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds: {text!r}")
+    return value
 
 
 def _positive_int(text: str) -> int:

@@ -165,6 +165,19 @@ def serialized_examples(request_input: input_pb2.Input) -> list[bytes]:
     return []
 
 
+class HealthService(health.HealthServicer):
+    """The standard gRPC health service, which also ends its Watch streams at shutdown."""
+
+    def shut_down(self) -> None:
+        """Every service NOT_SERVING, then every Watch stream closed (status OK), as gRPC's C++
+        servers do: an open stream would otherwise hold a graceful stop to its deadline."""
+        self.enter_graceful_shutdown()
+        with self._lock:  # the library keeps no public list of its watchers
+            watchers = [w for ws in self._send_response_callbacks.values() for w in ws]
+        for send in watchers:
+            send(None)
+
+
 def build_server(
     registry: ServableRegistry,
     metrics: Metrics,
@@ -173,7 +186,7 @@ def build_server(
     max_message_bytes: int,
     method_check: bool = False,
     health_check: bool = False,
-) -> tuple[grpc.Server, health.HealthServicer | None]:
+) -> tuple[grpc.Server, HealthService | None]:
     """A grpc.Server with the services registered (not yet bound or started)."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
@@ -191,7 +204,7 @@ def build_server(
     )
     health_servicer = None
     if health_check:
-        health_servicer = health.HealthServicer()
+        health_servicer = HealthService()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         for service in ("", *SERVICE_NAMES):
             health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)

@@ -110,7 +110,7 @@ class ModelServer:
     def stop(self) -> None:
         grace = self.config.shutdown_grace_seconds
         if self.health is not None:
-            self.health.enter_graceful_shutdown()
+            self.health.shut_down()
         stopped = self.grpc.stop(grace)  # refuses new RPCs now, lets running ones finish
         if self.rest is not None:
             self.rest.stop(grace)

@@ -47,6 +47,8 @@ def test_help_lists_the_tf_serving_flags():
         (("--model_base", "/tmp"), "--model_base"),  # no abbreviation of --model_base_path
         (("--port", "http"), "--port"),
         (("--enable_grpc_healthcheck_service=maybe",), "--enable_grpc_healthcheck_service"),
+        (("--file_system_poll_wait_seconds", "nan"), "--file_system_poll_wait_seconds"),
+        (("--file_system_poll_wait_seconds", "inf"), "--file_system_poll_wait_seconds"),
     ],
 )
 def test_an_unsupported_or_bad_flag_is_an_error_naming_it(flags, named):

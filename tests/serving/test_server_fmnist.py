@@ -4,6 +4,9 @@ and publishing a new version while requests, slow ones included, are in flight."
 from __future__ import annotations
 
 import base64
+import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -19,6 +22,8 @@ from tensorflow_serving.apis import (
     predict_pb2,
     prediction_service_pb2_grpc,
 )
+
+from fmnist.serving.client import GrpcClient, ServingError
 
 State = get_model_status_pb2.ModelVersionStatus
 IMAGES = np.random.default_rng(0).integers(0, 256, size=(4, 28, 28), dtype=np.uint8)
@@ -46,6 +51,12 @@ def in_process(fmnist_models):
     """The reference: the same SavedModel's signature called in this process."""
     signature = tf.saved_model.load(str(fmnist_models[3])).signatures["serving_default"]
     return {k: v.numpy() for k, v in signature(images=tf.constant(IMAGES)).items()}
+
+
+def assert_switched_once(answers: list[int], old: int, new: int) -> None:
+    """A client's answers moved from `old` to `new` once, and never back."""
+    switch = answers.index(new)
+    assert switch > 0 and set(answers[:switch]) == {old} and set(answers[switch:]) == {new}
 
 
 def images_request(images: np.ndarray, signature: str = "", model: str = "fmnist"):
@@ -215,6 +226,59 @@ def test_publishing_drains_in_flight_requests_on_the_old_version(
         for worker in workers:
             worker.join(60)
     assert failures == []
-    for seen in class_ids:  # each client moves from version 1 to version 2, never back
-        switch = seen.index(7)
-        assert switch > 0 and set(seen[:switch]) == {3} and set(seen[switch:]) == {7}
+    for seen in class_ids:
+        assert_switched_once(seen, 3, 7)
+
+
+def test_fmnist_export_into_the_watched_base_path_under_load(
+    model_server, exported_bundle: Path, perturbed_run: Path, data_dir: Path, tmp_path: Path
+):
+    """Users publish with `fmnist export` into the base path the server watches: under
+    bounded concurrent load, the new version takes over with zero failed requests."""
+    base = tmp_path / "models"
+    shutil.copytree(exported_bundle, base / "fashion_mnist" / "1")
+    server = model_server(
+        *("--model_name", "fashion_mnist", "--model_base_path", str(base / "fashion_mnist")),
+        *("--file_system_poll_wait_seconds", "0.2"),
+    )
+    failures: list[str] = []
+    versions: list[list[int]] = [[] for _ in range(3)]
+    stop = threading.Event()
+
+    def traffic(seen: list[int]) -> None:
+        with GrpcClient(server.grpc_target, "fashion_mnist", timeout=30) as client:
+            for _ in range(20_000):  # bounded; stopped long before
+                if stop.is_set():
+                    return
+                try:
+                    seen.append(client.predict(IMAGES).model_version)
+                except ServingError as err:
+                    failures.append(str(err))
+
+    workers = [threading.Thread(target=traffic, args=(seen,)) for seen in versions]
+    for worker in workers:
+        worker.start()
+    try:
+        export = subprocess.run(
+            [
+                *(sys.executable, "-m", "fmnist.cli", "export", str(perturbed_run)),
+                *("--base-path", str(base), "--data-dir", str(data_dir)),
+                *("--max-accuracy-drop", "5", "--min-agreement", "0.9"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert export.returncode == 0, export.stderr[-2000:]
+        assert (base / "fashion_mnist" / "2" / "manifest.json").is_file()
+        deadline = time.monotonic() + 60
+        while not all(seen and seen[-1] == 2 for seen in versions):
+            assert time.monotonic() < deadline, "the exported version 2 never took the traffic"
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(60)
+    assert failures == []
+    for seen in versions:
+        assert_switched_once(seen, 1, 2)

@@ -348,6 +348,29 @@ def test_prometheus_metrics_count_requests_per_model_version_and_api(http, rest)
     assert _metric(page.text, latency, **labels) >= 3
 
 
+def test_prometheus_metrics_count_grpc_requests_too(http, rest, half_plus_two_server):
+    import grpc
+    import numpy as np
+
+    from fmnist.serving.client import GrpcClient, ServingError
+
+    url = f"{rest}/monitoring/prometheus/metrics"
+    name = "fmnist_serving_requests_total"
+    labels = {"model": "half_plus_two", "version": "123", "api": "grpc", "method": "predict"}
+    before = _metric(http.get(url).text, name, code="OK", **labels)
+    latency = "fmnist_serving_request_latency_seconds_count"
+    before_latency = _metric(http.get(url).text, latency, **labels)
+    with GrpcClient(half_plus_two_server.grpc_target, "half_plus_two") as client:
+        for _ in range(4):
+            client.predict_raw({"x": np.array([1.0], np.float32)})
+        with pytest.raises(ServingError):
+            client.predict_raw({"wrong": np.array([1.0], np.float32)})
+    page = http.get(url).text
+    assert _metric(page, name, code="OK", **labels) == before + 4
+    assert _metric(page, name, code=grpc.StatusCode.INVALID_ARGUMENT.name, **labels) >= 1
+    assert _metric(page, latency, **labels) == before_latency + 4
+
+
 # --- fuzzing: any body, any endpoint: a JSON answer with a sane status, and the server lives on
 
 
