@@ -1,8 +1,9 @@
 """Run a Fashion-MNIST TFLite model on raw uint8 images, whatever its input/output types.
 
-The model's own quantization parameters (read from the interpreter, cross-checked with
-the manifest) map raw pixels to its input and its output back to probabilities, so
-uint8, int8 and float32 models are all used the same way.
+The model's own quantization parameters (read from the interpreter) map raw pixels to its
+input and its output back to probabilities, so uint8, int8 and float32 models are all used
+the same way. A model that does not take one 28x28 image and give one score per class is
+refused with a clear error.
 """
 
 from __future__ import annotations
@@ -104,8 +105,25 @@ class Classifier:
         except (ValueError, RuntimeError) as err:
             first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err)
             raise ModelError(f"{self.path}: {self.runtime} cannot load it: {first_line}") from None
-        (inp,) = self.interpreter.get_input_details()
-        (out,) = self.interpreter.get_output_details()
+        inputs, outputs = (
+            self.interpreter.get_input_details(),
+            self.interpreter.get_output_details(),
+        )
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ModelError(
+                f"{self.path}: has {len(inputs)} inputs and {len(outputs)} outputs; expected "
+                "one image input and one class-score output"
+            )
+        (inp,), (out,) = inputs, outputs
+        if tuple(inp["shape"][1:]) not in ((28, 28), (28, 28, 1)):
+            raise ModelError(
+                f"{self.path}: input shape {inp['shape'].tolist()} is not a 28x28 grayscale image"
+            )
+        if len(out["shape"]) != 2 or out["shape"][1] != len(class_names):
+            raise ModelError(
+                f"{self.path}: output shape {out['shape'].tolist()} does not give one score for "
+                f"each of the {len(class_names)} classes"
+            )
         self._input_index, self._output_index = inp["index"], out["index"]
         self.input_shape = tuple(int(d) for d in inp["shape"])  # (1, 28, 28, 1) or (1, 28, 28)
         self.input_quant = Quantization(np.dtype(inp["dtype"]), *inp["quantization"])

@@ -22,7 +22,8 @@ RUNTIME_ENV = "FMNIST_EDGE_RUNTIME"
 RUNTIMES = (
     ("litert", "ai_edge_litert.interpreter", "ai-edge-litert"),
     ("tflite-runtime", "tflite_runtime.interpreter", "tflite-runtime"),
-    ("tensorflow", "tensorflow.lite", "tensorflow"),
+    # `tensorflow.lite` itself is an empty package: `tf.lite.Interpreter` lives here.
+    ("tensorflow", "tensorflow.lite.python.interpreter", "tensorflow"),
 )
 
 
@@ -76,7 +77,7 @@ def select_runtime(preferred: str | None = None) -> Runtime:
             continue
         try:
             return _load(name, module, dist)
-        except ImportError as err:  # e.g. tflite-runtime 2.14 built against numpy 1.x
+        except (ImportError, AttributeError) as err:  # e.g. tflite-runtime 2.14 on numpy 2
             if preferred:
                 raise RuntimeMissing(
                     f"runtime {name} is installed but fails to import: {err}"

@@ -4,14 +4,16 @@ How an image file becomes a Fashion-MNIST-like input (the same for `fmnist predi
 `fmnist-edge classify`):
 
 1. Pillow opens it (PNG, JPEG, or anything else Pillow reads); EXIF rotation is applied,
-   transparency is flattened onto black, and it is converted to 8-bit grayscale ("L").
+   transparency is flattened onto black (onto white with `invert=True`, so that the
+   background still ends up black), and it is converted to 8-bit grayscale ("L").
 2. It is scaled, keeping its aspect ratio, to fit a 28x28 box (Lanczos filter), and centred
    on a black 28x28 canvas.
 3. With `invert=True` the pixels are inverted first. Fashion-MNIST items are light on a
    dark background; a photo of a dark item on a light background (the usual product
    shot) needs `--invert`.
 
-`.npy` files hold uint8 arrays [28, 28], [N, 28, 28] or [N, 28, 28, 1]; IDX files
+`.npy` files hold uint8 arrays [28, 28], [N, 28, 28] or [N, 28, 28, 1] (integer values
+0-255 of another dtype are accepted; fractions such as 0-1 floats are refused); IDX files
 (`*-ubyte`, `*.idx`, optionally gzipped) hold the same shapes, as in the official dataset.
 TF-free (numpy and Pillow only).
 """
@@ -48,11 +50,14 @@ def load_image(path: str | os.PathLike, *, invert: bool = False) -> np.ndarray:
             image = ImageOps.exif_transpose(opened)
             if image.mode in ("RGBA", "LA", "P"):
                 image = image.convert("RGBA")
-                background = Image.new("RGBA", image.size, (0, 0, 0, 255))
+                fill = (255, 255, 255, 255) if invert else (0, 0, 0, 255)
+                background = Image.new("RGBA", image.size, fill)
                 image = Image.alpha_composite(background, image)
             image = image.convert("L")
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
+    except Image.DecompressionBombError:
+        raise ImageError(f"{path}: image too large (Pillow's decompression-bomb limit)") from None
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise ImageError(f"{path}: not a readable image ({err.__class__.__name__})") from None
     if invert:
@@ -79,9 +84,21 @@ def _as_batch(array: np.ndarray, path: Path) -> np.ndarray:
         array = array[None]
     if array.ndim != 3 or array.shape[1:] != (SIZE, SIZE):
         raise ImageError(f"{path}: expected images of shape [N, 28, 28], got {list(array.shape)}")
+    if len(array) == 0:
+        raise ImageError(f"{path}: holds no images")
     if array.dtype != np.uint8:
-        if not np.issubdtype(array.dtype, np.number) or array.min() < 0 or array.max() > 255:
-            raise ImageError(f"{path}: expected uint8 pixel values 0-255, got {array.dtype}")
+        if (
+            not np.issubdtype(array.dtype, np.number)
+            or np.iscomplexobj(array)
+            or not np.all(np.isfinite(array))
+            or array.min() < 0
+            or array.max() > 255
+            or not np.array_equal(array, np.round(array))
+        ):
+            raise ImageError(
+                f"{path}: expected pixel values 0-255 (uint8), got {array.dtype} values in "
+                f"[{array.min()}, {array.max()}]"
+            )
         array = array.astype(np.uint8)
     return array
 

@@ -105,7 +105,13 @@ class Manifest:
 
     @property
     def tolerance(self) -> Tolerance:
-        return Tolerance(**self.data["tolerance"])
+        try:
+            return Tolerance(**self.data["tolerance"])
+        except TypeError:
+            raise ManifestError(
+                f"{self.bundle_dir / MANIFEST_NAME}: tolerance must hold exactly "
+                f"max_accuracy_drop_pp and min_agreement, got {sorted(self.data['tolerance'])}"
+            ) from None
 
     @property
     def float_metrics(self) -> dict[str, Any]:

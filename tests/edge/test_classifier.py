@@ -106,3 +106,33 @@ def test_truncated_model_is_a_clear_error(
     path.write_bytes(content[: int(len(content) * keep)])
     with pytest.raises(ModelError, match=r"truncated\.tflite: (truncated or corrupt|not a)"):
         Classifier(path)
+
+
+def _foreign_tflite(path: Path, input_shape: list[int], outputs: int) -> Path:
+    """A real TFLite model that is not a Fashion-MNIST classifier (needs TensorFlow)."""
+    tf = pytest.importorskip("tensorflow")
+
+    @tf.function(input_signature=[tf.TensorSpec(input_shape, tf.float32)])
+    def model(x):
+        return tf.nn.softmax(tf.reshape(x, [input_shape[0], -1])[:, :outputs])
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [model.get_concrete_function()], model
+    )
+    path.write_bytes(converter.convert())
+    return path
+
+
+@pytest.mark.parametrize(
+    ("input_shape", "outputs", "message"),
+    [
+        ([1, 32, 32, 3], 10, r"input shape \[1, 32, 32, 3\] is not a 28x28 grayscale image"),
+        ([1, 28, 28, 1], 12, r"output shape \[1, 12\] does not give one score for each of"),
+    ],
+)
+def test_a_model_of_another_shape_is_refused(
+    tmp_path: Path, input_shape: list[int], outputs: int, message: str
+) -> None:
+    path = _foreign_tflite(tmp_path / "other.tflite", input_shape, outputs)
+    with pytest.raises(ModelError, match=message):
+        Classifier(path)

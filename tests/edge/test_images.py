@@ -81,7 +81,38 @@ def test_wrong_array_shapes_and_empty_list(tmp_path: Path) -> None:
     with pytest.raises(ImageError, match=r"expected images of shape \[N, 28, 28\]"):
         load_inputs([tmp_path / "wide.npy"])
     np.save(tmp_path / "neg.npy", -np.ones((28, 28)))
-    with pytest.raises(ImageError, match="uint8 pixel values"):
-        load_inputs([tmp_path / "neg.npy"])
+    np.save(tmp_path / "unit.npy", np.full((28, 28), 0.5))  # 0-1 floats are not pixels
+    for bad in ("neg.npy", "unit.npy"):
+        with pytest.raises(ImageError, match=r"pixel values 0-255 \(uint8\)"):
+            load_inputs([tmp_path / bad])
+    np.save(tmp_path / "whole.npy", np.full((28, 28), 200.0))  # integral floats are fine
+    assert load_inputs([tmp_path / "whole.npy"])[1][0, 0, 0] == 200
+    for dtype in (np.uint8, np.float32):
+        np.save(tmp_path / "empty.npy", np.zeros((0, 28, 28), dtype))
+        with pytest.raises(ImageError, match="holds no images"):
+            load_inputs([tmp_path / "empty.npy"])
     with pytest.raises(ImageError, match="no input files"):
         load_inputs([])
+
+
+def test_transparent_background_stays_dark_with_and_without_invert(tmp_path: Path) -> None:
+    light = Image.new("RGBA", (40, 40), (0, 0, 0, 0))  # transparent all round
+    light.paste((250, 250, 250, 255), (10, 10, 30, 30))  # a light, opaque item
+    dark = Image.new("RGBA", (40, 40), (0, 0, 0, 0))
+    dark.paste((10, 10, 10, 255), (10, 10, 30, 30))  # a dark item: needs --invert
+    light.save(tmp_path / "light.png")
+    dark.save(tmp_path / "dark.png")
+    for pixels in (
+        load_image(tmp_path / "light.png"),
+        load_image(tmp_path / "dark.png", invert=True),
+    ):
+        assert pixels[14, 14] > 200 and pixels[1, 1] < 30
+
+
+def test_decompression_bomb_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _item((200, 200)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow errors above twice this
+    with pytest.raises(ImageError, match="too large"):
+        load_inputs([tmp_path / "big.png"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 import textwrap
@@ -42,11 +43,41 @@ def test_first_installed_runtime_is_chosen_and_named() -> None:
 def test_unknown_or_missing_runtime_is_a_clear_error() -> None:
     with pytest.raises(RuntimeMissing, match="unknown runtime 'onnx'"):
         select_runtime("onnx")
-    other = "tflite-runtime" if select_runtime().name == "litert" else "litert"
-    try:
-        select_runtime(other)
-    except RuntimeMissing as err:
-        assert "pip install" in str(err)
+    result = _python(
+        """
+        from fmnist.edge.runtime import RuntimeMissing, select_runtime
+        try:
+            select_runtime("litert")
+        except RuntimeMissing as err:
+            print(err)
+        """,
+        blocked=("ai_edge_litert",),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "the litert runtime is not installed" in result.stdout
+    assert "pip install" in result.stdout
+
+
+def test_tensorflow_lite_is_the_last_resort(edge_bundle: Path) -> None:
+    """With neither LiteRT nor tflite-runtime, an installed TensorFlow's interpreter runs."""
+    if importlib.util.find_spec("tensorflow") is None:
+        pytest.skip("TensorFlow is not installed here")
+    result = _python(
+        f"""
+        import numpy as np
+        from fmnist.edge.classifier import Classifier, resolve_model
+        from fmnist.edge.runtime import select_runtime
+        runtime = select_runtime()
+        model = resolve_model({str(edge_bundle)!r})
+        probabilities = Classifier(model.path, runtime=runtime).predict_proba(
+            np.zeros((3, 28, 28), np.uint8))
+        print(runtime.name, probabilities.shape, round(float(probabilities.sum()), 1))
+        """,
+        blocked=("ai_edge_litert", "tflite_runtime"),
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[:1] == ["tensorflow"]
+    assert "(3, 10) 3.0" in result.stdout
 
 
 def test_no_runtime_installed_names_the_package_to_install(tmp_path: Path) -> None:
