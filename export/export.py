@@ -30,8 +30,9 @@ from fmnist.edge.runtime import select_runtime
 from fmnist.errors import EXIT_PARITY_FAILED, UserError
 from fmnist.export import saved_model, tflite
 from fmnist.export.config import ExportConfig
-from fmnist.export.model_config import update_models_config
+from fmnist.export.model_config import CONFIG_NAME, read_config, update_models_config
 from fmnist.export.publish import check_writable, next_version, staged_version
+from fmnist.layout import list_versions
 from fmnist.manifest import REFERENCE_NAME, Manifest, write_manifest
 from fmnist.parity import ParityResult, compare, format_result
 from fmnist.train import data as train_data
@@ -43,9 +44,14 @@ DEBUG_DIR = "quantization_debug"
 
 
 class ParityRefused(UserError):
-    """A TFLite model drifted beyond the tolerance; nothing was published."""
+    """A TFLite model drifted beyond the tolerance; nothing was published. `parity` holds
+    the checks that were made."""
 
     exit_code = EXIT_PARITY_FAILED
+
+    def __init__(self, message: str, parity: dict[str, ParityResult] | None = None) -> None:
+        super().__init__(message)
+        self.parity = parity or {}
 
 
 @dataclass
@@ -68,10 +74,12 @@ def export_run(
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: no such run directory")
     check_writable(config.base_path)
+    read_config(config.base_path / CONFIG_NAME)  # a broken models.config fails before any work
     version = config.version or next_version(config.model_dir)
-    if (config.model_dir / str(version)).exists():
+    existing = list_versions(config.model_dir).get(version)
+    if existing is not None:
         raise UserError(
-            f"{config.model_dir / str(version)}: version {version} already exists; "
+            f"{existing}: version {version} already exists; "
             "it is never overwritten (omit --version to take the next one)"
         )
     model = load_run_model(run_dir)
@@ -120,7 +128,8 @@ def export_run(
             raise ParityRefused(
                 f"not published: {' and '.join(failed)} TFLite outside tolerance ("
                 + "; ".join(f for kind in failed for f in parity[kind].failures)
-                + f"); per-layer report in {run_dir / DEBUG_DIR}"
+                + f"); per-layer report in {run_dir / DEBUG_DIR}",
+                parity,
             )
 
         np.savez_compressed(staging / REFERENCE_NAME, probabilities=reference.astype(np.float32))
@@ -130,13 +139,19 @@ def export_run(
             | {"calibration": {"split": "train", "num_images": len(calibration) + 2}},
         )
     bundle_dir = config.model_dir / str(version)
-    models_config = update_models_config(
-        config.base_path,
-        config.name,
-        label=config.label,
-        num_versions=config.num_versions,
-        serving_base_path=config.serving_base_path,
-    )
+    try:
+        models_config = update_models_config(
+            config.base_path,
+            config.name,
+            version=version,
+            label=config.label,
+            num_versions=config.num_versions,
+            serving_base_path=config.serving_base_path,
+        )
+    except (OSError, UserError) as err:
+        raise UserError(
+            f"published {bundle_dir}, but could not update {config.base_path / CONFIG_NAME}: {err}"
+        ) from None
     return ExportResult(
         bundle_dir=bundle_dir,
         version=version,

@@ -35,11 +35,13 @@ def update_models_config(
     base_path: Path,
     name: str,
     *,
+    version: int,
     label: str | None = None,
     num_versions: int = 2,
     serving_base_path: str | None = None,
 ) -> Path:
-    """Add or update model `name` in `base_path/models.config` after a new version landed.
+    """Add or update model `name` in `base_path/models.config` after `version` landed; `label`
+    (e.g. "stable") then names that version.
 
     The policy serves the latest `num_versions` versions; a labelled version that falls
     outside that window is kept loaded (TF Serving refuses labels on unloaded versions)
@@ -55,7 +57,7 @@ def update_models_config(
     entry.base_path = f"{root}/{name}"
     versions = sorted(list_versions(base_path / name))
     if label:
-        entry.version_labels[label] = versions[-1]
+        entry.version_labels[label] = version
     for stale in [k for k, v in entry.version_labels.items() if v not in versions]:
         del entry.version_labels[stale]
     latest = versions[-num_versions:]

@@ -37,6 +37,26 @@ def check_writable(base_path: Path) -> None:
         raise UserError(f"{base_path}: base path is not writable ({existing})")
 
 
+def remove_abandoned_staging(model_dir: Path) -> None:
+    """Delete staging directories left by exports that were killed (their process is gone)."""
+    if not model_dir.is_dir():
+        return
+    for entry in model_dir.glob(f"{STAGING_PREFIX}*-*"):
+        pid = entry.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
 @contextmanager
 def staged_version(model_dir: Path, version: int) -> Iterator[Path]:
     """Yield an empty hidden staging directory; on success rename it to `model_dir/version`.
@@ -45,8 +65,9 @@ def staged_version(model_dir: Path, version: int) -> Iterator[Path]:
     and base directories if this export created them and they are still empty.
     """
     target = model_dir / str(version)
-    if target.exists():
+    if target.exists() or version in list_versions(model_dir):  # also "007" for version 7
         raise UserError(f"{target}: version {version} already exists; it is never overwritten")
+    remove_abandoned_staging(model_dir)
     created = [d for d in (model_dir.parent, model_dir) if not d.exists()]
     try:
         model_dir.mkdir(parents=True, exist_ok=True)

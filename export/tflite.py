@@ -8,6 +8,7 @@ float fallback) keep the model loadable by tflite-runtime 2.14 as well as ai-edg
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
@@ -42,9 +43,15 @@ def _dataset(images: np.ndarray) -> Callable[[], Iterator[list[np.ndarray]]]:
     return generate
 
 
+def _convert(converter: tf.lite.TFLiteConverter) -> bytes:
+    """Convert without Keras' export listing (dozens of "Captures" lines) on stdout."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return converter.convert()
+
+
 def convert_float32(model: keras.Model) -> bytes:
     """The float32 TFLite model (a reference for the int8 one)."""
-    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    return _convert(tf.lite.TFLiteConverter.from_keras_model(model))
 
 
 def _int8_converter(model: keras.Model, calibration: np.ndarray) -> tf.lite.TFLiteConverter:
@@ -62,7 +69,7 @@ def convert_int8(model: keras.Model, calibration: np.ndarray) -> bytes:
     converter.inference_output_type = tf.int8
     with warnings.catch_warnings():  # the uint8 input's range is known: [0, 255] -> [0, 1]
         warnings.filterwarnings("ignore", "Statistics for quantized inputs were expected")
-        return converter.convert()
+        return _convert(converter)
 
 
 def tensor_specs(model_content: bytes) -> tuple[dict[str, Any], dict[str, Any]]:

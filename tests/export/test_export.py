@@ -294,6 +294,32 @@ def test_cli_publishes_and_reports(
     load_manifest(copied_base / "fashion_mnist" / "7").verify()
 
 
+def test_label_names_the_exported_version_and_versions_compare_as_numbers(
+    tiny_run: Path, data_dir: Path, copied_base: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model_dir = copied_base / "fashion_mnist"
+    shutil.copytree(model_dir / "1", model_dir / "5")
+    shutil.copytree(model_dir / "1", model_dir / "007")  # TF Serving reads this as version 7
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    abandoned = model_dir / f"{STAGING_PREFIX}9-{dead.pid}"  # an export that was killed
+    abandoned.mkdir()
+    argv = ["export", str(tiny_run), "--base-path", str(copied_base), "--data-dir", str(data_dir)]
+    _fails_cleanly([*argv, "--version", "7"], capsys, "already exists")
+
+    assert main([*argv, "--version", "3", "--label", "stable", "--min-agreement", "0.98"]) == 0
+    capsys.readouterr()
+    (model,) = _models_config(copied_base).model_config_list.config
+    assert dict(model.version_labels) == {"stable": 3}  # not the highest version, 7
+    assert list(model.model_version_policy.specific.versions) == [3, 5, 7]
+    assert not abandoned.exists()
+
+    (copied_base / "models.config").write_text("model_config_list { config { nme: 'x' } }")
+    before = _entries(copied_base)
+    _fails_cleanly(argv, capsys, "models.config: not a valid TF Serving model config")
+    assert _entries(copied_base) == before  # refused before publishing version 8
+
+
 def test_export_is_importable_without_side_effects() -> None:
     done = subprocess.run(
         [sys.executable, "-c", "import fmnist.export.cli, sys; print('tensorflow' in sys.modules)"],
