@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
+import os
 import sys
 from collections.abc import Callable, Sequence
 
 from fmnist import __version__
-from fmnist.errors import UserError
+from fmnist.errors import EXIT_USAGE, UserError
 
 # Stage modules that contribute subcommands, in the order a user meets them.
 STAGE_CLIS = (
@@ -22,6 +24,10 @@ STAGE_CLIS = (
     "fmnist.serving.client_cli",
     "fmnist.pipeline.cli",
 )
+
+
+# Commands that never touch TensorFlow (the others import it once, quietly, up front).
+TF_FREE_COMMANDS = {"data"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,15 +49,52 @@ def run(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace, 
     except UserError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return err.exit_code
+    except OSError as err:  # a path the user gave: unwritable, a directory, a full disk
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except ModuleNotFoundError as err:  # e.g. `fmnist train` on an edge-only install
+        print(
+            f"{prog}: error: needs {err.name!r}, which is not installed; install the full "
+            "project with: pip install 'fmnist-deploy[tf]'",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
 
 
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with its native start-up lines (oneDNN, CUDA probing on a CPU-only
+    machine) silenced: noise for users, and it buries our one-line errors. Set
+    TF_CPP_MIN_LOG_LEVEL=0 to see them."""
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") in ("0", "1") or "tensorflow" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if importlib.util.find_spec("tensorflow") is None:
+        return  # an edge-only install: the commands that need TensorFlow say so
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        importlib.import_module("tensorflow")
+    except ImportError as err:
+        raise UserError(f"TensorFlow is installed but fails to import: {err}") from None
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    return run(args.handler, args, f"fmnist {args.command}")
+    prog = f"fmnist {args.command}"
+    if args.command not in TF_FREE_COMMANDS:
+        code = run(lambda _: import_tensorflow_quietly(), args, prog)
+        if code:
+            return code
+    return run(args.handler, args, prog)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fmnist.errors import EXIT_OK, EXIT_PARITY_FAILED
+from fmnist.errors import EXIT_OK, EXIT_PARITY_FAILED, UserError
 from fmnist.parity import Tolerance
 
 
@@ -36,6 +36,8 @@ def _pipeline(args: argparse.Namespace) -> int:
     from fmnist.pipeline.config import PipelineConfig
     from fmnist.pipeline.run import prepare_out_dir, run_pipeline
 
+    if args.latency_runs is not None and args.latency_runs < 1:
+        raise UserError(f"--latency-runs must be >= 1, got {args.latency_runs}")
     config = PipelineConfig(
         data_dir=args.data_dir,
         out_dir=args.out,

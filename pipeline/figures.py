@@ -7,18 +7,18 @@ from pathlib import Path
 
 import numpy as np
 
-from fmnist.train.plots import DPI, draw_confusion_matrix, plt
+from fmnist.train.plots import draw_confusion_matrix, new_figure
 
 
 def confusion_side_by_side(
     float_matrix: np.ndarray, int8_matrix: np.ndarray, class_names: Sequence[str], path: Path
 ) -> Path:
-    fig, axes = plt.subplots(1, 2, figsize=(16, 7.2), dpi=DPI)
+    fig, axes = new_figure(1, 2, (16, 7.2))
+    axes = axes[0]
     draw_confusion_matrix(axes[0], float_matrix, class_names, "Float (Keras)")
     draw_confusion_matrix(axes[1], int8_matrix, class_names, "Int8 TFLite")
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 
@@ -26,7 +26,8 @@ def per_class_f1(
     float_f1: Sequence[float], int8_f1: Sequence[float], class_names: Sequence[str], path: Path
 ) -> Path:
     x = np.arange(len(class_names))
-    fig, ax = plt.subplots(figsize=(11, 4.2), dpi=DPI)
+    fig, axes = new_figure(1, 1, (11, 4.2))
+    ax = axes[0, 0]
     ax.bar(x - 0.2, float_f1, width=0.4, label="float", color="tab:blue")
     ax.bar(x + 0.2, int8_f1, width=0.4, label="int8 TFLite", color="tab:orange")
     ax.set_xticks(x, class_names, rotation=30, ha="right")
@@ -38,5 +39,4 @@ def per_class_f1(
     ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return path

@@ -39,14 +39,17 @@ def _mb(num_bytes: int) -> str:
 
 
 def build_sections(report: dict[str, Any]) -> list[Section]:
+    """The report's sections; a pipeline stopped early (`report["failure"]`) has fewer."""
     data, training = report["data"], report["training"]
-    float_metrics, int8_metrics = report["float_metrics"], report["int8_metrics"]
+    float_metrics, int8_metrics = report["float_metrics"], report.get("int8_metrics")
     figures = report["figures"]
     verdict = (
         "PASS: every parity check is within tolerance"
         if report["passed"]
         else "FAIL: at least one parity check is outside tolerance"
     )
+    if report.get("failure"):
+        verdict += f" ({report['failure']})"
     sections = [
         Section(
             "Summary",
@@ -98,7 +101,8 @@ def build_sections(report: dict[str, Any]) -> list[Section]:
             ],
             preformatted=float_metrics["classification_report"],
         ),
-        Section(
+        int8_metrics
+        and Section(
             "Float vs int8",
             text=f"Int8 TFLite test accuracy {_pct(int8_metrics['accuracy'])}, macro F1 "
             f"{_pct(int8_metrics['macro_f1'])}.",
@@ -157,7 +161,8 @@ def build_sections(report: dict[str, Any]) -> list[Section]:
                 )
             ],
         ),
-        Section(
+        report.get("artifacts")
+        and Section(
             "Artifacts",
             tables=[
                 Table(
@@ -169,7 +174,8 @@ def build_sections(report: dict[str, Any]) -> list[Section]:
                 )
             ],
         ),
-        Section(
+        report.get("latency")
+        and Section(
             "Latency",
             text="Medians over repeated requests on this machine, measured side by side in "
             "one run; servers on loopback.",
@@ -194,7 +200,7 @@ def build_sections(report: dict[str, Any]) -> list[Section]:
             images=[("Most confident mistakes of the float model", figures["misclassified"])],
         ),
     ]
-    return sections
+    return [section for section in sections if section]
 
 
 def to_markdown(report: dict[str, Any], sections: list[Section]) -> str:

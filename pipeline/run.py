@@ -78,23 +78,21 @@ def run_pipeline(
     from fmnist.edge.parity import run_parity
     from fmnist.edge.runtime import select_runtime
     from fmnist.export.config import ExportConfig
-    from fmnist.export.export import export_run
+    from fmnist.export.export import ParityRefused, export_run
     from fmnist.manifest import load_manifest
     from fmnist.pipeline import figures
     from fmnist.serving.client import GrpcClient, RestClient
     from fmnist.serving.process import start_server
     from fmnist.serving.served_parity import run_served_parity
     from fmnist.train import data as train_data
-    from fmnist.train.config import load_config, quick_config
+    from fmnist.train.config import load_config
     from fmnist.train.evaluate import evaluate_run
     from fmnist.train.train import train
 
     started = time.perf_counter()
     out = config.out_dir
     stages = _Stages(progress)
-    train_config = load_config(config.train_config)
-    if config.quick:
-        train_config = quick_config(train_config)
+    train_config = load_config(config.train_config, quick=config.quick)
 
     with stages("train"):
         data = train_data.load(
@@ -111,16 +109,64 @@ def run_pipeline(
     with stages("evaluate"):
         float_metrics = evaluate_run(config.run_dir, data.data_dir)
         progress(f"   float test accuracy {float_metrics['accuracy']:.4f}")
+    figures_dir = config.figures_dir
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("training_curves.png", "misclassified.png"):
+        shutil.copyfile(config.run_dir / name, figures_dir / name)
+    head = {
+        "schema": "fmnist-deploy/pipeline-report",
+        "schema_version": 1,
+        "title": f"fmnist-deploy pipeline report: {config.model_name}",
+        "quick": config.quick,
+        "machine": {"python": sys.version.split()[0]},
+        "data": {
+            "data_dir": str(data.data_dir),
+            "train": len(data.train),
+            "validation": len(data.validation),
+            "test": len(data.test),
+            "val_fraction": train_config.val_fraction,
+            "seed": train_config.seed,
+        },
+        "train_config": train_config.to_dict(),
+        "training": {
+            "parameters": int(result.model.count_params()),
+            "epochs_run": result.epochs_run,
+            "best_epoch": result.best_epoch,
+            "best_val_accuracy": float(result.history["val_accuracy"][result.best_epoch - 1]),
+            "wall_time_s": result.wall_time_s,
+            "images_per_s": result.images_per_s,
+        },
+        "float_metrics": float_metrics,
+        "figures": {
+            "training_curves": "figures/training_curves.png",
+            "misclassified": "figures/misclassified.png",
+        },
+    }
     with stages("export"):
-        export = export_run(
-            config.run_dir,
-            ExportConfig(
-                base_path=config.base_path,
-                name=config.model_name,
-                data_dir=data.data_dir,
-                tolerance=config.tolerance,
-            ),
-        )
+        try:
+            export = export_run(
+                config.run_dir,
+                ExportConfig(
+                    base_path=config.base_path,
+                    name=config.model_name,
+                    data_dir=data.data_dir,
+                    tolerance=config.tolerance,
+                ),
+            )
+        except ParityRefused as refused:  # report what was measured, then stop with exit 1
+            paths = write_report(
+                out,
+                head
+                | {
+                    "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "passed": False,
+                    "failure": "export refused to publish: a TFLite model is outside tolerance",
+                    "total_seconds": round(time.perf_counter() - started, 1),
+                    "stages": stages.seconds,
+                    "parity": [p.to_dict() for p in refused.parity.values()],
+                },
+            )
+            raise ParityRefused(f"{refused}; report: {paths['html']}") from None
         bundle = export.bundle_dir
         manifest = load_manifest(bundle)
         progress(f"   published {bundle}")
@@ -163,8 +209,6 @@ def run_pipeline(
         int8_probs = Classifier(manifest.tflite("int8").path, runtime=runtime).predict_proba(
             test.images, batch_size=1000
         )
-        figures_dir = config.figures_dir
-        figures_dir.mkdir(parents=True, exist_ok=True)
         labels = list(range(len(data.class_names)))
         reference = manifest.load_reference()
         float_matrix = confusion_matrix(test.labels, reference.argmax(1), labels=labels)
@@ -179,35 +223,13 @@ def run_pipeline(
             data.class_names,
             figures_dir / "per_class_f1.png",
         )
-        for name in ("training_curves.png", "misclassified.png"):
-            shutil.copyfile(config.run_dir / name, figures_dir / name)
-    report = {
-        "schema": "fmnist-deploy/pipeline-report",
-        "schema_version": 1,
+    report = head | {
+        "title": f"fmnist-deploy pipeline report: {config.model_name} v{export.version}",
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "quick": config.quick,
         "passed": all(p.passed for p in parity),
         "total_seconds": round(time.perf_counter() - started, 1),
         "stages": stages.seconds,
         "machine": {"python": sys.version.split()[0], "tflite_runtime": str(runtime)},
-        "data": {
-            "data_dir": str(data.data_dir),
-            "train": len(data.train),
-            "validation": len(data.validation),
-            "test": len(test),
-            "val_fraction": train_config.val_fraction,
-            "seed": train_config.seed,
-        },
-        "train_config": train_config.to_dict(),
-        "training": {
-            "parameters": int(result.model.count_params()),
-            "epochs_run": result.epochs_run,
-            "best_epoch": result.best_epoch,
-            "best_val_accuracy": float(result.history["val_accuracy"][result.best_epoch - 1]),
-            "wall_time_s": result.wall_time_s,
-            "images_per_s": result.images_per_s,
-        },
-        "float_metrics": float_metrics,
         "int8_metrics": int8_metrics,
         "export": {
             "bundle": str(bundle),
@@ -240,6 +262,7 @@ def _latency(
     from fmnist.pipeline.latency import measure
 
     manifest = load_manifest(bundle)
+    version = manifest.model_version  # pinned: REST then needs no version lookup
     serve = tf.saved_model.load(str(bundle)).signatures["serving_default"]
     tflite = {
         kind: Classifier(manifest.tflite(kind).path, runtime=runtime)
@@ -252,8 +275,8 @@ def _latency(
         runs = config.latency_runs if batch == 1 else max(10, config.latency_runs // 4)
         paths: list[tuple[str, Callable[[], Any]]] = [
             ("SavedModel in-process", lambda x=x: serve(images=tf.constant(x))),
-            ("SavedModel over gRPC", lambda x=x: grpc_client.predict(x)),
-            ("SavedModel over REST", lambda x=x: rest_client.predict(x)),
+            ("SavedModel over gRPC", lambda x=x: grpc_client.predict(x, version=version)),
+            ("SavedModel over REST", lambda x=x: rest_client.predict(x, version=version)),
             (f"TFLite float32 ({runtime})", lambda x=x: tflite["float32"].predict_proba(x)),
             (f"TFLite int8 ({runtime})", lambda x=x: tflite["int8"].predict_proba(x)),
         ]

@@ -113,13 +113,9 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from fmnist.train.config import load_config, quick_config
+    from fmnist.train.config import load_config
 
-    config = load_config(args.config, epochs=args.epochs, seed=args.seed)
-    if args.quick:
-        config = quick_config(config)
-        if args.epochs:
-            config = config.replace(epochs=args.epochs)
+    config = load_config(args.config, quick=args.quick, epochs=args.epochs, seed=args.seed)
     if (args.out / "model.keras").exists() and not args.overwrite:
         raise UserError(f"{args.out} already holds a trained model (use --overwrite to replace it)")
 
@@ -174,9 +170,12 @@ def _tune(args: argparse.Namespace) -> int:
 
     base = load_config(args.config)
     tune_config = TuneConfig.quick() if args.quick else TuneConfig()
-    if args.trials:
+    for flag, value in (("--trials", args.trials), ("--epochs", args.epochs)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be >= 1, got {value}")
+    if args.trials is not None:
         tune_config = tune_config.replace(trials=args.trials)
-    if args.epochs:
+    if args.epochs is not None:
         tune_config = tune_config.replace(epochs=args.epochs)
     data = train_data.load(
         args.data_dir, val_fraction=base.val_fraction, seed=base.seed, download=args.download

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import tensorflow as tf
 
@@ -17,6 +18,8 @@ from fmnist.errors import UserError
 
 def split_cpu(num_devices: int) -> None:
     """Expose the CPU as `num_devices` logical devices (must run before TF initialises devices)."""
+    if num_devices < 1:
+        raise UserError(f"--cpu-devices must be >= 1, got {num_devices}")
     cpus = tf.config.list_physical_devices("CPU")
     try:
         tf.config.set_logical_device_configuration(
@@ -37,10 +40,14 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
             raise UserError("--strategy multiworker needs TF_CONFIG (cluster and task) to be set")
         try:
             tf_config = json.loads(raw)
-            tf_config["cluster"]["worker"], tf_config["task"]["index"]
-        except (ValueError, KeyError, TypeError):
+            task = tf_config["task"]
+            if task["type"] not in tf_config["cluster"] or not isinstance(task["index"], int):
+                raise KeyError(task["type"])
+            tf_config["cluster"][task["type"]][task["index"]]
+        except (ValueError, KeyError, TypeError, IndexError):
             raise UserError(
-                "TF_CONFIG must be JSON with cluster.worker and task.index, e.g. "
+                "TF_CONFIG must be JSON with cluster.worker and a task (type, index) in that "
+                "cluster, e.g. "
                 '{"cluster": {"worker": ["host1:port", "host2:port"]}, '
                 '"task": {"type": "worker", "index": 0}}'
             ) from None
@@ -58,6 +65,16 @@ def is_chief(strategy: tf.distribute.Strategy | None) -> bool:
         and resolver.task_id == 0
         and "chief" not in resolver.cluster_spec().as_dict()
     )
+
+
+def worker_dir(run_dir: Path, strategy: tf.distribute.Strategy | None) -> Path:
+    """Where this process writes: the run directory for the chief, else its own
+    `RUN/workers/<type>-<index>/`, so that workers sharing a file system never overwrite the
+    chief's files (as TensorFlow's multi-worker guide advises)."""
+    if is_chief(strategy):
+        return run_dir
+    resolver = strategy.cluster_resolver
+    return run_dir / "workers" / f"{resolver.task_type}-{resolver.task_id}"
 
 
 def is_multi_worker(strategy: tf.distribute.Strategy | None) -> bool:

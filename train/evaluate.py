@@ -91,6 +91,8 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
     model = load_run_model(run_dir)
     if data_dir is None and (run_dir / RUN_FILE).is_file():
         data_dir = json.loads((run_dir / RUN_FILE).read_text()).get("data_dir")
+        if data_dir and not Path(data_dir).is_dir():
+            data_dir = None  # trained elsewhere: the usual lookup ($FMNIST_DATA_DIR, ...)
     test = dataset.load_test(data_dir)
     class_names = dataset.CLASS_NAMES
 

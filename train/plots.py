@@ -6,25 +6,29 @@ import csv
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, no display needed
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 from sklearn.metrics import ConfusionMatrixDisplay
 
 DPI = 120
+
+
+def new_figure(rows: int, cols: int, figsize: tuple[float, float]) -> tuple[Figure, np.ndarray]:
+    """A figure and its [rows, cols] axes, made without pyplot: no backend is chosen or
+    changed, so plotting to files never disturbs a notebook's inline display."""
+    fig = Figure(figsize=figsize, dpi=DPI)
+    return fig, fig.subplots(rows, cols, squeeze=False)
 
 
 def confusion_matrix_plot(
     matrix: np.ndarray, class_names: Sequence[str], path: Path, title: str = "Confusion matrix"
 ) -> Path:
     """Row-normalised confusion matrix (recall per true class) with the raw counts annotated."""
-    fig, ax = plt.subplots(figsize=(8.5, 7.5), dpi=DPI)
+    fig, axes = new_figure(1, 1, (8.5, 7.5))
+    ax = axes[0, 0]
     draw_confusion_matrix(ax, matrix, class_names, title)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 
@@ -50,7 +54,8 @@ def training_curves(history_csv: Path, path: Path) -> Path:
     """Loss and accuracy per epoch for training and validation, best epoch marked."""
     history = read_history(history_csv)
     epochs = np.arange(1, len(history.get("loss", [])) + 1)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=DPI)
+    fig, axes = new_figure(1, 2, (11, 4))
+    axes = axes[0]
     for ax, metric, label in ((axes[0], "loss", "Loss"), (axes[1], "accuracy", "Accuracy")):
         ax.plot(epochs, history[metric], label="train", color="tab:blue")
         ax.plot(epochs, history[f"val_{metric}"], label="validation", color="tab:orange")
@@ -68,11 +73,10 @@ def training_curves(history_csv: Path, path: Path) -> Path:
                 label=f"best epoch ({epochs[best]})",
             )
         axes[1].set_title(f"Best validation accuracy {history['val_accuracy'][best]:.2%}")
-    axes[0].set_title("Loss (with label smoothing)")
+    axes[0].set_title("Loss")
     axes[0].legend()
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 
@@ -90,10 +94,10 @@ def misclassified_grid(
     order = wrong[np.argsort(-probabilities[wrong, predicted[wrong]])][:count]
     cols = 6
     rows = max(1, int(np.ceil(len(order) / cols)))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.9, rows * 2.1), dpi=DPI)
-    for ax in np.atleast_1d(axes).ravel():
+    fig, axes = new_figure(rows, cols, (cols * 1.9, rows * 2.1))
+    for ax in axes.ravel():
         ax.axis("off")
-    for ax, index in zip(np.atleast_1d(axes).ravel(), order, strict=False):
+    for ax, index in zip(axes.ravel(), order, strict=False):
         ax.imshow(images[index], cmap="gray_r", vmin=0, vmax=255)
         ax.set_title(
             f"true: {class_names[labels[index]]}\npred: {class_names[predicted[index]]} "
@@ -104,5 +108,4 @@ def misclassified_grid(
     fig.suptitle(f"Most confident mistakes ({len(wrong)} of {len(labels)} test images wrong)")
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return path

@@ -27,7 +27,7 @@ import tensorflow as tf
 from fmnist import __version__
 from fmnist.train import data as train_data
 from fmnist.train.config import TrainConfig
-from fmnist.train.distribute import is_multi_worker, prepare_multi_worker_fit
+from fmnist.train.distribute import is_multi_worker, prepare_multi_worker_fit, worker_dir
 from fmnist.train.model import NUM_CLASSES, build_model
 
 MODEL_FILE = "model.keras"
@@ -102,8 +102,9 @@ def train(
     strategy: tf.distribute.Strategy | None = None,
     callbacks: list[keras.callbacks.Callback] | None = None,
 ) -> TrainResult:
-    """Train `config` on `data.train`, monitor `data.validation`, save everything in `run_dir`."""
-    run_dir = Path(run_dir)
+    """Train `config` on `data.train`, monitor `data.validation`, save everything in `run_dir`
+    (non-chief workers of a multi-worker job: in `run_dir/workers/<type>-<index>/`)."""
+    run_dir = worker_dir(Path(run_dir), strategy)
     run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(config.seed)
 

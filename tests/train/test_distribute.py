@@ -62,7 +62,7 @@ def test_two_workers_on_loopback(tmp_path: Path, data_dir: Path) -> None:
         env = {**os.environ, "TF_CONFIG": json.dumps(tf_config)}
         processes.append(
             subprocess.Popen(
-                _train_command(tmp_path / f"worker{index}", data_dir, "--strategy", "multiworker"),
+                _train_command(tmp_path / "run", data_dir, "--strategy", "multiworker"),
                 env=env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -72,27 +72,26 @@ def test_two_workers_on_loopback(tmp_path: Path, data_dir: Path) -> None:
     outputs = [process.communicate(timeout=600) for process in processes]
     for process, (_, stderr) in zip(processes, outputs, strict=True):
         assert process.returncode == 0, stderr[-3000:]
-    chief = json.loads((tmp_path / "worker0" / "run.json").read_text())
+    # One shared run directory, as on a shared file system: the chief owns it, the other
+    # worker keeps its copy apart.
+    run, other = tmp_path / "run", tmp_path / "run" / "workers" / "worker-1"
+    chief = json.loads((run / "run.json").read_text())
     # MultiWorkerMirroredStrategy is an alias of CollectiveAllReduceStrategy.
     assert chief["strategy"] == "CollectiveAllReduceStrategy" and chief["replicas"] == 2
-    assert json.loads((tmp_path / "worker0" / "metrics.json").read_text())["accuracy"] > 0.6
+    assert json.loads((run / "metrics.json").read_text())["accuracy"] > 0.6
     assert "not the chief worker" in outputs[1][0]
     # Synchronous training: both workers end with the same trainable weights (batch-norm
     # moving statistics are per worker, as with any non-synchronised batch norm).
     import keras
 
     weights = [
-        [
-            w.numpy()
-            for w in keras.models.load_model(
-                tmp_path / f"worker{i}" / "model.keras"
-            ).trainable_weights
-        ]
-        for i in range(2)
+        [w.numpy() for w in keras.models.load_model(directory / "model.keras").trainable_weights]
+        for directory in (run, other)
     ]
     for a, b in zip(*weights, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    assert not (tmp_path / "worker1" / "metrics.json").exists()
+    assert json.loads((other / "run.json").read_text())["replicas"] == 2
+    assert not (other / "metrics.json").exists()
 
 
 def test_multiworker_without_tf_config_is_a_clear_error(tmp_path: Path, data_dir: Path) -> None:
@@ -106,3 +105,13 @@ def test_multiworker_without_tf_config_is_a_clear_error(tmp_path: Path, data_dir
     )
     assert result.returncode == 2
     assert "TF_CONFIG" in result.stderr and "Traceback" not in result.stderr
+    no_type = {"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"index": 0}}
+    result = subprocess.run(
+        _train_command(tmp_path / "r", data_dir, "--strategy", "multiworker"),
+        capture_output=True,
+        text=True,
+        env={**env, "TF_CONFIG": json.dumps(no_type)},
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "task (type, index)" in result.stderr and "Traceback" not in result.stderr
