@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.metrics import confusion_matrix
@@ -25,6 +25,11 @@ from fmnist.errors import UserError
 from fmnist.parity import ParityResult, format_result
 from fmnist.pipeline.config import PipelineConfig
 from fmnist.pipeline.report import write_report
+
+if TYPE_CHECKING:  # TensorFlow is imported only when the pipeline runs
+    from fmnist.train.config import TrainConfig
+    from fmnist.train.data import FashionMNIST
+    from fmnist.train.train import TrainResult
 
 OUTPUTS = ("run", "models", "figures", "logs", "report.json", "report.md", "report.html")
 
@@ -113,35 +118,7 @@ def run_pipeline(
     figures_dir.mkdir(parents=True, exist_ok=True)
     for name in ("training_curves.png", "misclassified.png"):
         shutil.copyfile(config.run_dir / name, figures_dir / name)
-    head = {
-        "schema": "fmnist-deploy/pipeline-report",
-        "schema_version": 1,
-        "title": f"fmnist-deploy pipeline report: {config.model_name}",
-        "quick": config.quick,
-        "machine": {"python": sys.version.split()[0]},
-        "data": {
-            "data_dir": str(data.data_dir),
-            "train": len(data.train),
-            "validation": len(data.validation),
-            "test": len(data.test),
-            "val_fraction": train_config.val_fraction,
-            "seed": train_config.seed,
-        },
-        "train_config": train_config.to_dict(),
-        "training": {
-            "parameters": int(result.model.count_params()),
-            "epochs_run": result.epochs_run,
-            "best_epoch": result.best_epoch,
-            "best_val_accuracy": float(result.history["val_accuracy"][result.best_epoch - 1]),
-            "wall_time_s": result.wall_time_s,
-            "images_per_s": result.images_per_s,
-        },
-        "float_metrics": float_metrics,
-        "figures": {
-            "training_curves": "figures/training_curves.png",
-            "misclassified": "figures/misclassified.png",
-        },
-    }
+    head = _report_head(config, train_config, data, result, float_metrics)
     with stages("export"):
         try:
             export = export_run(
@@ -249,6 +226,45 @@ def run_pipeline(
     }
     paths = write_report(out, report)
     return PipelineResult(out_dir=out, report=report, paths=paths)
+
+
+def _report_head(
+    config: PipelineConfig,
+    train_config: TrainConfig,
+    data: FashionMNIST,
+    result: TrainResult,
+    float_metrics: dict[str, Any],
+) -> dict[str, Any]:
+    """What every report holds, even one of a pipeline that stopped at the export gate."""
+    return {
+        "schema": "fmnist-deploy/pipeline-report",
+        "schema_version": 1,
+        "title": f"fmnist-deploy pipeline report: {config.model_name}",
+        "quick": config.quick,
+        "machine": {"python": sys.version.split()[0]},
+        "data": {
+            "data_dir": str(data.data_dir),
+            "train": len(data.train),
+            "validation": len(data.validation),
+            "test": len(data.test),
+            "val_fraction": train_config.val_fraction,
+            "seed": train_config.seed,
+        },
+        "train_config": train_config.to_dict(),
+        "training": {
+            "parameters": int(result.model.count_params()),
+            "epochs_run": result.epochs_run,
+            "best_epoch": result.best_epoch,
+            "best_val_accuracy": float(result.history["val_accuracy"][result.best_epoch - 1]),
+            "wall_time_s": result.wall_time_s,
+            "images_per_s": result.images_per_s,
+        },
+        "float_metrics": float_metrics,
+        "figures": {
+            "training_curves": "figures/training_curves.png",
+            "misclassified": "figures/misclassified.png",
+        },
+    }
 
 
 def _latency(
