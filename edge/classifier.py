@@ -25,6 +25,31 @@ class ModelError(UserError):
     """A model file that is missing, truncated, not TFLite, or fails its checksum."""
 
 
+# TFLite starts one thread per request without a limit; 100,000 crash the process.
+THREADS_PER_CPU = 4
+
+
+def max_threads() -> int:
+    """The most interpreter threads we allow: a few per CPU (more only add contention)."""
+    return (os.cpu_count() or 1) * THREADS_PER_CPU
+
+
+def check_num_threads(value: int | None, name: str = "num_threads") -> None:
+    """Raise UserError unless `value` is None (the runtime's default) or 1..max_threads()."""
+    if value is not None and not 1 <= value <= max_threads():
+        raise UserError(
+            f"{name} must be between 1 and {max_threads()} ({THREADS_PER_CPU} per CPU on this "
+            f"machine), got {value}"
+        )
+
+
+def _first_line(err: BaseException, limit: int = 300) -> str:
+    """A runtime's error as one bounded line (TFLite joins a whole log into one message)."""
+    text = str(err).strip()
+    line = text.splitlines()[0] if text else type(err).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
 @dataclass(frozen=True)
 class Quantization:
     """real = (q - zero_point) * scale; scale 0 means the tensor is not quantized."""
@@ -59,8 +84,7 @@ def resolve_model(model_or_bundle: str | os.PathLike, kind: str = "int8") -> Res
                 "bundle; pass the bundle directory or a .tflite file)"
             )
         manifest = load_manifest(path)
-        manifest.tflite(kind)  # a clear error if the bundle has no such model
-        model_path = manifest.verify_file(manifest.data["tflite"][kind]["file"])
+        model_path = manifest.verify_file(manifest.tflite(kind).file)
         return ResolvedModel(model_path, manifest, tuple(manifest.class_names))
     if not path.is_file():
         raise ModelError(f"{path}: no such model file or bundle directory")
@@ -83,6 +107,7 @@ class Classifier:
         runtime: Runtime | None = None,
         class_names: tuple[str, ...] = CLASS_NAMES,
     ) -> None:
+        check_num_threads(num_threads)
         self.path = Path(model_path)
         self.runtime = runtime or select_runtime()
         self.class_names = class_names
@@ -102,13 +127,14 @@ class Classifier:
                 model_content=content, num_threads=num_threads
             )
             self.interpreter.allocate_tensors()
-        except (ValueError, RuntimeError) as err:
-            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err)
-            raise ModelError(f"{self.path}: {self.runtime} cannot load it: {first_line}") from None
-        inputs, outputs = (
-            self.interpreter.get_input_details(),
-            self.interpreter.get_output_details(),
-        )
+            inputs, outputs = (
+                self.interpreter.get_input_details(),
+                self.interpreter.get_output_details(),
+            )
+        except (ValueError, RuntimeError) as err:  # e.g. the XNNPACK delegate refusing it
+            raise ModelError(
+                f"{self.path}: {self.runtime} cannot load it: {_first_line(err)}"
+            ) from None
         if len(inputs) != 1 or len(outputs) != 1:
             raise ModelError(
                 f"{self.path}: has {len(inputs)} inputs and {len(outputs)} outputs; expected "
@@ -168,13 +194,22 @@ class Classifier:
             self._batch = batch
 
     def invoke(self, model_input: np.ndarray) -> np.ndarray:
-        """One interpreter call on an already-converted batch; returns the raw output."""
-        self._resize(len(model_input))
-        self.interpreter.set_tensor(
-            self._input_index, model_input.reshape((len(model_input), *self._sample_shape))
-        )
-        self.interpreter.invoke()
-        return self.interpreter.get_tensor(self._output_index)
+        """One interpreter call on an already-converted batch; returns the raw output.
+
+        A corrupt model can load and still fail here (a delegate or kernel refusing a
+        tensor): that is a ModelError, like a failure to load.
+        """
+        try:
+            self._resize(len(model_input))
+            self.interpreter.set_tensor(
+                self._input_index, model_input.reshape((len(model_input), *self._sample_shape))
+            )
+            self.interpreter.invoke()
+            return self.interpreter.get_tensor(self._output_index)
+        except (ValueError, RuntimeError) as err:
+            raise ModelError(
+                f"{self.path}: {self.runtime} failed to run it: {_first_line(err)}"
+            ) from None
 
     def predict_proba(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Class probabilities for uint8 images [N, 28, 28] (or [N, 28, 28, 1])."""

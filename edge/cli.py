@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fmnist.cli import run
+from fmnist.cli import check_output_file, run
 from fmnist.errors import UserError
 from fmnist.parity import add_tolerance_args
 
@@ -88,13 +88,19 @@ def _positive(name: str, value: int | None) -> None:
         raise UserError(f"{name} must be >= 1, got {value}")
 
 
+def _check_threads(value: int | None) -> None:
+    from fmnist.edge.classifier import check_num_threads
+
+    check_num_threads(value, "--threads")
+
+
 def _classify(args: argparse.Namespace) -> int:
     from fmnist.edge.classifier import Classifier, resolve_model
     from fmnist.edge.runtime import select_runtime
     from fmnist.images import load_inputs
 
     _positive("--top-k", args.top_k)
-    _positive("--threads", args.threads)
+    _check_threads(args.threads)
     runtime = select_runtime(args.runtime)
     resolved = resolve_model(args.model, args.kind)
     names, images = load_inputs(args.images, invert=args.invert)
@@ -136,8 +142,9 @@ def _bench(args: argparse.Namespace) -> int:
     from fmnist.edge.classifier import resolve_model
     from fmnist.edge.runtime import select_runtime
 
-    for name in ("--runs", "--batch", "--threads"):
+    for name in ("--runs", "--batch"):
         _positive(name, getattr(args, name[2:]))
+    _check_threads(args.threads)
     resolved = resolve_model(args.model, args.kind)
     result = benchmark(
         resolved.path,
@@ -156,10 +163,10 @@ def _parity(args: argparse.Namespace) -> int:
     from fmnist.manifest import load_manifest
     from fmnist.parity import format_result
 
-    _positive("--threads", args.threads)
-    tolerance = load_manifest(args.bundle).tolerance.with_overrides(
-        args.max_accuracy_drop, args.min_agreement
-    )
+    _check_threads(args.threads)
+    if args.json:
+        check_output_file(args.json, "--json")
+    tolerance = load_manifest(args.bundle).tolerance.with_args(args)
     result = run_parity(
         args.bundle,
         args.data_dir,

@@ -28,10 +28,10 @@ def run_parity(
     """
     manifest = load_manifest(bundle)
     model = manifest.tflite(kind)
-    model_path = manifest.verify_file(manifest.data["tflite"][kind]["file"])
+    model_path = manifest.verify_file(model.file)
     reference = manifest.load_reference()
     test = dataset.load_test(data_dir)
-    expected = manifest.data["reference"].get("labels_sha256")
+    expected = manifest.reference.labels_sha256
     if expected and dataset.labels_sha256(test.labels) != expected:
         raise ManifestError(
             "the test labels differ from those the bundle's reference outputs "

@@ -29,6 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     arg("--calibration-size", type=int, default=500, help="int8 calibration images (500)")
     arg("--max-accuracy-drop", type=float, metavar="PP", help="allowed drop, pp (0.5)")
     arg("--min-agreement", type=float, metavar="F", help="required top-1 agreement (0.99)")
+    arg(
+        "--max-class-recall-drop",
+        type=float,
+        metavar="PP",
+        help="allowed recall drop of any one class, pp (1.0)",
+    )
     arg("--num-versions", type=int, default=2, help="models.config: serve the latest N (2)")
     arg(
         "--serving-base-path",
@@ -54,7 +60,7 @@ def _export(args: argparse.Namespace) -> int:
         label=args.label,
         data_dir=args.data_dir,
         calibration_size=args.calibration_size,
-        tolerance=Tolerance().with_overrides(args.max_accuracy_drop, args.min_agreement),
+        tolerance=Tolerance().with_args(args),
         num_versions=args.num_versions,
         serving_base_path=args.serving_base_path,
         debug_quantization=args.debug_quantization,

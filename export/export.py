@@ -254,6 +254,7 @@ def _manifest_fields(
         "tolerance": {
             "max_accuracy_drop_pp": config.tolerance.max_accuracy_drop_pp,
             "min_agreement": config.tolerance.min_agreement,
+            "max_class_recall_drop_pp": config.tolerance.max_class_recall_drop_pp,
         },
         "reference": {
             "file": REFERENCE_NAME,

@@ -15,15 +15,24 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from fmnist.errors import UserError
-from fmnist.layout import list_versions
+from fmnist.layout import INT64_MAX, list_versions
 
 STAGING_PREFIX = ".tmp-export-"
 
 
 def next_version(model_dir: Path) -> int:
-    """One above the highest integer version in `model_dir`, starting at 1."""
+    """One above the highest int64 version in `model_dir`, starting at 1.
+
+    Names beyond int64 are not versions (TF Serving ignores them), so they never count."""
     versions = list_versions(model_dir)
-    return max(versions) + 1 if versions else 1
+    if not versions:
+        return 1
+    if max(versions) >= INT64_MAX:
+        raise UserError(
+            f"{model_dir}: version {max(versions)} is the largest int64; "
+            "no next version exists (pass --version explicitly)"
+        )
+    return max(versions) + 1
 
 
 def check_writable(base_path: Path) -> None:
@@ -64,6 +73,8 @@ def staged_version(model_dir: Path, version: int) -> Iterator[Path]:
     On any failure (or interrupt) the staging directory is removed, and so are the model
     and base directories if this export created them and they are still empty.
     """
+    if not 1 <= version <= INT64_MAX:
+        raise UserError(f"--version must be between 1 and {INT64_MAX} (int64), got {version}")
     target = model_dir / str(version)
     if target.exists() or version in list_versions(model_dir):  # also "007" for version 7
         raise UserError(f"{target}: version {version} already exists; it is never overwritten")

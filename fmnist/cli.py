@@ -12,6 +12,7 @@ import importlib.util
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from fmnist import __version__
 from fmnist.errors import EXIT_USAGE, UserError
@@ -64,6 +65,21 @@ def run(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace, 
         return 130
 
 
+def check_output_file(path: Path, flag: str) -> Path:
+    """Refuse an output file path that cannot be written, before any work is done.
+
+    Its directory must already exist: a typo in a path must not silently create a tree.
+    """
+    if path.is_dir():
+        raise UserError(f"{flag} {path}: Is a directory (give a file path)")
+    parent = path.parent
+    if not parent.is_dir():
+        raise UserError(
+            f"{flag} {path}: directory {parent} does not exist (it is not created for you)"
+        )
+    return path
+
+
 def import_tensorflow_quietly() -> None:
     """Import TensorFlow with its native start-up lines (oneDNN, CUDA probing on a CPU-only
     machine) silenced: noise for users, and it buries our one-line errors. Set
@@ -90,6 +106,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     prog = f"fmnist {args.command}"
+    precheck = getattr(args, "precheck", None)
+    if precheck is not None:  # a stage's quick checks, which must not wait for TensorFlow
+        code = run(precheck, args, prog)
+        if code:
+            return code
     if args.command not in TF_FREE_COMMANDS:
         code = run(lambda _: import_tensorflow_quietly(), args, prog)
         if code:

@@ -13,9 +13,10 @@ How an image file becomes a Fashion-MNIST-like input (the same for `fmnist predi
    shot) needs `--invert`.
 
 `.npy` files hold uint8 arrays [28, 28], [N, 28, 28] or [N, 28, 28, 1] (integer values
-0-255 of another dtype are accepted; fractions such as 0-1 floats are refused); IDX files
-(`*-ubyte`, `*.idx`, optionally gzipped) hold the same shapes, as in the official dataset.
-TF-free (numpy and Pillow only).
+0-255 of another dtype are accepted; fractions such as 0-1 floats are refused; the header's
+shape and dtype are checked before the data is read, so a lying header cannot make us
+allocate gigabytes); IDX files (`*-ubyte`, `*.idx`, optionally gzipped) hold the same
+shapes, as in the official dataset. TF-free (numpy and Pillow only).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 
 from fmnist.dataset import read_idx
 from fmnist.errors import UserError
+from fmnist.npyfile import NpyFormatError, NpyHeader, read_checked
 
 SIZE = 28
 
@@ -72,9 +74,29 @@ def _load_array(path: Path) -> np.ndarray:
     if path.suffix != ".npy":
         return read_idx(path)
     try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise ImageError(f"{path}: not a readable .npy array ({err})") from None
+        with path.open("rb") as stream:
+            size = os.fstat(stream.fileno()).st_size
+            if size == 0:
+                raise ImageError(f"{path}: empty file (not a .npy array)")
+            return read_checked(stream, size, _check_npy_header)
+    except NpyFormatError as err:
+        raise ImageError(f"{path}: not a usable .npy image array: {err}") from None
+    except OSError as err:
+        raise ImageError(f"{path}: cannot read: {err.strerror or err}") from None
+
+
+def _check_npy_header(header: NpyHeader) -> None:
+    """Shape and dtype of an image array, judged from its header before the data is read."""
+    if header.dtype.kind not in "uif":
+        raise NpyFormatError(
+            f"holds {header.dtype} values; expected pixel values 0-255 (uint8, or integers "
+            "0-255 of another numeric dtype)"
+        )
+    shape = header.shape
+    if len(shape) == 4 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) not in (2, 3) or shape[-2:] != (SIZE, SIZE):
+        raise NpyFormatError(f"expected images of shape [N, 28, 28], got {list(header.shape)}")
 
 
 def _as_batch(array: np.ndarray, path: Path) -> np.ndarray:

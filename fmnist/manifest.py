@@ -15,17 +15,20 @@ Schema, version 1 (every path is relative to the bundle, POSIX separators):
     saved_model       {signature_name, inputs: {name: spec}, outputs: {name: spec}, ...}
     float_metrics     {accuracy, macro_precision, macro_recall, macro_f1}
     tflite            {"int8"|"float32": {file, input: spec, output: spec, metrics, parity}}
-    tolerance         {max_accuracy_drop_pp, min_agreement}
+    tolerance         {max_accuracy_drop_pp, min_agreement, max_class_recall_drop_pp?}
     reference         {file, split, num_examples, labels_sha256}
     files             {path: {sha256, bytes}}   (every file in the bundle but the manifest)
 
-A tensor spec is {dtype, shape} plus {scale, zero_point} for quantized tensors.
+A tensor spec is {dtype, shape} plus {scale, zero_point} for quantized tensors. The JSON
+Schema in fmnist.manifest_schema checks all of it before any field is used; the reference
+outputs are checked against the manifest (header first, then finite probabilities).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,8 @@ import numpy as np
 
 from fmnist.dataset import sha256_file
 from fmnist.errors import ManifestError
+from fmnist.manifest_schema import schema_errors
+from fmnist.npyfile import READ_ERRORS, NpyFormatError, NpyHeader, describe_error, read_checked
 from fmnist.parity import Tolerance
 
 SCHEMA = "fmnist-deploy/manifest"
@@ -41,22 +46,9 @@ SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 REFERENCE_NAME = "reference_outputs.npz"
 TFLITE_KINDS = ("int8", "float32")
-
-_REQUIRED: dict[str, type | tuple[type, ...]] = {
-    "schema": str,
-    "schema_version": int,
-    "model_name": str,
-    "model_version": int,
-    "created_at": str,
-    "producer": dict,
-    "class_names": list,
-    "saved_model": dict,
-    "float_metrics": dict,
-    "tflite": dict,
-    "tolerance": dict,
-    "reference": dict,
-    "files": dict,
-}
+REFERENCE_ARRAY = "probabilities"
+# A real manifest is ~12 KB; refuse to read a huge file into memory on a small device.
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -80,10 +72,21 @@ class TensorSpec:
 class TFLiteModel:
     kind: str
     path: Path
+    file: str  # path relative to the bundle, as listed in `files`
     input: TensorSpec
     output: TensorSpec
     metrics: dict[str, Any]
     parity: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Where the float model's test-set outputs are, and what they must look like."""
+
+    file: str
+    split: str
+    num_examples: int
+    labels_sha256: str | None
 
 
 @dataclass(frozen=True)
@@ -105,13 +108,17 @@ class Manifest:
 
     @property
     def tolerance(self) -> Tolerance:
-        try:
-            return Tolerance(**self.data["tolerance"])
-        except TypeError:
-            raise ManifestError(
-                f"{self.bundle_dir / MANIFEST_NAME}: tolerance must hold exactly "
-                f"max_accuracy_drop_pp and min_agreement, got {sorted(self.data['tolerance'])}"
-            ) from None
+        return Tolerance(**self.data["tolerance"])  # its fields were checked by the schema
+
+    @property
+    def reference(self) -> Reference:
+        ref = self.data["reference"]
+        return Reference(
+            file=ref["file"],
+            split=ref["split"],
+            num_examples=int(ref["num_examples"]),
+            labels_sha256=ref.get("labels_sha256"),
+        )
 
     @property
     def float_metrics(self) -> dict[str, Any]:
@@ -124,6 +131,7 @@ class Manifest:
         return TFLiteModel(
             kind=kind,
             path=self.bundle_dir / entry["file"],
+            file=entry["file"],
             input=TensorSpec.from_dict(entry["input"]),
             output=TensorSpec.from_dict(entry["output"]),
             metrics=entry.get("metrics", {}),
@@ -161,18 +169,52 @@ class Manifest:
             self.verify_file(relpath)
 
     def load_reference(self) -> np.ndarray:
-        """The float model's class probabilities on the test set, float32 [N, 10], verified."""
-        ref = self.data["reference"]
-        path = self.verify_file(ref["file"])
+        """The float model's class probabilities on the test set, float32 [N, C], verified.
+
+        The array's header is checked against the manifest before the data is read (a
+        tampered header must not make a small device allocate gigabytes), and the values
+        must be probabilities: NaN means the check cannot be made, not that a model drifted.
+        """
+        ref = self.reference
+        path = self.verify_file(ref.file)
+        expected = (ref.num_examples, len(self.class_names))
         try:
-            with np.load(path) as npz:
-                probs = npz["probabilities"].astype(np.float32)
-        except (OSError, KeyError, ValueError) as err:
-            raise ManifestError(f"{path}: unreadable reference outputs: {err}") from None
-        expected = (int(ref["num_examples"]), len(self.class_names))
-        if probs.shape != expected:
-            raise ManifestError(f"{path}: reference shape {probs.shape}, expected {expected}")
+            with zipfile.ZipFile(path) as npz:
+                member = npz.getinfo(REFERENCE_ARRAY + ".npy")
+                with npz.open(member) as stream:
+                    probs = read_checked(
+                        stream, member.file_size, lambda header: _check_reference(header, expected)
+                    )
+        except KeyError:
+            raise ManifestError(f"{path}: no {REFERENCE_ARRAY!r} array in the reference") from None
+        except NpyFormatError as err:
+            raise ManifestError(f"{path}: unusable reference outputs: {err}") from None
+        except READ_ERRORS as err:
+            raise ManifestError(
+                f"{path}: unreadable reference outputs ({describe_error(err)})"
+            ) from None
+        probs = probs.astype(np.float32)
+        if not np.isfinite(probs).all():
+            raise ManifestError(
+                f"{path}: the reference outputs hold NaN or infinite values; "
+                "parity cannot be checked against them"
+            )
+        if probs.size and (probs.min() < 0 or probs.max() > 1 + 1e-5):
+            raise ManifestError(
+                f"{path}: the reference outputs are not probabilities (values in "
+                f"[{probs.min():.3g}, {probs.max():.3g}])"
+            )
         return probs
+
+
+def _check_reference(header: NpyHeader, expected: tuple[int, int]) -> None:
+    if header.dtype.kind != "f":
+        raise NpyFormatError(f"dtype {header.dtype}, expected floating point probabilities")
+    if header.shape != expected:
+        raise NpyFormatError(
+            f"shape {list(header.shape)}, expected {list(expected)} (reference.num_examples "
+            "by the number of class names)"
+        )
 
 
 def load_manifest(path: str | os.PathLike) -> Manifest:
@@ -182,51 +224,69 @@ def load_manifest(path: str | os.PathLike) -> Manifest:
     if not manifest_path.is_file():
         raise ManifestError(f"{path}: no {MANIFEST_NAME} (not an exported bundle?)")
     try:
-        data = json.loads(manifest_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        size = manifest_path.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise ManifestError(
+                f"{manifest_path}: {size} bytes is too large for a manifest "
+                f"(limit {MAX_MANIFEST_BYTES})"
+            )
+        data = parse_json(manifest_path.read_bytes())
+    except OSError as err:
+        raise ManifestError(f"{manifest_path}: unreadable: {err.strerror or err}") from None
+    except ValueError as err:
         raise ManifestError(f"{manifest_path}: not valid JSON: {err}") from None
     validate(data, manifest_path)
     return Manifest(bundle_dir=manifest_path.parent, data=data)
 
 
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text[:40]} is out of range")
+    return value
+
+
+def parse_json(content: bytes) -> Any:
+    """Strict JSON: no NaN/Infinity, no overflowing floats; any failure is a ValueError
+    (including nesting deep enough to exhaust Python's recursion limit)."""
+    try:
+        return json.loads(
+            content.decode("utf-8"), parse_constant=_refuse_constant, parse_float=_finite_float
+        )
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
 def validate(data: Any, where: str | os.PathLike = MANIFEST_NAME) -> None:
-    """Raise ManifestError unless `data` is a well-formed manifest of a schema version we read."""
+    """Raise ManifestError unless `data` is a well-formed manifest of a schema version we read.
+
+    The JSON Schema (fmnist.manifest_schema) checks every field's presence and type; the
+    checks here are the ones a schema cannot express (paths, cross-references).
+    """
     if not isinstance(data, dict):
         raise ManifestError(f"{where}: a manifest must be a JSON object")
     if data.get("schema") != SCHEMA:
         raise ManifestError(
-            f"{where}: not an fmnist-deploy manifest (schema {data.get('schema')!r})"
+            f"{where}: not an fmnist-deploy manifest (schema {str(data.get('schema'))[:80]!r})"
         )
-    for key, kind in _REQUIRED.items():
-        if key not in data:
-            raise ManifestError(f"{where}: missing field {key!r}")
-        if not isinstance(data[key], kind) or isinstance(data[key], bool):
-            raise ManifestError(f"{where}: field {key!r} has the wrong type")
-    if data["schema_version"] > SCHEMA_VERSION:
+    version = data.get("schema_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
         raise ManifestError(
-            f"{where}: schema version {data['schema_version']} is newer than this "
+            f"{where}: schema version {version} is newer than this "
             f"fmnist-deploy reads ({SCHEMA_VERSION}); upgrade fmnist-deploy"
         )
-    names = data["class_names"]
-    if not names or not all(isinstance(n, str) for n in names):
-        raise ManifestError(f"{where}: class_names must be a non-empty list of strings")
-    for relpath, entry in data["files"].items():
-        if not (
-            isinstance(entry, dict)
-            and isinstance(entry.get("sha256"), str)
-            and isinstance(entry.get("bytes"), int)
-        ):
-            raise ManifestError(f"{where}: files[{relpath!r}] needs sha256 and bytes")
+    problem = schema_errors(data)
+    if problem:
+        raise ManifestError(f"{where}: {problem}")
+    for relpath in data["files"]:
         if Path(relpath).is_absolute() or ".." in Path(relpath).parts:
             raise ManifestError(f"{where}: files[{relpath!r}] must be a path inside the bundle")
-    referenced = [data["reference"].get("file")]
-    for kind, entry in data["tflite"].items():
-        if kind not in TFLITE_KINDS or not isinstance(entry, dict):
-            raise ManifestError(f"{where}: unknown TFLite entry {kind!r}")
-        for key in ("file", "input", "output"):
-            if key not in entry:
-                raise ManifestError(f"{where}: tflite.{kind} is missing {key!r}")
-        referenced.append(entry["file"])
+    referenced = [data["reference"]["file"]]
+    referenced += [entry["file"] for entry in data["tflite"].values()]
     for relpath in referenced:
         if relpath not in data["files"]:
             raise ManifestError(f"{where}: {relpath!r} is referenced but has no checksum entry")

@@ -21,11 +21,13 @@ from fmnist.errors import EXIT_OK, EXIT_PARITY_FAILED, UserError
 @dataclass(frozen=True)
 class Tolerance:
     """A candidate passes if it loses at most `max_accuracy_drop_pp` percentage points of
-    test accuracy and agrees with the float model's top-1 class on at least `min_agreement`
-    of the test images."""
+    test accuracy, agrees with the float model's top-1 class on at least `min_agreement`
+    of the test images, and no class's recall drops more than `max_class_recall_drop_pp`
+    (overall accuracy can hide one class collapsing)."""
 
     max_accuracy_drop_pp: float = 0.5
     min_agreement: float = 0.99
+    max_class_recall_drop_pp: float = 1.0
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.max_accuracy_drop_pp) and self.max_accuracy_drop_pp >= 0):
@@ -33,18 +35,39 @@ class Tolerance:
                 f"--max-accuracy-drop must be a non-negative number of percentage points, "
                 f"got {self.max_accuracy_drop_pp}"
             )
+        if not (
+            math.isfinite(self.max_class_recall_drop_pp) and self.max_class_recall_drop_pp >= 0
+        ):
+            raise UserError(
+                f"--max-class-recall-drop must be a non-negative number of percentage points, "
+                f"got {self.max_class_recall_drop_pp}"
+            )
         if not (0.0 <= self.min_agreement <= 1.0):
             raise UserError(
                 f"--min-agreement must be a fraction between 0 and 1, got {self.min_agreement}"
             )
 
     def with_overrides(
-        self, max_accuracy_drop_pp: float | None = None, min_agreement: float | None = None
+        self,
+        max_accuracy_drop_pp: float | None = None,
+        min_agreement: float | None = None,
+        max_class_recall_drop_pp: float | None = None,
     ) -> Tolerance:
         """This tolerance with the limits a user gave on the command line (None keeps ours)."""
         return Tolerance(
             self.max_accuracy_drop_pp if max_accuracy_drop_pp is None else max_accuracy_drop_pp,
             self.min_agreement if min_agreement is None else min_agreement,
+            self.max_class_recall_drop_pp
+            if max_class_recall_drop_pp is None
+            else max_class_recall_drop_pp,
+        )
+
+    def with_args(self, args: argparse.Namespace) -> Tolerance:
+        """This tolerance with the flags `add_tolerance_args` defined (unset flags keep ours)."""
+        return self.with_overrides(
+            args.max_accuracy_drop,
+            args.min_agreement,
+            getattr(args, "max_class_recall_drop", None),
         )
 
 
@@ -67,6 +90,12 @@ class ParityResult:
     details: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def worst_class(self) -> dict[str, Any] | None:
+        """The class whose recall dropped most (None if no class had test images)."""
+        rows = [row for row in self.per_class if row["support"]]
+        return min(rows, key=lambda row: row["delta_pp"]) if rows else None
+
+    @property
     def exit_code(self) -> int:
         return EXIT_OK if self.passed else EXIT_PARITY_FAILED
 
@@ -74,9 +103,8 @@ class ParityResult:
         return asdict(self)
 
     def write_json(self, path: str | Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        """Write the result to `path`, whose directory must exist (none is created)."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
 
 def add_tolerance_args(parser: argparse.ArgumentParser) -> None:
@@ -92,6 +120,13 @@ def add_tolerance_args(parser: argparse.ArgumentParser) -> None:
         type=float,
         metavar="FRACTION",
         help="top-1 agreement, 0-1 (default: the tolerance export used)",
+    )
+    parser.add_argument(
+        "--max-class-recall-drop",
+        type=float,
+        metavar="PP",
+        help="largest recall drop of any one class, percentage points "
+        "(default: the tolerance export used, 1.0 for manifests that predate it)",
     )
 
 
@@ -114,6 +149,9 @@ def compare(
             f"parity: shapes differ: reference {reference_probs.shape}, "
             f"candidate {candidate_probs.shape}, labels {labels.shape}"
         )
+    if not np.isfinite(reference_probs).all():
+        # Not drift: with NaN in the reference there is nothing to measure the candidate by.
+        raise UserError("parity: the reference probabilities hold NaN or infinite values")
     ref_top1 = reference_probs.argmax(axis=1)
     cand_top1 = candidate_probs.argmax(axis=1)
     ref_acc = float(np.mean(ref_top1 == labels))
@@ -147,6 +185,7 @@ def compare(
         )
     if agreement < tolerance.min_agreement - 1e-12:
         failures.append(f"top-1 agreement {agreement:.4f} is below {tolerance.min_agreement:.4f}")
+    failures += _class_failures(per_class, tolerance.max_class_recall_drop_pp)
     return ParityResult(
         name=name,
         num_examples=len(labels),
@@ -164,6 +203,34 @@ def compare(
     )
 
 
+def _class_failures(per_class: list[dict[str, Any]], limit_pp: float) -> list[str]:
+    """One failure naming the worst class, if its recall dropped more than `limit_pp`."""
+    rows = [row for row in per_class if row["support"]]
+    if not rows:
+        return []
+    worst = min(rows, key=lambda row: row["delta_pp"])
+    if -worst["delta_pp"] <= limit_pp + 1e-9:
+        return []
+    return [
+        f"class {worst['class_name']!r} recall dropped {-worst['delta_pp']:.2f} pp "
+        f"({worst['reference_accuracy'] * 100:.2f}% -> {worst['candidate_accuracy'] * 100:.2f}%), "
+        f"more than {limit_pp:.2f} pp"
+    ]
+
+
+def format_worst_class(result: ParityResult) -> str:
+    """`Shirt: float 80.10%, candidate 78.90%, drop 1.20 pp (max 1.00)`, or `n/a`."""
+    worst = result.worst_class
+    if worst is None:
+        return "n/a"
+    drop = -worst["delta_pp"] + 0.0  # + 0.0: no "-0.00" when nothing changed
+    return (
+        f"{worst['class_name']}: float {worst['reference_accuracy'] * 100:.2f}%, "
+        f"candidate {worst['candidate_accuracy'] * 100:.2f}%, drop {drop:.2f} pp "
+        f"(max {result.tolerance.max_class_recall_drop_pp:.2f})"
+    )
+
+
 def format_result(result: ParityResult) -> str:
     """A human-readable table: the headline figures, then per-class accuracy deltas."""
     tol = result.tolerance
@@ -177,6 +244,7 @@ def format_result(result: ParityResult) -> str:
             f"{result.accuracy_drop_pp:+.2f} pp (max {tol.max_accuracy_drop_pp:.2f})",
         ),
         ("top-1 agreement", f"{result.agreement * 100:.2f}% (min {tol.min_agreement * 100:.2f}%)"),
+        ("worst class recall", format_worst_class(result)),
         ("max |prob diff|", f"{result.max_abs_prob_diff:.3g}"),
         ("mean |prob diff|", f"{result.mean_abs_prob_diff:.3g}"),
     ]
@@ -185,6 +253,7 @@ def format_result(result: ParityResult) -> str:
     width = max(len(key) for key, _ in rows)
     lines = [f"{key:<{width}}  {value}" for key, value in rows]
     lines.append("")
+    # "float"/"candidate" per class are recalls: right answers among that class's images.
     lines.append(f"{'class':<12} {'support':>7} {'float':>8} {'candidate':>10} {'delta pp':>9}")
     for row in result.per_class:
         lines.append(

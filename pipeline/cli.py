@@ -28,6 +28,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     arg("--overwrite", action="store_true", help="replace the outputs of an earlier run in DIR")
     arg("--max-accuracy-drop", type=float, metavar="PP", help="allowed drop, pp (0.5)")
     arg("--min-agreement", type=float, metavar="F", help="required top-1 agreement (0.99)")
+    arg(
+        "--max-class-recall-drop",
+        type=float,
+        metavar="PP",
+        help="allowed recall drop of any one class, pp (1.0)",
+    )
     arg("--latency-runs", type=int, help="requests per latency measurement (200; quick 50)")
     parser.set_defaults(handler=_pipeline)
 
@@ -43,7 +49,7 @@ def _pipeline(args: argparse.Namespace) -> int:
         out_dir=args.out,
         quick=args.quick,
         train_config=args.config,
-        tolerance=Tolerance().with_overrides(args.max_accuracy_drop, args.min_agreement),
+        tolerance=Tolerance().with_args(args),
         latency_runs=args.latency_runs or (50 if args.quick else 200),
         download=args.download,
     )

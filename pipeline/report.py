@@ -130,8 +130,8 @@ def build_sections(report: dict[str, Any]) -> list[Section]:
         Section(
             "Parity with the float model",
             text="Each deployed form of the model answers the 10,000 test images; it passes "
-            "when the accuracy drop and the top-1 agreement with the float model are within "
-            "tolerance.",
+            "when the accuracy drop, the top-1 agreement with the float model and the recall "
+            "drop of its worst class are within tolerance.",
             tables=[
                 Table(
                     [
@@ -141,6 +141,7 @@ def build_sections(report: dict[str, Any]) -> list[Section]:
                         "agreement",
                         "max |dp|",
                         "mean |dp|",
+                        "worst class recall (float -> candidate, drop pp)",
                         "tolerance",
                         "verdict",
                     ],
@@ -152,8 +153,10 @@ def build_sections(report: dict[str, Any]) -> list[Section]:
                             _pct(p["agreement"]),
                             f"{p['max_abs_prob_diff']:.2g}",
                             f"{p['mean_abs_prob_diff']:.2g}",
+                            _worst_class(p["per_class"]),
                             f"drop <= {p['tolerance']['max_accuracy_drop_pp']} pp, agreement >= "
-                            f"{_pct(p['tolerance']['min_agreement'])}",
+                            f"{_pct(p['tolerance']['min_agreement'])}, class recall drop <= "
+                            f"{p['tolerance'].get('max_class_recall_drop_pp', 1.0)} pp",
                             "PASS" if p["passed"] else "FAIL: " + "; ".join(p["failures"]),
                         ]
                         for p in report["parity"]
@@ -305,3 +308,15 @@ def write_report(out_dir: str | Path, report: dict[str, Any]) -> dict[str, Path]
     paths["md"].write_text(to_markdown(report, sections))
     paths["html"].write_text(to_html(report, sections, out_dir))
     return paths
+
+
+def _worst_class(per_class: list[dict[str, Any]]) -> str:
+    """The class whose recall dropped most, e.g. `Shirt 80.10% -> 79.00% (1.10)`."""
+    rows = [row for row in per_class if row["support"]]
+    if not rows:
+        return "n/a"
+    worst = min(rows, key=lambda row: row["delta_pp"])
+    return (
+        f"{worst['class_name']} {_pct(worst['reference_accuracy'])} -> "
+        f"{_pct(worst['candidate_accuracy'])} ({-worst['delta_pp'] + 0.0:.2f})"
+    )

@@ -3,6 +3,8 @@ parity check.
 
 `fmnist serve` (server.py) speaks TF Serving's gRPC and REST APIs over SavedModels in TF
 Serving's base-path layout: server_config (flags and config files), servables (versions,
-polling, draining), signatures (running a version), tensors (wire conversions), grpc_api,
-rest_api + http_server, metrics, responses and status (errors and their codes).
+polling, draining), signatures (running a version), validation (requests against the
+signature, chunks), tensors + json_fast (wire conversions), grpc_api + grpc_server,
+rest_api + http_server + http_limits, ports, metrics, responses and status (errors and their
+codes).
 """

@@ -117,22 +117,71 @@ def _register_serve(subparsers: argparse._SubParsersAction) -> None:
         help="largest accepted request: gRPC message or REST body (default 64 MiB); larger "
         "ones get RESOURCE_EXHAUSTED / HTTP 413",
     )
-    serve.set_defaults(handler=_serve)
+    arg(
+        "--model_config_file_poll_wait_seconds",
+        type=_seconds,
+        default=0.0,
+        metavar="S",
+        help="seconds between re-reads of --model_config_file (models added/removed, policies "
+        "and labels changed); 0 (default) reads it once",
+    )
+    arg(
+        "--enable_model_warmup",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=True,
+        metavar="BOOL",
+        help="replay a version's assets.extra/tf_serving_warmup_requests before it becomes "
+        "AVAILABLE; a bad file fails the version's load (default true, as in TF Serving)",
+    )
+    arg(
+        "--grpc_socket_path",
+        metavar="PATH",
+        help="also serve gRPC on this UNIX domain socket (relative or absolute path), as "
+        "TF Serving does",
+    )
+    arg(
+        "--grpc_channel_arguments",
+        default="",
+        metavar="K=V,...",
+        help="gRPC server channel arguments, comma-separated key=value (ints where they "
+        "parse as int), e.g. grpc.max_concurrent_streams=100",
+    )
+    serve.set_defaults(handler=_serve, precheck=_check_ports)
+
+
+def _ports(args: argparse.Namespace) -> tuple[int, int | None]:
+    """(gRPC port, REST port or None when disabled); 0 asks the OS for a free port."""
+    rest_port = None if args.rest_api_port == 0 else max(args.rest_api_port, 0)
+    grpc_port = max(args.port, 0)
+    if rest_port and rest_port == grpc_port:
+        raise UserError(f"--port and --rest_api_port are both {grpc_port}")
+    return grpc_port, rest_port
+
+
+def _check_ports(args: argparse.Namespace) -> None:
+    """A taken port fails in a fraction of a second, before TensorFlow is even imported
+    (the server checks again before loading models, and binds after)."""
+    from fmnist.serving import ports
+
+    grpc_port, rest_port = _ports(args)
+    ports.check_free(args.host, grpc_port, api="gRPC", flag="--port")
+    if rest_port is not None:
+        ports.check_free(args.host, rest_port, api="REST", flag="--rest_api_port")
 
 
 def _serve(args: argparse.Namespace) -> int:
     from fmnist.serving import server_config as sc
 
+    channel_arguments = sc.parse_grpc_channel_arguments(args.grpc_channel_arguments)
     if args.model_config_file:
         models = sc.read_model_config_file(args.model_config_file)
     elif args.model_base_path:
         models = sc.single_model(args.model_name, args.model_base_path)
     else:
         raise UserError("either --model_base_path or --model_config_file is required")
-    rest_port = None if args.rest_api_port == 0 else max(args.rest_api_port, 0)
-    grpc_port = max(args.port, 0)
-    if rest_port and rest_port == grpc_port:
-        raise UserError(f"--port and --rest_api_port are both {grpc_port}")
+    grpc_port, rest_port = _ports(args)
     monitoring_path = None
     if args.monitoring_config_file:
         monitoring_path = sc.read_monitoring_config_file(args.monitoring_config_file)
@@ -149,6 +198,11 @@ def _serve(args: argparse.Namespace) -> int:
         max_request_bytes=args.max_request_bytes,
         rest_timeout_ms=args.rest_api_timeout_in_ms,
         method_name_check=args.enable_signature_method_name_check,
+        model_warmup=args.enable_model_warmup,
+        config_file=args.model_config_file,
+        config_poll_seconds=args.model_config_file_poll_wait_seconds,
+        grpc_socket_path=args.grpc_socket_path or None,
+        grpc_channel_arguments=channel_arguments,
         **({"rest_threads": args.rest_api_num_threads} if args.rest_api_num_threads else {}),
         **({"grpc_threads": args.grpc_max_threads} if args.grpc_max_threads else {}),
     )

@@ -50,6 +50,7 @@ from fmnist.serving.status import ServingError as StatusError
 T = TypeVar("T")
 DEFAULT_MAX_MESSAGE_BYTES = 64 << 20  # gRPC's own default (4 MiB) is too small for batches
 RETRYABLE_CODES = frozenset({"UNAVAILABLE"})
+_UNPINNED_ATTEMPTS = 3  # an unpinned predict during which the model changed is sent again
 # TF Serving's HTTP statuses (model_servers/http_server.cc) back to canonical codes.
 CODE_BY_HTTP = {
     400: "INVALID_ARGUMENT",
@@ -90,6 +91,10 @@ class ServingError(UserError):
     @property
     def retryable(self) -> bool:
         return self.code in RETRYABLE_CODES
+
+
+class _ModelChanged(ServingError):
+    """The batches of one predict were answered by different versions."""
 
 
 @dataclass
@@ -158,27 +163,28 @@ class _Client:
     ) -> Prediction:
         """Class ids and probabilities for uint8 images, sent in batches of `batch_size`."""
         images = check_images(images)
+        _check_choice(version, label)
+        for _ in range(_UNPINNED_ATTEMPTS - 1):
+            try:
+                return self._predict_batches(images, version, label, signature, batch_size)
+            except _ModelChanged:  # unpinned, and a rollout happened between batches: resend
+                pass
+        return self._predict_batches(images, version, label, signature, batch_size)
+
+    def _predict_batches(
+        self,
+        images: np.ndarray,
+        version: int | None,
+        label: str | None,
+        signature: str,
+        batch_size: int | None,
+    ) -> Prediction:
         batch_size = batch_size or self.batch_size
-        asked = version
-        version, label = self._pin(version, label, signature)
         probabilities, class_ids, versions = [], [], set()
         for start in range(0, len(images), batch_size):
-            try:
-                outputs, answered = self.predict_raw(
-                    {"images": images[start : start + batch_size]},
-                    version=version,
-                    label=label,
-                    signature=signature,
-                )
-            except ServingError as err:
-                if asked is None and version is not None and err.code == "NOT_FOUND" and start:
-                    raise ServingError(
-                        "ABORTED",
-                        f"version {version}, which answered the first batches, was unloaded "
-                        "during the request (the model changed); pin a version or a label",
-                        where=self._where(asked, label),
-                    ) from None
-                raise
+            outputs, answered = self._predict_batch(
+                {"images": images[start : start + batch_size]}, version, label, signature
+            )
             if "probabilities" not in outputs:
                 raise ServingError(
                     "INVALID_ARGUMENT",
@@ -192,7 +198,7 @@ class _Client:
             class_ids.append(probs.argmax(1) if ids is None else np.asarray(ids, np.int64))
             versions.add(answered)
             if len(versions) > 1:
-                raise ServingError(
+                raise _ModelChanged(
                     "ABORTED",
                     f"batches were answered by different versions {sorted(versions)} (the "
                     "model changed during the request); pin a version or a label",
@@ -209,6 +215,13 @@ class _Client:
         signature: str = "serving_default",
     ) -> tuple[dict[str, np.ndarray], int | None]:
         """One Predict call with named input tensors; the outputs and the answering version."""
+        _check_choice(version, label)
+        return self._predict_batch(inputs, version, label, signature)
+
+    def _predict_batch(
+        self, inputs: dict[str, Any], version: int | None, label: str | None, signature: str
+    ) -> tuple[dict[str, np.ndarray], int | None]:
+        """One Predict call, exactly as asked: outputs, and the version if the answer says."""
         raise NotImplementedError
 
     def metadata(self, *, version: int | None = None, label: str | None = None) -> dict:
@@ -263,13 +276,6 @@ class _Client:
         self, version: int | None, label: str | None, timeout: float, retries: int
     ) -> list[dict]:
         raise NotImplementedError
-
-    def _pin(
-        self, version: int | None, label: str | None, signature: str = "serving_default"
-    ) -> tuple[int | None, str | None]:
-        """What a multi-batch predict asks for (REST pins the version it resolves)."""
-        _check_choice(version, label)
-        return version, label
 
     def _where(self, version: int | None, label: str | None) -> str:
         """'TF Serving gRPC host:port, model 'm' version 2': who failed, for messages."""
@@ -394,7 +400,7 @@ class GrpcClient(_Client):
 
         return self._call(attempt, where, timeout, retries)
 
-    def predict_raw(self, inputs, *, version=None, label=None, signature="serving_default"):
+    def _predict_batch(self, inputs, version, label, signature):
         request = predict_pb2.PredictRequest(model_spec=self._spec(version, label, signature))
         for name, value in inputs.items():
             request.inputs[name].CopyFrom(to_tensor_proto(value))
@@ -446,7 +452,7 @@ class RestClient(_Client):
         self.url = self.endpoint = _check_url(url.rstrip("/"))
         self.columnar = columnar
         self._session = requests.Session()
-        self._output_names: dict[tuple[int | None, str], list[str]] = {}
+        self._output_names: dict[tuple[int | None, str | None, str], list[str]] = {}
         self._lock = threading.Lock()
 
     def _path(self, version: int | None, label: str | None) -> str:
@@ -501,39 +507,64 @@ class RestClient(_Client):
 
         return self._call(attempt, where, timeout, retries)
 
-    def _pin(self, version, label, signature="serving_default"):
-        # REST answers do not say which version answered: resolve it once, then pin it, so
-        # every batch of one predict() is answered by the same version.
-        _check_choice(version, label)
-        if version is not None:
-            return version, None
-        resolved = self._resolve(label, signature)
-        return (resolved, None) if resolved is not None else (None, label)
+    # REST answers do not say which version answered. An unpinned request stays unpinned (a
+    # version learned from metadata may retire before the request arrives: pinning it would
+    # turn a rollout into NOT_FOUND); the version that answered is the one the model's
+    # metadata names both before and after the batches (versions only move forward), and a
+    # request during which the model changed is sent again.
 
-    def _resolve(self, label: str | None, signature: str) -> int | None:
-        """The version the latest/label path serves now (from its metadata), if it says."""
-        metadata = self.metadata(label=label)
-        spec = metadata.get("model_spec", {})
-        version = int(spec["version"]) if spec.get("version") else None
-        self._remember_outputs(version, signature, metadata)
-        return version
+    def predict(
+        self, images, *, version=None, label=None, signature="serving_default", batch_size=None
+    ):
+        images = check_images(images)
+        _check_choice(version, label)
+        if version is not None:  # pinned: the version that answers is the one asked for
+            return self._predict_batches(images, version, None, signature, batch_size)
+        seen = []
+        for _ in range(_UNPINNED_ATTEMPTS):
+            before = self._served_version(label, signature)
+            prediction = self._predict_batches(images, None, label, signature, batch_size)
+            after = self._served_version(label, signature)
+            if before == after:
+                prediction.model_version = after
+                return prediction
+            seen.append(f"{before} -> {after}")
+        raise ServingError(
+            "ABORTED",
+            f"the model changed during each of {_UNPINNED_ATTEMPTS} attempts (versions "
+            f"{', '.join(seen)}); pin a version or a label",
+            where=self._where(None, label),
+        )
 
     def predict_raw(self, inputs, *, version=None, label=None, signature="serving_default"):
+        _check_choice(version, label)
+        if version is not None:
+            return self._predict_batch(inputs, version, None, signature)[0], version
+        before = self._served_version(label, signature)
+        outputs, _ = self._predict_batch(inputs, None, label, signature)
+        after = self._served_version(label, signature)
+        return outputs, (after if before == after else None)
+
+    def _served_version(self, label: str | None, signature: str) -> int | None:
+        """The version the unpinned (or label) path serves now, from its metadata; the
+        signature's output names are refreshed from the same answer."""
+        metadata = self.metadata(label=label)
+        spec = metadata.get("model_spec", {})
+        self._remember_outputs(None, label, signature, metadata)
+        return int(spec["version"]) if spec.get("version") else None
+
+    def _predict_batch(self, inputs, version, label, signature):
         where = self._where(version, label)
-        if version is None:  # ask the version the metadata named, so that is what answers
-            version = self._resolve(label, signature)
-            label = label if version is None else None
         arrays = {name: np.asarray(value) for name, value in inputs.items()}
         payload = self._request(
             "POST", f"{self._path(version, label)}:predict", where, self._body(arrays, signature)
         )
         outputs, bare = _outputs_from_json(payload, where)
-        if bare is not None:
-            names = self._output_names.get((version, signature))
+        if bare is not None:  # a single-output signature's bare tensor: name it
+            names = self._output_names.get((version, label, signature))
             if names is None:
-                names = self._remember_outputs(
-                    version, signature, self.metadata(version=version, label=label)
-                )
+                metadata = self.metadata(version=version, label=label)
+                names = self._remember_outputs(version, label, signature, metadata)
             outputs = {names[0] if len(names) == 1 else "outputs": bare}
         return outputs, version
 
@@ -549,11 +580,15 @@ class RestClient(_Client):
         rows = [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
         return {"signature_name": signature, "instances": rows}
 
-    def _remember_outputs(self, version: int | None, signature: str, metadata: dict) -> list[str]:
+    def _remember_outputs(
+        self, version: int | None, label: str | None, signature: str, metadata: dict
+    ) -> list[str]:
+        """Cache a signature's output names for requests to (version, label): the unpinned
+        entry (None, None) follows whatever version serves, refreshed by every metadata call."""
         signatures = metadata.get("metadata", {}).get("signature_def", {})
         names = sorted(signatures.get("signature_def", {}).get(signature, {}).get("outputs", {}))
         with self._lock:
-            self._output_names[(version, signature)] = names
+            self._output_names[(version, label, signature)] = names
         return names
 
     def metadata(self, *, version=None, label=None):

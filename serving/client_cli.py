@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
+from fmnist.cli import check_output_file
 from fmnist.errors import UserError
 from fmnist.parity import add_tolerance_args
 
@@ -55,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="first wait up to SECONDS for the model to be AVAILABLE (e.g. in compose)",
     )
     parity.add_argument("--batch-size", type=int, default=256, metavar="B", help="(256)")
-    parity.set_defaults(handler=_parity)
+    parity.set_defaults(handler=_parity, precheck=_check_parity_flags)
 
 
 def _endpoint_args(parser: argparse.ArgumentParser) -> None:
@@ -73,8 +75,27 @@ def _endpoint_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _check_seconds(flag: str, value: float, *, zero_ok: bool) -> None:
+    """A duration must be a finite number (NaN would make a wait loop never end)."""
+    if not (math.isfinite(value) and (value >= 0 if zero_ok else value > 0)):
+        bound = ">= 0" if zero_ok else "> 0"
+        raise UserError(f"{flag} must be a finite number of seconds {bound}, got {value}")
+
+
+def _check_parity_flags(args: argparse.Namespace) -> None:
+    """Flag values `fmnist parity` refuses, checked before TensorFlow is imported."""
+    _check_seconds("--timeout", args.timeout, zero_ok=False)
+    _check_seconds("--wait", args.wait, zero_ok=True)
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.json:
+        check_output_file(args.json, "--json")
+
+
 def _client(args: argparse.Namespace):
     from fmnist.serving.client import GrpcClient, RestClient
+
+    _check_seconds("--timeout", args.timeout, zero_ok=False)
 
     options = {"timeout": args.timeout, "batch_size": getattr(args, "batch_size", 256)}
     if args.grpc:
@@ -132,6 +153,7 @@ def _parity(args: argparse.Namespace) -> int:
     from fmnist.parity import format_result
     from fmnist.serving.served_parity import run_served_parity
 
+    _check_parity_flags(args)
     if not args.bundle.exists():
         raise UserError(f"{args.bundle}: no such bundle or model directory")
     with _client(args) as client:
@@ -145,6 +167,7 @@ def _parity(args: argparse.Namespace) -> int:
             label=args.label,
             max_accuracy_drop_pp=args.max_accuracy_drop,
             min_agreement=args.min_agreement,
+            max_class_recall_drop_pp=args.max_class_recall_drop,
         )
     print(format_result(result))
     if args.json:

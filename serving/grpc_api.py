@@ -1,24 +1,26 @@
-"""TF Serving's gRPC services on the official stubs: PredictionService, ModelService, health.
+"""TF Serving's gRPC services, PredictionService and ModelService, as plain functions
+request -> response that `grpc_server` runs on its worker pool.
 
-Handlers run on the gRPC server's thread pool; each holds its servable (so a version
-being retired finishes the request) and aborts with TF Serving's status code on error.
+Each call holds its servable (so a version being retired finishes the request), records
+metrics, and fails with a `ServingError` carrying TF Serving's status code.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent import futures
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from google.protobuf import message
 from tensorflow_serving.apis import (
     classification_pb2,
+    get_model_metadata_pb2,
     get_model_status_pb2,
+    inference_pb2,
     input_pb2,
-    model_service_pb2_grpc,
+    model_management_pb2,
     predict_pb2,
-    prediction_service_pb2_grpc,
     regression_pb2,
 )
 
@@ -28,13 +30,24 @@ from fmnist.serving.servables import Servable, ServableRegistry
 from fmnist.serving.status import ServingError, invalid_argument
 
 SERVICE_NAMES = ("tensorflow.serving.PredictionService", "tensorflow.serving.ModelService")
-_MESSAGE_LIMIT = 1024  # TF Serving truncates gRPC error messages here, keeping trailers small
 
 
-def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> None:
-    if len(message) > _MESSAGE_LIMIT:
-        message = message[:_MESSAGE_LIMIT] + "...TRUNCATED"
-    context.abort(code, message)
+@dataclass(frozen=True)
+class Method:
+    """One unary method: its message types and `call(request, deadline)`, where `deadline` is a
+    `time.monotonic()` value or None; no `call` means UNIMPLEMENTED (as in TF Serving's stubs)."""
+
+    request: type[message.Message]
+    response: type[message.Message]
+    call: Callable[[Any, float | None], Any] | None = None
+
+    def parse(self, raw: bytes) -> Any:
+        try:
+            return self.request.FromString(raw)
+        except message.DecodeError:  # gRPC's own wording for an unparseable request
+            raise ServingError(
+                grpc.StatusCode.INTERNAL, "Exception deserializing request!"
+            ) from None
 
 
 class _Api:
@@ -52,20 +65,24 @@ class _Api:
 
     def _serve(
         self,
-        context: grpc.ServicerContext,
         method: str,
         request: Any,
-        handle: Callable[[Servable, Any], Any],
+        handle: Callable[[Servable | None, Any], Any],
         validate: Callable[[Any], None] | None = None,
         acquire: bool = True,
+        spec_of: Callable[[Any], Any] | None = None,
     ) -> Any:
         """Resolve the request's servable (unless `acquire` is off), run `handle`, record
-        metrics, and abort with the status code of any error."""
+        metrics; any failure is a ServingError with TF Serving's code. `spec_of` finds the
+        ModelSpec of requests that hold it elsewhere than in `model_spec`."""
         record = self.metrics.start("grpc", method)
         try:
-            if not request.HasField("model_spec"):
+            if spec_of is not None:
+                spec = spec_of(request)
+            elif not request.HasField("model_spec"):
                 raise invalid_argument("Missing ModelSpec")
-            spec = request.model_spec
+            else:
+                spec = request.model_spec
             if spec.name in self.registry.managers:
                 record.model = spec.name
             if validate is not None:
@@ -79,77 +96,190 @@ class _Api:
                 response = handle(None, request)
         except ServingError as err:
             self.metrics.finish(record, err.code.name)
-            _abort(context, err.code, err.message)
+            raise
         except Exception as err:  # a bug must not take the server down: report INTERNAL
             self.metrics.finish(record, "INTERNAL")
-            _abort(context, grpc.StatusCode.INTERNAL, f"{type(err).__name__}: {err}")
+            raise ServingError(grpc.StatusCode.INTERNAL, f"{type(err).__name__}: {err}") from None
         self.metrics.finish(record, "OK")
         return response
 
 
-class PredictionService(_Api, prediction_service_pb2_grpc.PredictionServiceServicer):
-    """Predict, Classify, Regress and GetModelMetadata (MultiInference is UNIMPLEMENTED)."""
+class PredictionService(_Api):
+    """Predict, Classify, Regress, MultiInference and GetModelMetadata."""
 
-    def Predict(self, request, context):
-        return self._serve(context, "predict", request, self._predict)
+    name = SERVICE_NAMES[0]
 
-    def Classify(self, request, context):
-        return self._serve(context, "classify", request, self._classify)
+    def methods(self) -> dict[str, Method]:
+        return {
+            "Predict": Method(
+                predict_pb2.PredictRequest, predict_pb2.PredictResponse, self.predict
+            ),
+            "Classify": Method(
+                classification_pb2.ClassificationRequest,
+                classification_pb2.ClassificationResponse,
+                self.classify,
+            ),
+            "Regress": Method(
+                regression_pb2.RegressionRequest, regression_pb2.RegressionResponse, self.regress
+            ),
+            "GetModelMetadata": Method(
+                get_model_metadata_pb2.GetModelMetadataRequest,
+                get_model_metadata_pb2.GetModelMetadataResponse,
+                self.metadata,
+            ),
+            "MultiInference": Method(
+                inference_pb2.MultiInferenceRequest,
+                inference_pb2.MultiInferenceResponse,
+                self.multi_inference,
+            ),
+        }
 
-    def Regress(self, request, context):
-        return self._serve(context, "regress", request, self._regress)
+    def predict(self, request: predict_pb2.PredictRequest, deadline: float | None):
+        def handle(servable: Servable, request: predict_pb2.PredictRequest):
+            inputs = {
+                alias: tensors.to_ndarray(proto, self.max_tensor_bytes, name=alias)
+                for alias, proto in request.inputs.items()
+            }
+            signature, outputs = servable.model.predict(
+                request.model_spec.signature_name,
+                inputs,
+                list(request.output_filter),
+                deadline=deadline,
+            )
+            response = predict_pb2.PredictResponse()
+            responses.fill_model_spec(response.model_spec, servable, signature)
+            for alias, value in outputs.items():
+                tensors.fill_tensor_proto(value, response.outputs[alias])
+            return response
 
-    def GetModelMetadata(self, request, context):
+        return self._serve("predict", request, handle)
+
+    def classify(self, request: classification_pb2.ClassificationRequest, deadline: float | None):
+        return self._examples(
+            "classify", request, classification_pb2.ClassificationResponse, deadline
+        )
+
+    def regress(self, request: regression_pb2.RegressionRequest, deadline: float | None):
+        return self._examples("regress", request, regression_pb2.RegressionResponse, deadline)
+
+    def _examples(self, method: str, request: Any, response_type: type, deadline: float | None):
+        """Classify or Regress: the request's tf.Examples through the version's signature."""
+
+        def handle(servable: Servable, request: Any):
+            run = getattr(servable.model, method)  # SavedModelVersion.classify / .regress
+            signature, result = run(
+                request.model_spec.signature_name,
+                serialized_examples(request.input),
+                self.method_check,
+                deadline=deadline,
+            )
+            response = response_type(result=result)
+            responses.fill_model_spec(response.model_spec, servable, signature)
+            return response
+
+        return self._serve(method, request, handle)
+
+    def multi_inference(self, request: inference_pb2.MultiInferenceRequest, deadline):
+        def handle(servable: Servable, request: inference_pb2.MultiInferenceRequest):
+            return run_multi_inference(servable.model, request, servable.version, deadline)
+
         return self._serve(
-            context,
+            "multi_inference", request, handle, validate=check_tasks, spec_of=_first_task_spec
+        )
+
+    def metadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest, _deadline):
+        return self._serve(
             "metadata",
             request,
             lambda servable, _: responses.metadata_response(servable),
             validate=lambda r: responses.check_metadata_fields(list(r.metadata_field)),
         )
 
-    def _predict(self, servable: Servable, request: predict_pb2.PredictRequest):
-        inputs = {
-            alias: tensors.to_ndarray(proto, self.max_tensor_bytes)
-            for alias, proto in request.inputs.items()
+
+class ModelService(_Api):
+    """GetModelStatus and HandleReloadConfigRequest."""
+
+    name = SERVICE_NAMES[1]
+
+    def methods(self) -> dict[str, Method]:
+        return {
+            "GetModelStatus": Method(
+                get_model_status_pb2.GetModelStatusRequest,
+                get_model_status_pb2.GetModelStatusResponse,
+                self.status,
+            ),
+            "HandleReloadConfigRequest": Method(
+                model_management_pb2.ReloadConfigRequest,
+                model_management_pb2.ReloadConfigResponse,
+                self.reload_config,
+            ),
         }
-        signature, outputs = servable.model.predict(
-            request.model_spec.signature_name, inputs, list(request.output_filter)
-        )
-        response = predict_pb2.PredictResponse()
-        responses.fill_model_spec(response.model_spec, servable, signature)
-        for alias, value in outputs.items():
-            tensors.fill_tensor_proto(value, response.outputs[alias])
+
+    def reload_config(self, request: model_management_pb2.ReloadConfigRequest, _deadline):
+        record = self.metrics.start("grpc", "reload_config")
+        try:
+            response = _reload(self.registry, request)
+        except ServingError as err:
+            self.metrics.finish(record, err.code.name)
+            raise
+        self.metrics.finish(record, "OK")
         return response
 
-    def _classify(self, servable: Servable, request: classification_pb2.ClassificationRequest):
-        signature, result = servable.model.classify(
-            request.model_spec.signature_name, serialized_examples(request.input), self.method_check
-        )
-        response = classification_pb2.ClassificationResponse(result=result)
-        responses.fill_model_spec(response.model_spec, servable, signature)
-        return response
+    def status(self, request: get_model_status_pb2.GetModelStatusRequest, _deadline):
+        def handle(_, request: get_model_status_pb2.GetModelStatusRequest):
+            spec = request.model_spec
+            # As in TF Serving, only an explicit version narrows the answer; labels don't.
+            version = spec.version.value if spec.HasField("version") else None
+            return responses.model_status_response(self.registry.status(spec.name, version))
 
-    def _regress(self, servable: Servable, request: regression_pb2.RegressionRequest):
-        signature, result = servable.model.regress(
-            request.model_spec.signature_name, serialized_examples(request.input), self.method_check
-        )
-        response = regression_pb2.RegressionResponse(result=result)
-        responses.fill_model_spec(response.model_spec, servable, signature)
-        return response
+        return self._serve("status", request, handle, acquire=False)
 
 
-class ModelService(_Api, model_service_pb2_grpc.ModelServiceServicer):
-    """GetModelStatus (HandleReloadConfigRequest is UNIMPLEMENTED)."""
+def _first_task_spec(request: inference_pb2.MultiInferenceRequest) -> Any:
+    """TF Serving serves a MultiInference from the servable of its first task's ModelSpec."""
+    if not request.tasks:
+        raise invalid_argument("Expected at least one task")
+    return request.tasks[0].model_spec
 
-    def GetModelStatus(self, request, context):
-        return self._serve(context, "status", request, self._status, acquire=False)
 
-    def _status(self, _, request: get_model_status_pb2.GetModelStatusRequest):
-        spec = request.model_spec
-        # As in TF Serving, only an explicit version narrows the answer; labels don't.
-        version = spec.version.value if spec.HasField("version") else None
-        return responses.model_status_response(self.registry.status(spec.name, version))
+def check_tasks(request: inference_pb2.MultiInferenceRequest) -> None:
+    """TF Serving's request-level MultiInference checks, before any model runs."""
+    model_name = ""
+    for task in request.tasks:
+        if not task.model_spec.name:
+            raise invalid_argument("Found ModelSpec with an empty model name.")
+        if not model_name:
+            model_name = task.model_spec.name
+        elif task.model_spec.name != model_name:
+            raise invalid_argument(
+                "All ModelSpecs in a MultiInferenceRequest must access the same model name."
+            )
+
+
+def run_multi_inference(
+    model: Any,
+    request: inference_pb2.MultiInferenceRequest,
+    version: int | None = None,
+    deadline: float | None = None,
+) -> inference_pb2.MultiInferenceResponse:
+    """Every task of a MultiInferenceRequest over its shared Input, in one model run."""
+    if not request.tasks:
+        raise invalid_argument("Expected at least one task")
+    check_tasks(request)
+    tasks = [(t.model_spec.signature_name, t.method_name) for t in request.tasks]
+    results = model.multi_inference(tasks, serialized_examples(request.input), deadline=deadline)
+    response = inference_pb2.MultiInferenceResponse()
+    for task, (signature_name, result) in zip(request.tasks, results, strict=True):
+        entry = response.results.add()
+        entry.model_spec.name = task.model_spec.name
+        entry.model_spec.signature_name = signature_name
+        if version is not None:
+            entry.model_spec.version.value = version
+        if isinstance(result, classification_pb2.ClassificationResult):
+            entry.classification_result.CopyFrom(result)
+        else:
+            entry.regression_result.CopyFrom(result)
+    return response
 
 
 def serialized_examples(request_input: input_pb2.Input) -> list[bytes]:
@@ -165,47 +295,19 @@ def serialized_examples(request_input: input_pb2.Input) -> list[bytes]:
     return []
 
 
-class HealthService(health.HealthServicer):
-    """The standard gRPC health service, which also ends its Watch streams at shutdown."""
+def _reload(registry: ServableRegistry, request: model_management_pb2.ReloadConfigRequest):
+    """Serve the request's ModelServerConfig from now on (blocks until its models loaded)."""
+    from fmnist.errors import UserError
+    from fmnist.serving.server_config import models_from_proto
 
-    def shut_down(self) -> None:
-        """Every service NOT_SERVING, then every Watch stream closed (status OK), as gRPC's C++
-        servers do: an open stream would otherwise hold a graceful stop to its deadline."""
-        self.enter_graceful_shutdown()
-        with self._lock:  # the library keeps no public list of its watchers
-            watchers = [w for ws in self._send_response_callbacks.values() for w in ws]
-        for send in watchers:
-            send(None)
-
-
-def build_server(
-    registry: ServableRegistry,
-    metrics: Metrics,
-    *,
-    threads: int,
-    max_message_bytes: int,
-    method_check: bool = False,
-    health_check: bool = False,
-) -> tuple[grpc.Server, HealthService | None]:
-    """A grpc.Server with the services registered (not yet bound or started)."""
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
-        options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", -1),
-            ("grpc.so_reuseport", 0),
-        ],
-    )
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionService(registry, metrics, method_check, max_message_bytes), server
-    )
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-        ModelService(registry, metrics), server
-    )
-    health_servicer = None
-    if health_check:
-        health_servicer = HealthService()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        for service in ("", *SERVICE_NAMES):
-            health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-    return server, health_servicer
+    if request.config.WhichOneof("config") != "model_config_list":
+        raise invalid_argument(
+            "ServerModelConfig type not supported by HandleReloadConfigRequest. Only "
+            "ModelConfigList is currently supported"
+        )
+    try:
+        models = models_from_proto(request.config, "ReloadConfigRequest")
+    except UserError as err:
+        raise invalid_argument(str(err)) from None
+    registry.reload(models)
+    return model_management_pb2.ReloadConfigResponse()

@@ -1,10 +1,12 @@
 """The REST port: a Tornado HTTP server on its own event-loop thread, handing work to a pool.
 
-The event loop only moves bytes: each request body is streamed in with a size limit
-(413 with a JSON error, before reading, when Content-Length is over it), then
-`RestApi.handle` runs on a thread pool with the REST timeout. Stopping closes the
-listener, lets in-flight requests finish (telling keep-alive clients to close), then
-closes the remaining connections.
+The event loop only moves bytes: each request body is streamed into one buffer with a
+size limit (413 with a JSON error, before reading, when Content-Length is over it), then
+`RestApi.handle` runs on a thread pool. The REST timeout counts from the request's
+headers: at its deadline the client gets a 504 and the handler, which checks the same
+deadline while decoding, running and encoding, stops its work, so a timed-out request
+frees its thread. Stopping closes the listener, lets in-flight requests finish (telling
+keep-alive clients to close), then closes the remaining connections.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import tornado.httpserver
+import tornado.iostream
 import tornado.netutil
 import tornado.web
 
+from fmnist.serving import http_limits
 from fmnist.serving.metrics import Metrics
 from fmnist.serving.rest_api import RestApi
 
@@ -71,8 +75,11 @@ class HttpServer:
             routes.append((re.escape(self.metrics_path), _MetricsHandler, {"server": self}))
         routes.append((r".*", _ApiHandler, {"server": self}))
         app = tornado.web.Application(routes, log_function=lambda handler: None)
-        self._server = tornado.httpserver.HTTPServer(
-            app, max_body_size=self.max_body_bytes * _CHUNKED_SLACK, idle_connection_timeout=60
+        self._server = _JsonErrorHTTPServer(
+            app,
+            max_body_size=self.max_body_bytes * _CHUNKED_SLACK,
+            max_header_size=http_limits.HEADER_READ_LIMIT,
+            idle_connection_timeout=60,
         )
         self._server.add_sockets(sockets)
         ready.set()
@@ -98,10 +105,21 @@ class HttpServer:
         await self._server.close_all_connections()
 
 
+class _JsonErrorHTTPServer(tornado.httpserver.HTTPServer):
+    """Tornado's HTTP server, with connections that answer malformed requests in JSON."""
+
+    def handle_stream(self, stream: tornado.iostream.IOStream, address: tuple) -> None:
+        if type(stream) is tornado.iostream.IOStream:  # plain TCP (no TLS here)
+            stream.__class__ = http_limits.JsonErrorStream  # adds behaviour, no state
+        super().handle_stream(stream, address)
+
+
 class _Handler(tornado.web.RequestHandler):
     def initialize(self, server: HttpServer) -> None:
         self.server = server
         self._counted = False
+        self._body = bytearray()
+        self._size = 0
 
     def prepare(self):
         self.server.in_flight += 1
@@ -109,6 +127,10 @@ class _Handler(tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json")
         if self.server.draining:
             self.set_header("Connection", "close")
+        over = http_limits.limit_error(self.request.uri, list(self.request.headers.get_all()))
+        if over is not None:
+            self.set_header("Connection", "close")
+            self._reply(over[0], json.dumps({"error": over[1]}).encode())
 
     def _done(self) -> None:
         if self._counted:
@@ -135,20 +157,22 @@ class _ApiHandler(_Handler):
     """Every path but the metrics one: TF Serving answers /v1/...; anything else is 404."""
 
     def prepare(self):
+        self._deadline = time.monotonic() + self.server.timeout_s
         super().prepare()
-        self._chunks: list[bytes] = []
-        self._size = 0
+        if self._finished:
+            return
         length = self.request.headers.get("Content-Length", "0")
         if length.isdigit() and int(length) > self.server.max_body_bytes:
             self.set_header("Connection", "close")  # don't read a body we refuse
             self._too_large()
 
     def data_received(self, chunk: bytes) -> None:
+        # One growing buffer (realloc, mremap for big ones): no chunk list joined into a copy.
         self._size += len(chunk)
         if self._size <= self.server.max_body_bytes:
-            self._chunks.append(chunk)
+            self._body += chunk
         else:
-            self._chunks.clear()  # keep reading to answer, but keep nothing
+            self._body = bytearray()  # keep reading to answer, but keep nothing
 
     def _too_large(self) -> None:
         limit = self.server.max_body_bytes
@@ -160,18 +184,25 @@ class _ApiHandler(_Handler):
         path = self.request.path
         if not path.lower().startswith("/v1/"):
             return self._reply(404, json.dumps({"error": f"Not found: {path}"}).encode())
+        body, self._body = self._body, bytearray()
         work = self.server.pool.submit(
-            self.server.api.handle, self.request.method, path, b"".join(self._chunks)
+            self.server.api.handle, self.request.method, path, body, self._deadline
         )
+        del body
+        remaining = max(0.0, self._deadline - time.monotonic())
         try:
-            status, body = await asyncio.wait_for(
-                asyncio.wrap_future(work), timeout=self.server.timeout_s
-            )
+            # On timeout, wait_for cancels the work if it has not started; running work
+            # sees the same deadline and stops at its next check.
+            status, answer = await asyncio.wait_for(asyncio.wrap_future(work), remaining)
         except asyncio.TimeoutError:
-            timeout_ms = round(self.server.timeout_s * 1000)
-            status = 504
-            body = json.dumps({"error": f"Request timed out after {timeout_ms} ms"}).encode()
-        self._reply(status, body)
+            status, answer = 504, self._timed_out()
+        if status == 504:
+            answer = self._timed_out()
+        self._reply(status, answer)
+
+    def _timed_out(self) -> bytes:
+        timeout_ms = round(self.server.timeout_s * 1000)
+        return json.dumps({"error": f"Request timed out after {timeout_ms} ms"}).encode()
 
     # TF Serving answers GET and POST; any other method is a "Malformed request" (400).
     get = post = put = delete = patch = options = head = _handle

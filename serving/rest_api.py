@@ -19,11 +19,12 @@ from urllib.parse import unquote
 import numpy as np
 from tensorflow.core.example import example_pb2, feature_pb2
 
-from fmnist.serving import responses, tensors
+from fmnist.serving import json_fast, responses, tensors
+from fmnist.serving.json_fast import NumericSpan
 from fmnist.serving.metrics import Metrics, RequestRecord
 from fmnist.serving.servables import Servable, ServableRegistry
 from fmnist.serving.signatures import DEFAULT_SIGNATURE
-from fmnist.serving.status import ServingError, invalid_argument
+from fmnist.serving.status import Code, ServingError, invalid_argument
 
 _VERSION = r"(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?"
 _POST_PATH = re.compile(rf"/v1/models/([^/:]+){_VERSION}:(classify|regress|predict)", re.I)
@@ -39,10 +40,19 @@ class RestApi:
         self.metrics = metrics
         self.method_check = method_check
 
-    def handle(self, http_method: str, path: str, body: bytes) -> tuple[int, bytes]:
+    def handle(
+        self,
+        http_method: str,
+        path: str,
+        body: bytes | bytearray,
+        deadline: float | None = None,
+    ) -> tuple[int, bytes]:
+        """(HTTP status, JSON body); work stops with DEADLINE_EXCEEDED (504) after `deadline`
+        (a `time.monotonic()` value), checked while decoding, running and encoding."""
         record = self.metrics.start("rest", "unknown")
         try:
-            payload = self._dispatch(http_method, path, body, record)
+            json_fast.check_deadline(deadline)
+            payload = self._dispatch(http_method, path, body, record, deadline)
         except ServingError as err:
             self.metrics.finish(record, err.code.name)
             return err.http_status, _dump({"error": err.message})
@@ -53,9 +63,16 @@ class RestApi:
             self.metrics.finish(record, "INTERNAL")
             return 500, _dump({"error": f"{type(err).__name__}: {err}"})
         self.metrics.finish(record, "OK")
-        return 200, _dump(payload)
+        return 200, payload if isinstance(payload, bytes) else _dump(payload)
 
-    def _dispatch(self, http_method: str, path: str, body: bytes, record: RequestRecord) -> Any:
+    def _dispatch(
+        self,
+        http_method: str,
+        path: str,
+        body: bytes | bytearray,
+        record: RequestRecord,
+        deadline: float | None,
+    ) -> Any:
         malformed = invalid_argument(f"Malformed request: {http_method} {path}")
         pattern = {"POST": _POST_PATH, "GET": _GET_PATH}.get(http_method)
         match = pattern.fullmatch(path) if pattern else None
@@ -80,20 +97,24 @@ class RestApi:
                     return responses.metadata_json(servable)
             # As in TF Serving, a label does not narrow a status request.
             return responses.model_status_json(self.registry.status(name, version))
-        doc = _parse_json(body)
+        doc = _parse_json(body, deadline, fast=record.method == "predict")
         signature_name = doc.get("signature_name", "")
         if not isinstance(signature_name, str):
             raise invalid_argument(
                 "JSON Value: not formatted correctly. 'signature_name' key must be a string value."
             )
         if record.method == "predict":
-            return self._predict(doc, name, version, label, signature_name, record)
+            return self._predict(doc, name, version, label, signature_name, record, deadline)
         examples = _examples(doc, record.method)
         with self._acquire(name, version, label, record) as servable:
             if record.method == "classify":
-                _, result = servable.model.classify(signature_name, examples, self.method_check)
+                _, result = servable.model.classify(
+                    signature_name, examples, self.method_check, deadline=deadline
+                )
                 return {"results": [_classes_json(c) for c in result.classifications]}
-            _, result = servable.model.regress(signature_name, examples, self.method_check)
+            _, result = servable.model.regress(
+                signature_name, examples, self.method_check, deadline=deadline
+            )
             values = np.array([r.value for r in result.regressions], dtype=np.float32)
             return {"results": tensors.to_json(values, "")}
 
@@ -113,7 +134,8 @@ class RestApi:
         label: str | None,
         signature_name: str,
         record: RequestRecord,
-    ) -> dict[str, Any]:
+        deadline: float | None,
+    ) -> bytes:
         with self._acquire(name, version, label, record) as servable:
             signature = _signature(servable, signature_name)
             if "instances" in doc and "inputs" in doc:
@@ -122,26 +144,29 @@ class RestApi:
                     "to exist"
                 )
             if "instances" in doc:
-                inputs, row = _row_inputs(doc["instances"], signature.inputs), True
+                inputs, row = _row_inputs(doc["instances"], signature.inputs, deadline), True
             elif "inputs" in doc:
-                inputs, row = _columnar_inputs(doc["inputs"], signature.inputs), False
+                inputs = _columnar_inputs(doc["inputs"], signature.inputs, deadline)
+                row = False
             else:
                 raise invalid_argument("Missing 'inputs' or 'instances' key")
-            _, outputs = servable.model.predict(signature_name, inputs)
-        return _row_outputs(outputs) if row else _columnar_outputs(outputs)
+            _, outputs = servable.model.predict(signature_name, inputs, deadline=deadline)
+        del inputs, doc  # the request's arrays are not needed while the response is written
+        if row:
+            return _row_outputs(outputs, deadline)
+        return _columnar_outputs(outputs, deadline)
 
 
-def _dump(payload: Any) -> bytes:
-    # allow_nan: TF Serving writes NaN and (-)Infinity as bare tokens, and reads them too.
-    return json.dumps(payload, allow_nan=True, separators=(",", ":")).encode()
+_dump = tensors.dump_json
 
 
-def _parse_json(body: bytes) -> dict[str, Any]:
-    if not body.strip():
+def _parse_json(body: bytes | bytearray, deadline: float | None, fast: bool) -> dict[str, Any]:
+    """The request document; `fast` leaves large numeric arrays as text (`NumericSpan`)."""
+    if not body or body.isspace():  # (no stripped copy of a large body)
         raise invalid_argument("JSON Parse error: The document is empty")
     try:
-        doc = json.loads(body)
-    except ValueError as err:  # JSONDecodeError, bad UTF-8, over-long integers
+        doc = json_fast.loads(body, deadline) if fast else json_fast.plain_loads(body)
+    except ValueError as err:  # JSONDecodeError, bad UTF-8
         raise invalid_argument(f"JSON Parse error: {err}") from None
     if not isinstance(doc, dict):
         raise invalid_argument(f"JSON Value: {_short(doc)} Is not object")
@@ -149,7 +174,10 @@ def _parse_json(body: bytes) -> dict[str, Any]:
 
 
 def _short(value: Any, limit: int = 80) -> str:
-    text = json.dumps(value)
+    if isinstance(value, NumericSpan):  # its text, as it came
+        text = bytes(memoryview(value.data)[value.start : value.start + limit + 1]).decode()
+    else:
+        text = json.dumps(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -167,13 +195,23 @@ def _is_object(value: Any) -> bool:
     return isinstance(value, dict) and not tensors.is_b64(value)
 
 
-def _row_inputs(instances: Any, infos) -> dict[str, np.ndarray]:
+def _row_inputs(instances: Any, infos, deadline: float | None) -> dict[str, np.ndarray]:
     """`instances`: a list with one item per batch row, plain values or {input: value} objects."""
+    names = sorted(infos)
+    if isinstance(instances, NumericSpan):  # a plain array of numbers, left as text
+        if len(names) > 1:
+            raise invalid_argument(
+                "instances is a plain list, but expecting list of objects as multiple input "
+                "tensors required as per tensorinfo_map"
+            )
+        array = _converted(instances, infos[names[0]].dtype, "'instances' list", deadline)
+        if array.ndim == 0 or array.shape[0] == 0:
+            raise invalid_argument("No values in 'instances' array")
+        return {names[0]: array}
     if not isinstance(instances, list):
         raise invalid_argument("Expecting 'instances' to be an list/array")
     if not instances:
         raise invalid_argument("No values in 'instances' array")
-    names = sorted(infos)
     if not _is_object(instances[0]):
         if len(names) > 1:
             raise invalid_argument(
@@ -185,7 +223,9 @@ def _row_inputs(instances: Any, infos) -> dict[str, np.ndarray]:
                 raise invalid_argument(
                     f"Expecting value/list but got object at item {i} of input list"
                 )
-        return {names[0]: _converted(instances, infos[names[0]].dtype, "'instances' list")}
+        return {
+            names[0]: _converted(instances, infos[names[0]].dtype, "'instances' list", deadline)
+        }
     columns: dict[str, list[Any]] = {name: [] for name in names}
     for i, item in enumerate(instances):
         if not _is_object(item):
@@ -204,12 +244,12 @@ def _row_inputs(instances: Any, infos) -> dict[str, np.ndarray]:
         for name in names:
             columns[name].append(item[name])
     return {
-        name: _converted(values, infos[name].dtype, f"'instances' key {name}")
+        name: _converted(values, infos[name].dtype, f"'instances' key {name}", deadline)
         for name, values in columns.items()
     }
 
 
-def _columnar_inputs(value: Any, infos) -> dict[str, np.ndarray]:
+def _columnar_inputs(value: Any, infos, deadline: float | None) -> dict[str, np.ndarray]:
     """`inputs`: one value for a single-input signature, else an object of named values."""
     names = sorted(infos)
     if not _is_object(value):
@@ -218,23 +258,26 @@ def _columnar_inputs(value: Any, infos) -> dict[str, np.ndarray]:
                 "inputs is a plain value/list, but expecting an object as multiple input tensors "
                 "required as per tensorinfo_map"
             )
-        return {names[0]: _converted(value, infos[names[0]].dtype, "'inputs'")}
+        return {names[0]: _converted(value, infos[names[0]].dtype, "'inputs'", deadline)}
     missing = [name for name in names if name not in value]
     if missing:
         raise invalid_argument(f"Missing named input: {missing[0]} in 'inputs' object.")
     return {
-        name: _converted(value[name], infos[name].dtype, f"'inputs' key {name}") for name in names
+        name: _converted(value[name], infos[name].dtype, f"'inputs' key {name}", deadline)
+        for name in names
     }
 
 
-def _converted(value: Any, dt: int, where: str) -> np.ndarray:
+def _converted(value: Any, dt: int, where: str, deadline: float | None) -> np.ndarray:
     try:
-        return tensors.from_json(value, dt)
+        return tensors.from_json(value, dt, deadline)
     except ServingError as err:
+        if err.code != Code.INVALID_ARGUMENT:
+            raise
         raise invalid_argument(f"Failed to process {where}. Error: {err.message}") from None
 
 
-def _row_outputs(outputs: dict[str, np.ndarray]) -> dict[str, Any]:
+def _row_outputs(outputs: dict[str, np.ndarray], deadline: float | None) -> bytes:
     batch = None
     for name, value in sorted(outputs.items()):
         if value.ndim == 0:
@@ -245,21 +288,25 @@ def _row_outputs(outputs: dict[str, np.ndarray]) -> dict[str, Any]:
                 f"expecting: {batch}"
             )
         batch = value.shape[0]
-    columns = {name: tensors.to_json(value, name) for name, value in sorted(outputs.items())}
-    if len(columns) == 1:
-        return {"predictions": next(iter(columns.values()))}
-    return {
-        "predictions": [
-            dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)
-        ]
-    }
+    if len(outputs) == 1:
+        ((name, value),) = outputs.items()
+        parts = tensors.to_json_parts(value, name, deadline)
+    else:
+        parts = tensors.rows_json_parts(outputs, deadline)
+    return b"".join([b'{"predictions":', *parts, b"}"])
 
 
-def _columnar_outputs(outputs: dict[str, np.ndarray]) -> dict[str, Any]:
-    columns = {name: tensors.to_json(value, name) for name, value in sorted(outputs.items())}
-    if len(columns) == 1:
-        return {"outputs": next(iter(columns.values()))}
-    return {"outputs": columns}
+def _columnar_outputs(outputs: dict[str, np.ndarray], deadline: float | None) -> bytes:
+    if len(outputs) == 1:
+        ((name, value),) = outputs.items()
+        return b"".join([b'{"outputs":', *tensors.to_json_parts(value, name, deadline), b"}"])
+    if not outputs:
+        return b'{"outputs":{}}'
+    parts = [b'{"outputs":{']
+    for name, value in sorted(outputs.items()):
+        parts += [_dump(name), b":", *tensors.to_json_parts(value, name, deadline), b","]
+    parts[-1] = b"}}"
+    return b"".join(parts)
 
 
 def _classes_json(classifications) -> list[list[Any]]:

@@ -5,21 +5,23 @@ loads every newly aspired version completely before it becomes visible, and only
 retires versions that left the policy. A retired version stops taking new requests at
 once but is closed only when its last in-flight request has finished. A version that
 fails to load is reported (state END with the error) and not retried until its directory
-goes away, so a broken publish leaves the previous version serving.
+goes away, so a broken publish leaves the previous version serving. As in TF Serving's
+file-system source, a base path that is missing (or cannot be listed) changes nothing:
+the loaded versions keep serving; one that exists but holds no versions unloads them.
 """
 
 from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from fmnist.errors import UserError
-from fmnist.layout import list_versions
+from fmnist.layout import scan_versions
 from fmnist.serving.server_config import ModelConfig
 from fmnist.serving.status import ServingError, invalid_argument, not_found
 
@@ -59,10 +61,11 @@ class ModelManager:
         self._loader = loader
         self._log = log or _stderr
         self._lock = threading.Lock()
+        self._poll_lock = threading.Lock()
         self._servables: dict[int, Servable] = {}  # every version seen, for status
         self._latest: Servable | None = None  # highest AVAILABLE version
         self._failed: dict[int, Path] = {}  # load failures, until the directory goes away
-        self._warned_empty = False
+        self._base_state = "ok"  # ok | missing | empty | error: logged when it changes
 
     @property
     def name(self) -> str:
@@ -118,14 +121,15 @@ class ModelManager:
     # --- versions ------------------------------------------------------------------
 
     def poll(self) -> None:
-        """Bring the loaded versions in line with the base path and the version policy."""
-        on_disk = list_versions(self.config.base_path)
-        if not on_disk and not self._warned_empty:
-            self._log(
-                f"model {self.name}: no versions under {self.config.base_path} yet "
-                "(version directories are named by integers)"
-            )
-        self._warned_empty = not on_disk
+        """Bring the loaded versions in line with the base path and the version policy
+        (one poll at a time: the file-system poller and a config reload may both call it)."""
+        with self._poll_lock:
+            self._poll()
+
+    def _poll(self) -> None:
+        on_disk = self._scan()
+        if on_disk is None:
+            return  # keep serving what is loaded; a later poll recovers
         self._failed = {v: p for v, p in self._failed.items() if on_disk.get(v) == p}
         candidates = {v: p for v, p in on_disk.items() if v not in self._failed}
         for version in sorted(self.config.policy.select(candidates), reverse=True):
@@ -148,6 +152,38 @@ class ModelManager:
             self._log(f"model {self.name}: unloading version {servable.version}")
         for servable in drained:
             self._finish_unload(servable)
+
+    def _scan(self) -> dict[int, Path] | None:
+        """The versions on disk, or None when the base path cannot be read (logged once)."""
+        base = self.config.base_path
+        try:
+            on_disk = scan_versions(base)
+        except OSError as err:
+            on_disk, state = None, "error"
+            detail = f"cannot list base path {base}: {err.strerror or err}"
+        else:
+            state = "missing" if on_disk is None else "empty" if not on_disk else "ok"
+            detail = ""
+        if state != self._base_state:
+            previous, self._base_state = self._base_state, state
+            loaded = self._loaded_versions()
+            keeping = f"; keeping versions {loaded} loaded" if loaded else ""
+            if state == "missing":
+                self._log(f"model {self.name}: could not find base path {base}{keeping}")
+            elif state == "error":
+                self._log(f"model {self.name}: {detail}{keeping}")
+            elif state == "empty":
+                self._log(
+                    f"model {self.name}: no versions found under base path {base} "
+                    "(version directories are named by integers, e.g. /1/)"
+                )
+            elif previous in ("missing", "error"):
+                self._log(f"model {self.name}: base path {base} readable again")
+        return on_disk
+
+    def _loaded_versions(self) -> list[int]:
+        with self._lock:
+            return sorted(v for v, s in self._servables.items() if s.state == AVAILABLE)
 
     def _load(self, version: int, path: Path) -> None:
         servable = Servable(self.name, version, path, state=LOADING)
@@ -182,6 +218,26 @@ class ModelManager:
             close()
         self._log(f"model {self.name}: version {servable.version} unloaded")
 
+    def set_policy(self, config: ModelConfig) -> None:
+        """Take a reloaded config's version policy (labels follow via `set_labels`)."""
+        with self._lock:
+            self.config = replace(config, labels=self.config.labels)
+
+    def check_labels(self, labels: Mapping[str, int]) -> None:
+        """Each label must name an AVAILABLE version (TF Serving's rule on reload)."""
+        with self._lock:
+            for version in labels.values():
+                servable = self._servables.get(version)
+                if servable is None or servable.state != AVAILABLE:
+                    raise invalid_argument(
+                        f"Request to assign label to version {version} of model {self.name}, "
+                        "which is not currently available for inference"
+                    )
+
+    def set_labels(self, labels: Mapping[str, int]) -> None:
+        with self._lock:
+            self.config = replace(self.config, labels=dict(labels))
+
     def unload_all(self) -> None:
         with self._lock:
             live = [s for s in self._servables.values() if s.state == AVAILABLE]
@@ -197,8 +253,11 @@ class ServableRegistry:
     """All configured models, by name, and the file-system poller that keeps them current."""
 
     def __init__(self, models: tuple[ModelConfig, ...], loader: Loader, log: Log | None = None):
+        # Replaced whole (never mutated) on reload, so request threads read it without a lock.
         self.managers = {m.name: ModelManager(m, loader, log) for m in models}
+        self._loader = loader
         self._log = log or _stderr
+        self._reload_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -238,6 +297,38 @@ class ServableRegistry:
                         f"label '{label}' of model {manager.name} names version {version}, "
                         "which is not available"
                     ) from None
+
+    def reload(self, models: tuple[ModelConfig, ...]) -> None:
+        """Serve `models` from now on, as TF Serving's config reload does: new models load
+        (before they become visible), models that stay take their new policy and labels and
+        keep serving, removed ones stop taking requests and unload once drained. A label
+        that names no available version fails the reload and leaves the old labels."""
+        with self._reload_lock:
+            current = self.managers
+            managers = {}
+            for config in models:
+                manager = current.get(config.name)
+                if manager is None or manager.config.base_path != config.base_path:
+                    manager = ModelManager(config, self._loader, self._log)
+                else:
+                    manager.set_policy(config)
+                manager.poll()
+                managers[config.name] = manager
+            try:
+                for config in models:
+                    managers[config.name].check_labels(config.labels)
+            except ServingError:
+                for name, manager in managers.items():
+                    if current.get(name) is not manager:
+                        manager.unload_all()
+                raise
+            for config in models:
+                managers[config.name].set_labels(config.labels)
+            self.managers = managers
+            for name, manager in current.items():
+                if managers.get(name) is not manager:
+                    self._log(f"model {name}: removed from the config; unloading")
+                    manager.unload_all()
 
     def start_polling(self, interval: float) -> None:
         if interval <= 0:

@@ -51,13 +51,15 @@ def run_served_parity(
     tolerance: Tolerance | None = None,
     max_accuracy_drop_pp: float | None = None,
     min_agreement: float | None = None,
+    max_class_recall_drop_pp: float | None = None,
     batch_size: int | None = None,
 ) -> ParityResult:
     """Send the test set to the served model and compare with the bundle's float reference.
 
     `bundle` is a version directory, or the model directory (then the bundle of the version
     that answers is used). The tolerance defaults to the one export used (recorded in the
-    manifest); `max_accuracy_drop_pp` / `min_agreement` override parts of it.
+    manifest); `max_accuracy_drop_pp` / `min_agreement` /
+    `max_class_recall_drop_pp` override parts of it.
     """
     test = dataset.load_test(data_dir)
     if is_bundle(bundle):
@@ -65,7 +67,7 @@ def run_served_parity(
     else:  # ask one image first: which version answers, and is there a bundle for it?
         probe = client.predict(test.images[:1], version=version, label=label)
         manifest = resolve_bundle(bundle, probe.model_version)
-    expected = manifest.data["reference"].get("labels_sha256")
+    expected = manifest.reference.labels_sha256
     if expected and dataset.labels_sha256(test.labels) != expected:
         raise ManifestError(
             "the test labels differ from those the bundle's reference outputs were computed "
@@ -88,7 +90,9 @@ def run_served_parity(
         np.asarray(prediction.probabilities),
         test.labels,
         manifest.class_names,
-        (tolerance or manifest.tolerance).with_overrides(max_accuracy_drop_pp, min_agreement),
+        (tolerance or manifest.tolerance).with_overrides(
+            max_accuracy_drop_pp, min_agreement, max_class_recall_drop_pp
+        ),
         name=f"SavedModel over {client.api}",
         details={
             "endpoint": client.endpoint,

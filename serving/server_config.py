@@ -66,6 +66,37 @@ class ServerConfig:
     grpc_threads: int = 4 * (os.cpu_count() or 1)
     method_name_check: bool = False  # TF Serving's --enable_signature_method_name_check
     shutdown_grace_seconds: float = 30.0
+    model_warmup: bool = True  # TF Serving's --enable_model_warmup
+    config_file: str | None = None  # the --model_config_file, re-read every config_poll_seconds
+    config_poll_seconds: float = 0.0  # --model_config_file_poll_wait_seconds; 0: never
+    grpc_socket_path: str | None = None  # TF Serving's --grpc_socket_path: also gRPC on unix:PATH
+    grpc_channel_arguments: tuple[tuple[str, int | str], ...] = ()  # --grpc_channel_arguments
+
+
+def parse_grpc_channel_arguments(text: str) -> tuple[tuple[str, int | str], ...]:
+    """TF Serving's `--grpc_channel_arguments`: comma-separated `key=value` pairs for the gRPC
+    server; a value that parses as a 32-bit int is passed as an int, any other as a string."""
+    arguments = []
+    for item in text.split(","):
+        if not item.strip():
+            continue  # TF Serving's splitter skips empty pieces ("a=1,,b=2", a trailing comma)
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key or "=" in value:
+            raise UserError(
+                f"--grpc_channel_arguments: expected key=value, got {item!r} "
+                "(e.g. grpc.max_concurrent_streams=100,grpc.max_connection_age_ms=60000)"
+            )
+        arguments.append((key, _int32_or_text(value.strip())))
+    return tuple(arguments)
+
+
+def _int32_or_text(value: str) -> int | str:
+    try:
+        number = int(value)
+    except ValueError:
+        return value
+    return number if -(2**31) <= number < 2**31 else value
 
 
 def single_model(name: str, base_path: str | os.PathLike) -> tuple[ModelConfig, ...]:
@@ -82,6 +113,11 @@ def read_model_config_file(path: str | os.PathLike) -> tuple[ModelConfig, ...]:
 
     config = model_server_config_pb2.ModelServerConfig()
     _parse_text(path, config, "model config file")
+    return models_from_proto(config, str(path))
+
+
+def models_from_proto(config, path: str) -> tuple[ModelConfig, ...]:
+    """The models of a ModelServerConfig message; `path` names its source in errors."""
     if config.WhichOneof("config") != "model_config_list":
         raise UserError(f"{path}: only model_config_list is supported")
     models, names = [], set()
@@ -144,7 +180,14 @@ def _parse_text(path: str | os.PathLike, message, what: str) -> None:
     try:
         text_format.Parse(text, message)
     except text_format.ParseError as err:
-        raise UserError(f"invalid {what} {path}: {err}") from None
+        # Worded as TF Serving's protobuf parser logs it, since scripts grep for that prefix.
+        line, column = err.GetLine(), err.GetColumn()
+        where = f"{line}:{column}: " if line is not None else ""
+        reason = str(err).split(" : ", 1)[-1] if where else str(err)
+        raise UserError(
+            f"Error parsing text-format {message.DESCRIPTOR.full_name}: {where}{reason} "
+            f"(invalid {what}: '{path}')"
+        ) from None
 
 
 def _monitoring_config_class():

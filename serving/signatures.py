@@ -1,16 +1,19 @@
 """One SavedModel version, run the way TF Serving runs it: a session fed by signature tensor names.
 
-TF Serving loads a SavedModel into a session and feeds the tensors a SignatureDef names;
-it does not check request shapes against the signature (`{"instances": [1.0, 2.0]}`
-feeds a `[-1, 1]` placeholder). Eager `signatures[...]` calls check shapes and cost
-~6x more per call, so each version gets its own graph and session, and one compiled
-session callable per (inputs, outputs) combination, built once and reused.
+TF Serving loads a SavedModel into a session and feeds the tensors a SignatureDef names.
+Eager `signatures[...]` calls cost ~6x more per call, so each version gets its own graph
+and session, and one compiled session callable per (inputs, outputs) combination, built
+once and reused. Inputs are checked against the signature first (`validation`: a wrong
+rank can abort the process inside a kernel), and large batches run in chunks of
+`validation.CHUNK_ROWS` rows, so a request at the size limit does not hold every
+intermediate tensor of the whole batch at once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -20,8 +23,9 @@ from google.protobuf import text_format
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import classification_pb2, regression_pb2
 
-from fmnist.serving import tensors
-from fmnist.serving.status import ServingError, failed_precondition, invalid_argument
+from fmnist.serving import tensors, validation
+from fmnist.serving.status import Code, ServingError, failed_precondition, invalid_argument
+from fmnist.serving.validation import TensorSpec
 
 SERVE_TAG = "serve"
 DEFAULT_SIGNATURE = "serving_default"
@@ -29,6 +33,7 @@ PREDICT_METHOD = "tensorflow/serving/predict"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
 _MAX_CALLABLES = 64
+ExampleResult = classification_pb2.ClassificationResult | regression_pb2.RegressionResult
 
 
 class LoadError(Exception):
@@ -104,31 +109,77 @@ class SavedModelVersion:
         names = tuple(feeds)
         try:
             fn = self._callable(names, tuple(fetches))
-            return fn(*(feeds[name] for name in names))
+            values = fn(*(feeds[name] for name in names))
         except tf.errors.OpError as err:
             raise ServingError.from_number(err.error_code, err.message) from None
         except (ValueError, TypeError) as err:
             raise invalid_argument(str(err)) from None
+        return [_ndarray(value) for value in values]
+
+    def run_batched(
+        self,
+        feeds: Mapping[str, np.ndarray],
+        fetches: Sequence[str],
+        rows: int | None,
+        *,
+        deadline: float | None = None,
+    ) -> list[np.ndarray]:
+        """`run`, in chunks (`validation.chunk_rows`) along dimension 0 when `rows` is a batch
+        size every feed shares (None: run whole). `deadline` (a `time.monotonic()` value) is
+        checked before each chunk: past it, DEADLINE_EXCEEDED and no further chunk runs."""
+        size = rows and validation.chunk_rows(rows, sum(v.nbytes for v in feeds.values()))
+        if rows is None or rows <= size:
+            _check_deadline(deadline, 0, rows)
+            return self.run(feeds, fetches)
+        parts: list[list[np.ndarray]] = []
+        for start, stop in validation.chunks(rows, size):
+            _check_deadline(deadline, start, rows)
+            values = self.run({name: value[start:stop] for name, value in feeds.items()}, fetches)
+            if any(v.ndim == 0 or v.shape[0] != stop - start for v in values):
+                # An output without the batch dimension: this graph cannot be split.
+                _check_deadline(deadline, 0, rows)
+                return self.run(feeds, fetches)
+            parts.append(values)
+        return [np.concatenate(column) for column in zip(*parts, strict=True)]
 
     def predict(
         self,
         signature_name: str,
         inputs: Mapping[str, np.ndarray],
         output_filter: Sequence[str] = (),
+        *,
+        deadline: float | None = None,
     ) -> tuple[str, dict[str, np.ndarray]]:
-        """Run a signature on named inputs; returns the effective signature name and outputs."""
+        """Run a signature on named inputs; returns the effective signature name and outputs.
+
+        Inputs are validated before anything runs; a zero-row batch returns empty outputs
+        of the declared shapes; `deadline` as in `run_batched`."""
         name = signature_name or DEFAULT_SIGNATURE
         signature = self.signature_defs.get(name)
         if signature is None:
             raise failed_precondition(f'Serving signature key "{name}" not found.')
-        feeds = self._feeds(signature, inputs)
+        feeds = self._feeds(name, signature, inputs)
         aliases = _output_aliases(signature, output_filter)
-        values = self.run(feeds, [signature.outputs[a].name for a in aliases])
+        specs = _specs(signature.inputs)
+        outputs = [TensorSpec.from_tensor_info(a, signature.outputs[a]) for a in aliases]
+        shapes = {alias: feeds[signature.inputs[alias].name].shape for alias in signature.inputs}
+        rows = validation.batch_rows(specs, shapes, outputs)
+        if rows == 0 and all(validation.conforms(specs[a], shapes[a]) for a in specs):
+            empty = _empty_outputs(signature, aliases)
+            if empty is not None:
+                return name, empty
+        fetches = [signature.outputs[a].name for a in aliases]
+        values = self.run_batched(feeds, fetches, rows, deadline=deadline)
         return name, dict(zip(aliases, values, strict=True))
 
     def _feeds(
-        self, signature: meta_graph_pb2.SignatureDef, inputs: Mapping[str, np.ndarray]
+        self,
+        signature_name: str,
+        signature: meta_graph_pb2.SignatureDef,
+        inputs: Mapping[str, np.ndarray],
     ) -> dict[str, np.ndarray]:
+        """Graph tensor name -> value for the signature's inputs (defaults fill the missing
+        ones); names, dtypes and shapes are checked here, before anything runs."""
         expected, defaults = signature.inputs, signature.defaults
         missing = set(expected) - set(inputs) - set(defaults)
         extra = set(inputs) - set(expected)
@@ -150,14 +201,99 @@ class SavedModelVersion:
                     f"input '{alias}' is {tensors.dtype_name(actual)} but the signature "
                     f"expects {tensors.dtype_name(info.dtype)}"
                 )
+            if alias in inputs:  # a default is the model's own value, fed as it is
+                validation.check_shape(
+                    signature_name, TensorSpec.from_tensor_info(alias, info), value.shape
+                )
             feeds[info.name] = value
         return feeds
 
     def classify(
-        self, signature_name: str, examples: Sequence[bytes], check_method: bool = False
+        self,
+        signature_name: str,
+        examples: Sequence[bytes],
+        check_method: bool = False,
+        *,
+        deadline: float | None = None,
     ) -> tuple[str, classification_pb2.ClassificationResult]:
-        """Classify serialized tf.Examples with a classify-shaped signature."""
+        """Classify serialized tf.Examples with a classify-shaped signature (in chunks;
+        `deadline` as in `run_batched`)."""
         name, signature = self._example_signature(signature_name, CLASSIFY_METHOD, check_method)
+        aliases = self._classify_aliases(name, signature)
+        values = self._run_examples(signature, examples, aliases, deadline)
+        outputs = dict(zip(aliases, values, strict=True))
+        return name, _classification_result(outputs, len(examples))
+
+    def regress(
+        self,
+        signature_name: str,
+        examples: Sequence[bytes],
+        check_method: bool = False,
+        *,
+        deadline: float | None = None,
+    ) -> tuple[str, regression_pb2.RegressionResult]:
+        """Regress serialized tf.Examples with a regress-shaped signature (in chunks;
+        `deadline` as in `run_batched`)."""
+        name, signature = self._example_signature(signature_name, REGRESS_METHOD, check_method)
+        self._regress_signature(name, signature)
+        (values,) = self._run_examples(signature, examples, ["outputs"], deadline)
+        return name, _regression_result(values, len(examples))
+
+    def multi_inference(
+        self,
+        tasks: Sequence[tuple[str, str]],
+        examples: Sequence[bytes],
+        *,
+        deadline: float | None = None,
+    ) -> list[tuple[str, ExampleResult]]:
+        """Classify and regress the same tf.Examples in one session run, for (signature name,
+        method name) tasks, with TF Serving's multi_inference checks and wording; returns
+        (effective signature name, result) per task, in order."""
+        seen: set[str] = set()
+        input_name, fetches = None, {}
+        for signature_name, method in tasks:
+            name = signature_name or DEFAULT_SIGNATURE
+            if name in seen:
+                raise invalid_argument(f"Duplicate evaluation of signature: {name}")
+            seen.add(name)
+            if name not in self.signature_defs:
+                raise invalid_argument(f"Requested signature not found in model graph: {name}")
+            if method == CLASSIFY_METHOD:
+                self._classify_aliases(*self._example_signature(name, method, False))
+            elif method == REGRESS_METHOD:
+                self._regress_signature(*self._example_signature(name, method, False))
+            else:
+                raise ServingError(
+                    Code.UNIMPLEMENTED, f"Unsupported signature method_name: {method}"
+                )
+            signature = self.signature_defs[name]
+            if input_name is None:
+                input_name = signature.inputs["inputs"].name
+            elif input_name != signature.inputs["inputs"].name:
+                raise invalid_argument("Input tensor must be the same for all Signatures.")
+            for alias, info in signature.outputs.items():
+                fetches[info.name] = TensorSpec.from_tensor_info(alias, info)
+        if not examples:
+            raise invalid_argument("Input is empty.")
+        batch = np.empty(len(examples), dtype=object)
+        batch[:] = list(examples)
+        rows = len(examples)
+        if any(o.shape is not None and not o.batched for o in fetches.values()):
+            rows = None
+        values = self.run_batched({input_name: batch}, list(fetches), rows, deadline=deadline)
+        by_tensor = dict(zip(fetches, values, strict=True))
+        results = []
+        for signature_name, method in tasks:
+            name = signature_name or DEFAULT_SIGNATURE
+            outputs = {a: by_tensor[i.name] for a, i in self.signature_defs[name].outputs.items()}
+            if method == CLASSIFY_METHOD:
+                picked = {a: outputs[a] for a in ("classes", "scores") if a in outputs}
+                results.append((name, _classification_result(picked, len(examples))))
+            else:
+                results.append((name, _regression_result(outputs["outputs"], len(examples))))
+        return results
+
+    def _classify_aliases(self, _name: str, signature: meta_graph_pb2.SignatureDef) -> list[str]:
         if len(signature.outputs) not in (1, 2):
             raise invalid_argument(
                 f"Expected one or two output Tensors, found {len(signature.outputs)}"
@@ -168,20 +304,13 @@ class SavedModelVersion:
                 'Expected classification signature outputs to contain at least one of "classes" '
                 'or "scores".'
             )
-        outputs = dict(zip(aliases, self._run_examples(signature, examples, aliases), strict=True))
-        return name, _classification_result(outputs, len(examples))
+        return aliases
 
-    def regress(
-        self, signature_name: str, examples: Sequence[bytes], check_method: bool = False
-    ) -> tuple[str, regression_pb2.RegressionResult]:
-        """Regress serialized tf.Examples with a regress-shaped signature."""
-        name, signature = self._example_signature(signature_name, REGRESS_METHOD, check_method)
+    def _regress_signature(self, _name: str, signature: meta_graph_pb2.SignatureDef) -> None:
         if len(signature.outputs) != 1:
             raise invalid_argument("Expected one output Tensor.")
         if "outputs" not in signature.outputs:
             raise invalid_argument("No regression outputs found in SignatureDef.")
-        (values,) = self._run_examples(signature, examples, ["outputs"])
-        return name, _regression_result(values, len(examples))
 
     def _example_signature(
         self, signature_name: str, method: str, check_method: bool
@@ -203,14 +332,59 @@ class SavedModelVersion:
         return name, signature
 
     def _run_examples(
-        self, signature: meta_graph_pb2.SignatureDef, examples: Sequence[bytes], aliases: list[str]
+        self,
+        signature: meta_graph_pb2.SignatureDef,
+        examples: Sequence[bytes],
+        aliases: list[str],
+        deadline: float | None,
     ) -> list[np.ndarray]:
         if not examples:
             raise invalid_argument("Input is empty.")
         batch = np.empty(len(examples), dtype=object)
         batch[:] = list(examples)
         feeds = {signature.inputs["inputs"].name: batch}
-        return self.run(feeds, [signature.outputs[a].name for a in aliases])
+        outputs = [TensorSpec.from_tensor_info(a, signature.outputs[a]) for a in aliases]
+        # The examples are a vector, whatever the signature declares: split it unless an
+        # output is declared without a batch dimension.
+        rows = len(examples)
+        if any(o.shape is not None and not o.batched for o in outputs):
+            rows = None
+        fetches = [signature.outputs[a].name for a in aliases]
+        return self.run_batched(feeds, fetches, rows, deadline=deadline)
+
+
+def _ndarray(value: object) -> np.ndarray:
+    """A session result as an array: scalars come back as numpy scalars, or plain `bytes`
+    for DT_STRING (held as a 0-d object array, like every string tensor here)."""
+    if not isinstance(value, (bytes, str)):
+        return np.asarray(value)
+    array = np.empty((), dtype=object)
+    array[()] = value
+    return array
+
+
+def _specs(infos: Mapping[str, meta_graph_pb2.TensorInfo]) -> dict[str, TensorSpec]:
+    return {alias: TensorSpec.from_tensor_info(alias, info) for alias, info in infos.items()}
+
+
+def _check_deadline(deadline: float | None, done: int, rows: int | None) -> None:
+    if deadline is not None and time.monotonic() >= deadline:
+        progress = f" after {done} of {rows} rows" if done else ""
+        raise ServingError(Code.DEADLINE_EXCEEDED, f"Deadline Exceeded{progress}")
+
+
+def _empty_outputs(
+    signature: meta_graph_pb2.SignatureDef, aliases: Sequence[str]
+) -> dict[str, np.ndarray] | None:
+    """Zero-row outputs when every output's declaration fixes its shape, else None (run it)."""
+    empty = {}
+    for alias in aliases:
+        info = signature.outputs[alias]
+        shape = validation.empty_output_shape(TensorSpec.from_tensor_info(alias, info))
+        if shape is None or info.dtype not in tensors.SUPPORTED_DTYPES:
+            return None
+        empty[alias] = np.empty(shape, dtype=tensors.numpy_dtype(info.dtype))
+    return empty
 
 
 def _output_aliases(

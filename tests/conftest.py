@@ -17,6 +17,21 @@ FIXTURES = SHARED / "fixtures" / "tf-serving-testdata"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+UNIT_TESTS = REPO / "tests" / "unit"
+
+# The tiny test CNN's int8 copy loses ~1.2 pp of Coat recall (a few dozen images per class
+# decide it), so its exports record this looser per-class limit instead of the 1.0 pp default.
+TINY_CLASS_RECALL_DROP_PP = 5.0
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything outside tests/unit/ is an integration test (TensorFlow, data, processes),
+    so `pytest -m "not integration"` is the fast layer."""
+    for item in items:
+        if UNIT_TESTS not in Path(item.path).parents:
+            item.add_marker(pytest.mark.integration)
+
+
 def _find_data_dir() -> Path | None:
     for candidate in (os.environ.get(DATA_DIR_ENV), SHARED / "data" / "fashion-mnist"):
         if candidate and all((Path(candidate) / f.name).is_file() for f in OFFICIAL_FILES):
@@ -74,9 +89,16 @@ def exported_bundle(
     `<base>/fashion_mnist/1`; its parent is the model base path to serve."""
     from fmnist.export.config import ExportConfig
     from fmnist.export.export import export_run
+    from fmnist.parity import Tolerance
 
     base = tmp_path_factory.mktemp("export") / "models"
-    config = ExportConfig(base_path=base, data_dir=data_dir, label="stable", calibration_size=200)
+    config = ExportConfig(
+        base_path=base,
+        data_dir=data_dir,
+        label="stable",
+        calibration_size=200,
+        tolerance=Tolerance(max_class_recall_drop_pp=TINY_CLASS_RECALL_DROP_PP),
+    )
     return export_run(tiny_run, config).bundle_dir
 
 
@@ -115,6 +137,10 @@ def degraded_bundle(
         data_dir=data_dir,
         version=2,
         calibration_size=200,
-        tolerance=Tolerance(max_accuracy_drop_pp=5, min_agreement=0.9),
+        tolerance=Tolerance(
+            max_accuracy_drop_pp=5,
+            min_agreement=0.9,
+            max_class_recall_drop_pp=100,  # a degraded model; its gate checks accuracy only
+        ),
     )
     return export_run(perturbed_run, config).bundle_dir

@@ -115,13 +115,20 @@ def test_parity_passes_and_writes_json(edge_bundle: Path, data_dir: Path, tmp_pa
         "2",
         "--min-agreement",
         "0.95",
+        "--max-class-recall-drop",
+        "5",
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "verdict" in result.stdout and "PASS" in result.stdout
     report = json.loads(out.read_text())
     assert report["passed"] is True and report["num_examples"] == 10000
     assert report["agreement"] >= 0.95 and len(report["per_class"]) == 10
-    assert report["tolerance"] == {"max_accuracy_drop_pp": 2.0, "min_agreement": 0.95}
+    assert report["tolerance"] == {
+        "max_accuracy_drop_pp": 2.0,
+        "min_agreement": 0.95,
+        "max_class_recall_drop_pp": 5.0,
+    }
+    assert "worst class recall" in result.stdout
 
 
 def test_parity_fails_with_exit_1_on_a_drifted_model(
@@ -133,9 +140,7 @@ def test_parity_fails_with_exit_1_on_a_drifted_model(
     shutil.copytree(edge_bundle, copy)
     manifest = load_manifest(copy)
     reference = manifest.load_reference()
-    np.savez_compressed(
-        copy / manifest.data["reference"]["file"], probabilities=np.roll(reference, 1, axis=1)
-    )
+    np.savez_compressed(copy / manifest.reference.file, probabilities=np.roll(reference, 1, axis=1))
     fields = {k: v for k, v in manifest.data.items() if k not in ("schema", "schema_version")}
     write_manifest(copy, fields)
     out = tmp_path / "parity.json"
@@ -173,3 +178,38 @@ def test_bad_inputs_are_one_line_errors(
     assert_one_line_error(edge("classify", str(no_manifest), png), "no manifest.json")
     assert_one_line_error(edge("parity", str(no_manifest)), "no manifest.json")
     assert_one_line_error(edge("classify", str(edge_bundle), png, "--top-k", "0"), "--top-k")
+
+
+def test_parity_fails_with_exit_1_when_one_class_collapses(
+    edge_bundle: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    """Overall accuracy and agreement within tolerance, but the int8 model misses 3 pp more
+    Shirts than the reference: the per-class gate fails it and names the class. The
+    manifest's tolerance predates the per-class field, so the 1.0 pp default applies."""
+    from fmnist.edge.classifier import Classifier
+
+    copy = tmp_path / "shirt"
+    shutil.copytree(edge_bundle, copy)
+    manifest = load_manifest(copy)
+    test = dataset.load_test(data_dir)
+    model = Classifier(manifest.verify_file(manifest.tflite("int8").file))
+    int8 = model.predict_proba(test.images, batch_size=1000)
+    shirt = manifest.class_names.index("Shirt")
+    missed = np.flatnonzero((test.labels == shirt) & (int8.argmax(axis=1) != shirt))[:30]
+    assert len(missed) == 30, "the int8 model misses fewer than 30 Shirts: nothing to hide"
+    reference = int8.copy()
+    reference[missed] = np.eye(len(manifest.class_names))[shirt]  # the float model got them
+    np.savez_compressed(copy / manifest.reference.file, probabilities=reference)
+    fields = {k: v for k, v in manifest.data.items() if k not in ("schema", "schema_version")}
+    fields["tolerance"] = {"max_accuracy_drop_pp": 0.5, "min_agreement": 0.99}
+    write_manifest(copy, fields)
+
+    out = tmp_path / "parity.json"
+    result = edge("parity", str(copy), "--data-dir", str(data_dir), "--json", str(out))
+    assert result.returncode == 1, result.stdout + result.stderr
+    report = json.loads(out.read_text())
+    assert report["accuracy_drop_pp"] == pytest.approx(0.3) and report["agreement"] > 0.99
+    assert report["failures"] == [f for f in report["failures"] if "'Shirt' recall dropped" in f]
+    assert "worst class recall  Shirt:" in result.stdout and "drop 3.00 pp (max 1.00)" in (
+        result.stdout
+    )

@@ -4,12 +4,15 @@ when it cannot check."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +106,7 @@ def test_parity_fails_with_exit_1_on_a_degraded_version(
         *("--rest", server.rest_url, "--model-name", "fashion_mnist", "--version", "2"),
         *("--bundle", str(base / "1"), "--data-dir", str(data_dir), "--wait", "30"),
         *("--max-accuracy-drop", "100", "--min-agreement", "0"),
+        *("--max-class-recall-drop", "100"),
     )
     assert loose.returncode == 0, loose.stdout[-2000:] + loose.stderr[-2000:]
     assert "(max 100.00)" in loose.stdout and "PASS" in loose.stdout
@@ -186,3 +190,120 @@ def test_predict_classifies_image_files(served, data_dir: Path, tmp_path: Path) 
     assert text.returncode == 0 and "version" in text.stdout and paths[0] in text.stdout
     bad = _fmnist("predict", "--grpc", server.grpc_target, "--model-name", "x", str(tmp_path))
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def _one_line_exit_2(done: subprocess.CompletedProcess[str], fragment: str) -> None:
+    assert done.returncode == 2, (done.returncode, done.stdout[-1000:], done.stderr[-2000:])
+    assert "Traceback" not in done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert fragment in line, done.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("wait", ["nan", "inf", "-1"])
+def test_parity_wait_must_be_finite_and_not_negative(
+    exported_bundle: Path, data_dir: Path, wait: str
+) -> None:
+    """`--wait nan` used to poll an unreachable server for ever."""
+    done = _fmnist(
+        "parity",
+        *("--grpc", f"127.0.0.1:{_closed_port()}", "--model-name", "fashion_mnist"),
+        *("--bundle", str(exported_bundle), "--data-dir", str(data_dir), "--wait", wait),
+        timeout=120,
+    )
+    _one_line_exit_2(done, f"--wait must be a finite number of seconds >= 0, got {float(wait)}")
+
+
+def _tampered(source: Path, target: Path, alter_reference=None, manifest_text=None) -> Path:
+    """A copy of a bundle with its reference or manifest altered, checksums updated."""
+    shutil.copytree(source, target)
+    if alter_reference:
+        alter_reference(target / "reference_outputs.npz")
+    data = json.loads((target / "manifest.json").read_text())
+    for relpath in data["files"]:
+        content = (target / relpath).read_bytes()
+        data["files"][relpath] = {
+            "sha256": hashlib.sha256(content).hexdigest(),
+            "bytes": len(content),
+        }
+    (target / "manifest.json").write_text(manifest_text or json.dumps(data))
+    return target
+
+
+def _nan_reference(path: Path) -> None:
+    with np.load(path) as npz:
+        probabilities = npz["probabilities"].copy()
+    probabilities[5, 5] = np.nan
+    np.savez_compressed(path, probabilities=probabilities)
+
+
+def _huge_reference(path: Path) -> None:
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f8", "fortran_order": False, "shape": (100_000_000, 10)}
+    )
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as npz:
+        npz.writestr("probabilities.npy", header.getvalue() + b"\0" * 4_000_000)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("alter_reference", "manifest_text", "message"),
+    [
+        pytest.param(None, "[" * 100_000 + "]" * 100_000, "nested too deeply", id="nested"),
+        pytest.param(_nan_reference, None, "hold NaN or infinite values", id="nan-reference"),
+        pytest.param(_huge_reference, None, "expected [10000, 10]", id="1e8-row-header"),
+    ],
+)
+def test_parity_refuses_a_tampered_bundle_before_sending(
+    served, data_dir: Path, tmp_path: Path, alter_reference, manifest_text, message: str
+) -> None:
+    """Exit 2 ("could not check"), also for NaN in the reference (which used to pass)."""
+    server, base = served
+    bundle = _tampered(base / "1", tmp_path / "1", alter_reference, manifest_text)
+    done = _fmnist(
+        "parity",
+        *("--grpc", server.grpc_target, "--model-name", "fashion_mnist", "--version", "1"),
+        *("--bundle", str(bundle), "--data-dir", str(data_dir)),
+    )
+    _one_line_exit_2(done, message)
+
+
+@pytest.mark.integration
+def test_parity_json_in_a_missing_directory_is_refused(
+    served, data_dir: Path, tmp_path: Path
+) -> None:
+    server, base = served
+    out = tmp_path / "missing" / "parity.json"
+    done = _fmnist(
+        "parity",
+        *("--grpc", server.grpc_target, "--model-name", "fashion_mnist", "--version", "1"),
+        *("--bundle", str(base / "1"), "--data-dir", str(data_dir), "--json", str(out)),
+    )
+    _one_line_exit_2(done, "does not exist (it is not created for you)")
+    assert not (tmp_path / "missing").exists()
+
+
+@pytest.mark.integration
+def test_predict_refuses_hostile_npy_files(served, tmp_path: Path) -> None:
+    """Checked from the header, before loading: no EOFError, ufunc error or MemoryError."""
+    server, _ = served
+    empty = tmp_path / "empty.npy"
+    empty.write_bytes(b"")
+    strings = tmp_path / "strings.npy"
+    np.save(strings, np.full((2, 28, 28), "x"))
+    huge = tmp_path / "huge.npy"
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "|u1", "fortran_order": False, "shape": (100_000_000, 28, 28)}
+    )
+    huge.write_bytes(header.getvalue() + b"\0" * 7840)
+    for path, message in (
+        (empty, "empty file"),
+        (strings, "holds <U1 values"),
+        (huge, "header promises shape [100000000, 28, 28]"),
+    ):
+        done = _fmnist(
+            "predict", "--grpc", server.grpc_target, "--model-name", "fashion_mnist", str(path)
+        )
+        _one_line_exit_2(done, message)

@@ -24,6 +24,10 @@ TF_SERVING_FLAGS = (
     "--rest_api_timeout_in_ms",
     "--host",
     "--max_request_bytes",
+    "--enable_model_warmup",
+    "--grpc_socket_path",
+    "--grpc_channel_arguments",
+    "--model_config_file_poll_wait_seconds",
 )
 
 
@@ -49,6 +53,7 @@ def test_help_lists_the_tf_serving_flags():
         (("--enable_grpc_healthcheck_service=maybe",), "--enable_grpc_healthcheck_service"),
         (("--file_system_poll_wait_seconds", "nan"), "--file_system_poll_wait_seconds"),
         (("--file_system_poll_wait_seconds", "inf"), "--file_system_poll_wait_seconds"),
+        (("--enable_model_warmup=sometimes",), "--enable_model_warmup"),
     ],
 )
 def test_an_unsupported_or_bad_flag_is_an_error_naming_it(flags, named):
@@ -80,6 +85,12 @@ def test_no_model_is_a_one_line_error():
 def test_bad_model_config_is_a_one_line_error(serving_fixtures: Path):
     config = serving_fixtures / "bad_model_config.txt"
     assert "bad_model_config.txt" in _one_line_error(serve("--model_config_file", str(config)))
+
+
+def test_bad_model_config_error_has_tf_servings_parse_error_prefix(serving_fixtures: Path):
+    config = serving_fixtures / "bad_model_config.txt"
+    line = _one_line_error(serve("--model_config_file", str(config)))
+    assert "Error parsing text-format tensorflow.serving.ModelServerConfig: 1:1: " in line
 
 
 def test_model_config_with_a_missing_base_path_is_a_one_line_error(tmp_path: Path):

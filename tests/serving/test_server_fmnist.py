@@ -23,7 +23,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from fmnist.serving.client import GrpcClient, ServingError
+from fmnist.serving.client import GrpcClient, RestClient, ServingError
 
 State = get_model_status_pb2.ModelVersionStatus
 IMAGES = np.random.default_rng(0).integers(0, 256, size=(4, 28, 28), dtype=np.uint8)
@@ -111,7 +111,7 @@ def test_rest_row_and_columnar_formats(server, in_process):
         ([[[256] * 28] * 28], "out of range for DT_UINT8"),
         ([[[-1] * 28] * 28], "out of range for DT_UINT8"),
         ([[[0.5] * 28] * 28], "not of expected type: uint8"),
-        ([[[0] * 28] * 27], "784"),  # TF's own reshape error, as INVALID_ARGUMENT
+        ([[[0] * 28] * 27], "expected: [?,28,28], actual: [1,27,28]"),  # the signature
     ],
 )
 def test_rest_rejects_bad_pixels(server, images, message):
@@ -233,29 +233,54 @@ def test_publishing_drains_in_flight_requests_on_the_old_version(
 def test_fmnist_export_into_the_watched_base_path_under_load(
     model_server, exported_bundle: Path, perturbed_run: Path, data_dir: Path, tmp_path: Path
 ):
-    """Users publish with `fmnist export` into the base path the server watches: under
-    bounded concurrent load, the new version takes over with zero failed requests."""
+    """Users publish with `fmnist export` into the base path the server watches, then delete
+    the old version's directory. Under bounded concurrent load (gRPC and REST, unpinned and
+    pinned by label), the new version takes over without a failed unpinned request. The label
+    `stable` names version 1: its requests are answered by version 1 while it is served and
+    fail NOT_FOUND once its directory is gone (never answered by another version)."""
     base = tmp_path / "models"
     shutil.copytree(exported_bundle, base / "fashion_mnist" / "1")
+    config = tmp_path / "serve.config"  # as `fmnist export` writes it, with the label fixed
+    config.write_text(
+        f'model_config_list {{ config {{ name: "fashion_mnist" base_path: '
+        f'"{base / "fashion_mnist"}" model_platform: "tensorflow" '
+        "model_version_policy { latest { num_versions: 2 } } "
+        'version_labels { key: "stable" value: 1 } } }'
+    )
     server = model_server(
-        *("--model_name", "fashion_mnist", "--model_base_path", str(base / "fashion_mnist")),
+        *("--model_config_file", str(config)),
         *("--file_system_poll_wait_seconds", "0.2"),
     )
-    failures: list[str] = []
-    versions: list[list[int]] = [[] for _ in range(3)]
+    clients = [
+        ("gRPC", None),
+        ("gRPC", None),
+        ("REST", None),
+        ("gRPC", "stable"),
+        ("REST", "stable"),
+    ]
+    failures: list[list[ServingError]] = [[] for _ in clients]
+    versions: list[list[int]] = [[] for _ in clients]
     stop = threading.Event()
 
-    def traffic(seen: list[int]) -> None:
-        with GrpcClient(server.grpc_target, "fashion_mnist", timeout=30) as client:
+    def traffic(api: str, label: str | None, seen: list[int], failed: list) -> None:
+        if api == "gRPC":
+            client = GrpcClient(server.grpc_target, "fashion_mnist", timeout=30)
+        else:
+            client = RestClient(server.rest_url, "fashion_mnist", timeout=30)
+        with client:
             for _ in range(20_000):  # bounded; stopped long before
                 if stop.is_set():
                     return
                 try:
-                    seen.append(client.predict(IMAGES).model_version)
+                    seen.append(client.predict(IMAGES, label=label).model_version)
                 except ServingError as err:
-                    failures.append(str(err))
+                    failed.append(err)
 
-    workers = [threading.Thread(target=traffic, args=(seen,)) for seen in versions]
+    workers = [
+        threading.Thread(target=traffic, args=(*client, seen, failed))
+        for client, seen, failed in zip(clients, versions, failures, strict=True)
+    ]
+    unpinned = [i for i, (_, label) in enumerate(clients) if label is None]
     for worker in workers:
         worker.start()
     try:
@@ -264,6 +289,7 @@ def test_fmnist_export_into_the_watched_base_path_under_load(
                 *(sys.executable, "-m", "fmnist.cli", "export", str(perturbed_run)),
                 *("--base-path", str(base), "--data-dir", str(data_dir)),
                 *("--max-accuracy-drop", "5", "--min-agreement", "0.9"),
+                *("--max-class-recall-drop", "100"),
             ],
             capture_output=True,
             text=True,
@@ -272,13 +298,32 @@ def test_fmnist_export_into_the_watched_base_path_under_load(
         assert export.returncode == 0, export.stderr[-2000:]
         assert (base / "fashion_mnist" / "2" / "manifest.json").is_file()
         deadline = time.monotonic() + 60
-        while not all(seen and seen[-1] == 2 for seen in versions):
+        while not all(versions[i] and versions[i][-1] == 2 for i in unpinned):
             assert time.monotonic() < deadline, "the exported version 2 never took the traffic"
+            time.sleep(0.1)
+        shutil.rmtree(base / "fashion_mnist" / "1")
+        with GrpcClient(server.grpc_target, "fashion_mnist") as watcher:
+            while {s["version"]: s["state"] for s in watcher.status()}.get(1) != "END":
+                assert time.monotonic() < deadline, "version 1 was never unloaded"
+                time.sleep(0.1)
+        counts = [len(seen) for seen in versions]
+        while not all(len(versions[i]) >= counts[i] + 20 for i in unpinned):  # traffic after
+            assert time.monotonic() < deadline, "too little traffic after the deletion"
             time.sleep(0.1)
     finally:
         stop.set()
         for worker in workers:
             worker.join(60)
-    assert failures == []
-    for seen in versions:
-        assert_switched_once(seen, 1, 2)
+    for i in unpinned:
+        assert failures[i] == []
+        assert_switched_once(versions[i], 1, 2)
+    for i in set(range(len(clients))) - set(unpinned):
+        assert versions[i] and set(versions[i]) == {1}
+        assert {err.code for err in failures[i]} <= {"NOT_FOUND"}
+    print(
+        "rollout:",
+        ", ".join(
+            f"{api} {label or 'unpinned'}: {len(seen)} answered, {len(failed)} failed"
+            for (api, label), seen, failed in zip(clients, versions, failures, strict=True)
+        ),
+    )
