@@ -36,8 +36,8 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 from fmnist import dataset
 from fmnist.manifest import load_manifest
 from fmnist.serving.client import GrpcClient, RestClient
-from fmnist.serving.process import start_server
-from fmnist.serving.served_parity import run_served_parity
+from fmnist.serving.client.parity import run_served_parity
+from fmnist.serving.server.process import start_server
 
 
 def export_bundle(run: Path, out: Path, data_dir: Path | None) -> Path:

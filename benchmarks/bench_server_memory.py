@@ -33,7 +33,7 @@ import numpy as np
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from fmnist.serving.process import start_server
+from fmnist.serving.server.process import start_server
 
 REPO = Path(__file__).resolve().parents[1]
 LIMIT = 64 << 20  # fmnist serve's default --max_request_bytes

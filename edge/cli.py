@@ -98,6 +98,7 @@ def _classify(args: argparse.Namespace) -> int:
     from fmnist.edge.classifier import Classifier, resolve_model
     from fmnist.edge.runtime import select_runtime
     from fmnist.images import load_inputs
+    from fmnist.predictions import top_k_rows
 
     _positive("--top-k", args.top_k)
     _check_threads(args.threads)
@@ -109,23 +110,7 @@ def _classify(args: argparse.Namespace) -> int:
         resolved.path, num_threads=args.threads, runtime=runtime, class_names=resolved.class_names
     )
     probabilities = classifier.predict_proba(images)
-    k = min(args.top_k, probabilities.shape[1])
-    results = []
-    for name, probs in zip(names, probabilities, strict=True):
-        top = probs.argsort()[::-1][:k]
-        results.append(
-            {
-                "path": name,
-                "predictions": [
-                    {
-                        "class_id": int(i),
-                        "class_name": resolved.class_names[i],
-                        "probability": round(float(probs[i]), 6),
-                    }
-                    for i in top
-                ],
-            }
-        )
+    results = top_k_rows(names, probabilities, resolved.class_names, args.top_k, decimals=6)
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -161,8 +146,9 @@ def _parity(args: argparse.Namespace) -> int:
     from fmnist.edge.parity import run_parity
     from fmnist.edge.runtime import select_runtime
     from fmnist.manifest import load_manifest
-    from fmnist.parity import format_result
+    from fmnist.parity import check_tolerance_args, format_result
 
+    check_tolerance_args(args)  # a bad flag is refused as the flag, before the bundle is read
     _check_threads(args.threads)
     if args.json:
         check_output_file(args.json, "--json")

@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
+
+import numpy as np
 
 from fmnist import dataset
 from fmnist.edge.classifier import Classifier
 from fmnist.edge.runtime import Runtime, select_runtime
-from fmnist.errors import ManifestError
 from fmnist.manifest import load_manifest
 from fmnist.parity import ParityResult, Tolerance, compare
+
+
+@dataclass(frozen=True)
+class ParityRun:
+    """A parity check with the arrays it compared, for callers that report more than the
+    verdict (the pipeline's confusion matrices) without running the model again."""
+
+    result: ParityResult
+    probabilities: np.ndarray  # the TFLite model's, float32 [N, C]
+    reference: np.ndarray  # the float model's, from the bundle, float32 [N, C]
+    labels: np.ndarray  # the test labels, [N]
 
 
 def run_parity(
@@ -26,17 +39,27 @@ def run_parity(
 
     The tolerance defaults to the one export used (recorded in the manifest).
     """
+    return measure_parity(
+        bundle, data_dir, tolerance, kind=kind, num_threads=num_threads, runtime=runtime
+    ).result
+
+
+def measure_parity(
+    bundle: str | os.PathLike,
+    data_dir: str | os.PathLike | None = None,
+    tolerance: Tolerance | None = None,
+    *,
+    kind: str = "int8",
+    num_threads: int | None = None,
+    runtime: Runtime | None = None,
+) -> ParityRun:
+    """`run_parity`, keeping the probabilities, reference and labels it compared."""
     manifest = load_manifest(bundle)
     model = manifest.tflite(kind)
     model_path = manifest.verify_file(model.file)
     reference = manifest.load_reference()
     test = dataset.load_test(data_dir)
-    expected = manifest.reference.labels_sha256
-    if expected and dataset.labels_sha256(test.labels) != expected:
-        raise ManifestError(
-            "the test labels differ from those the bundle's reference outputs "
-            "were computed on (wrong data directory?)"
-        )
+    manifest.check_labels(test.labels)
     runtime = runtime or select_runtime()
     classifier = Classifier(
         model_path,
@@ -47,7 +70,7 @@ def run_parity(
     start = time.perf_counter()
     probabilities = classifier.predict_proba(test.images, batch_size=1000)
     seconds = time.perf_counter() - start
-    return compare(
+    result = compare(
         reference,
         probabilities,
         test.labels,
@@ -61,3 +84,4 @@ def run_parity(
             "seconds": round(seconds, 3),
         },
     )
+    return ParityRun(result, probabilities, reference, test.labels)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from fmnist.parity import Tolerance
+from fmnist.parity import Tolerance, add_tolerance_args, check_tolerance_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,14 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     arg("--label", help="version label to point at this version in models.config, e.g. stable")
     arg("--data-dir", type=Path, help="Fashion-MNIST directory (default: the run's)")
     arg("--calibration-size", type=int, default=500, help="int8 calibration images (500)")
-    arg("--max-accuracy-drop", type=float, metavar="PP", help="allowed drop, pp (0.5)")
-    arg("--min-agreement", type=float, metavar="F", help="required top-1 agreement (0.99)")
-    arg(
-        "--max-class-recall-drop",
-        type=float,
-        metavar="PP",
-        help="allowed recall drop of any one class, pp (1.0)",
-    )
+    add_tolerance_args(parser, defaults=Tolerance())
     arg("--num-versions", type=int, default=2, help="models.config: serve the latest N (2)")
     arg(
         "--serving-base-path",
@@ -47,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="always write the per-layer quantization report to RUN/quantization_debug",
     )
-    parser.set_defaults(handler=_export)
+    parser.set_defaults(handler=_export, precheck=check_tolerance_args)
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -68,8 +61,7 @@ def _export(args: argparse.Namespace) -> int:
     from fmnist.export.export import export_run  # TensorFlow loads only when needed
 
     result = export_run(args.run_dir, config, progress=lambda line: print(line, flush=True))
-    sizes = {f: e["bytes"] for f, e in result.manifest.data["files"].items()}
-    int8, float32 = sizes["model_int8.tflite"], sizes["model_float32.tflite"]
+    int8, float32 = (result.manifest.tflite(kind).bytes for kind in ("int8", "float32"))
     print(
         f"published {result.bundle_dir} (int8 TFLite {int8 / 1024:.0f} KiB = "
         f"{int8 / float32:.0%} of float32; {sum(result.timings.values()):.1f} s); "

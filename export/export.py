@@ -2,6 +2,7 @@
 
     B/NAME/N/saved_model.pb, variables/, assets.extra/tf_serving_warmup_requests
     B/NAME/N/model_float32.tflite, model_int8.tflite
+    B/NAME/N/model.tflite               the int8 model again: TF Serving's --prefer_tflite_model
     B/NAME/N/reference_outputs.npz      float probabilities on the test set (parity)
     B/NAME/N/manifest.json              written last; the contract later stages read
     B/models.config                     TF Serving's model config, updated after publishing
@@ -12,6 +13,7 @@ the SavedModel matches the Keras model and both TFLite models pass the parity to
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -132,6 +134,9 @@ def export_run(
                 parity,
             )
 
+        # TF Serving's --prefer_tflite_model serves this name: the int8 model, byte for byte.
+        (staging / tflite.SERVING_FILE).write_bytes(contents["int8"])
+        entries["int8"]["serving_file"] = tflite.SERVING_FILE
         np.savez_compressed(staging / REFERENCE_NAME, probabilities=reference.astype(np.float32))
         manifest = write_manifest(
             staging,
@@ -155,7 +160,7 @@ def export_run(
     return ExportResult(
         bundle_dir=bundle_dir,
         version=version,
-        manifest=Manifest(bundle_dir=bundle_dir, data=manifest.data),
+        manifest=dataclasses.replace(manifest, bundle_dir=bundle_dir),  # renamed from staging
         parity=parity,
         models_config=models_config,
         timings=timings,
@@ -251,11 +256,7 @@ def _manifest_fields(
         },
         "float_metrics": float_metrics,
         "tflite": tflite_entries,
-        "tolerance": {
-            "max_accuracy_drop_pp": config.tolerance.max_accuracy_drop_pp,
-            "min_agreement": config.tolerance.min_agreement,
-            "max_class_recall_drop_pp": config.tolerance.max_class_recall_drop_pp,
-        },
+        "tolerance": config.tolerance.to_dict(),
         "reference": {
             "file": REFERENCE_NAME,
             "split": "test",

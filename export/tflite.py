@@ -1,9 +1,11 @@
 """TFLite conversion: the float32 reference model and the full-integer int8 model.
 
-The int8 model takes uint8 pixels and returns int8 scores. Calibration data always
-includes an all-black and an all-white image, which pins the input scale to exactly
+The int8 model takes uint8 pixels [N, 28, 28] (the SavedModel's `images` input, so the
+same requests and warm-up records serve both) and returns int8 scores. Calibration data
+always includes an all-black and an all-white image, which pins the input scale to exactly
 1/255 with zero point 0: raw pixels can be fed as they are. Full-integer builtins (no
 float fallback) keep the model loadable by tflite-runtime 2.14 as well as ai-edge-litert.
+The int8 model also carries TF Serving's SignatureDef metadata (`tflite_serving`).
 """
 
 from __future__ import annotations
@@ -21,10 +23,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from fmnist.export.tflite_serving import with_serving_signature
 from fmnist.train.model import preprocess
 
 INT8_FILE = "model_int8.tflite"
 FLOAT32_FILE = "model_float32.tflite"
+# TF Serving's --prefer_tflite_model serves <version>/model.tflite: a copy of the int8 model.
+SERVING_FILE = "model.tflite"
 
 
 def representative_images(images: np.ndarray) -> np.ndarray:
@@ -34,7 +39,7 @@ def representative_images(images: np.ndarray) -> np.ndarray:
 
 
 def _dataset(images: np.ndarray) -> Callable[[], Iterator[list[np.ndarray]]]:
-    floats = preprocess(images).numpy()
+    floats = preprocess(images).numpy()[..., 0]  # [N, 28, 28], as _images_input takes them
 
     def generate() -> Iterator[list[np.ndarray]]:
         for image in floats:
@@ -49,13 +54,19 @@ def _convert(converter: tf.lite.TFLiteConverter) -> bytes:
         return converter.convert()
 
 
+def _images_input(model: keras.Model) -> keras.Model:
+    """`model` behind an `images` [N, 28, 28] input (a reshape: the outputs are identical)."""
+    images = keras.Input((28, 28), name="images")
+    return keras.Model(images, model(keras.layers.Reshape((28, 28, 1))(images)))
+
+
 def convert_float32(model: keras.Model) -> bytes:
     """The float32 TFLite model (a reference for the int8 one)."""
-    return _convert(tf.lite.TFLiteConverter.from_keras_model(model))
+    return _convert(tf.lite.TFLiteConverter.from_keras_model(_images_input(model)))
 
 
 def _int8_converter(model: keras.Model, calibration: np.ndarray) -> tf.lite.TFLiteConverter:
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter = tf.lite.TFLiteConverter.from_keras_model(_images_input(model))
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = _dataset(representative_images(calibration))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -69,7 +80,7 @@ def convert_int8(model: keras.Model, calibration: np.ndarray) -> bytes:
     converter.inference_output_type = tf.int8
     with warnings.catch_warnings():  # the uint8 input's range is known: [0, 255] -> [0, 1]
         warnings.filterwarnings("ignore", "Statistics for quantized inputs were expected")
-        return _convert(converter)
+        return with_serving_signature(_convert(converter))
 
 
 def tensor_specs(model_content: bytes) -> tuple[dict[str, Any], dict[str, Any]]:

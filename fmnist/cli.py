@@ -21,8 +21,8 @@ from fmnist.errors import EXIT_USAGE, UserError
 STAGE_CLIS = (
     "fmnist.train.cli",
     "fmnist.export.cli",
-    "fmnist.serving.cli",
-    "fmnist.serving.client_cli",
+    "fmnist.serving.server.cli",
+    "fmnist.serving.client.cli",
     "fmnist.pipeline.cli",
 )
 

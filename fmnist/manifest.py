@@ -15,6 +15,8 @@ Schema, version 1 (every path is relative to the bundle, POSIX separators):
     saved_model       {signature_name, inputs: {name: spec}, outputs: {name: spec}, ...}
     float_metrics     {accuracy, macro_precision, macro_recall, macro_f1}
     tflite            {"int8"|"float32": {file, input: spec, output: spec, metrics, parity}}
+                      (int8 also has serving_file: "model.tflite", the same bytes, which
+                      TF Serving's --prefer_tflite_model serves from the version directory)
     tolerance         {max_accuracy_drop_pp, min_agreement, max_class_recall_drop_pp?}
     reference         {file, split, num_examples, labels_sha256}
     files             {path: {sha256, bytes}}   (every file in the bundle but the manifest)
@@ -35,11 +37,11 @@ from typing import Any
 
 import numpy as np
 
-from fmnist.dataset import sha256_file
+from fmnist.dataset import labels_sha256, sha256_file
 from fmnist.errors import ManifestError
 from fmnist.manifest_schema import schema_errors
 from fmnist.npyfile import READ_ERRORS, NpyFormatError, NpyHeader, describe_error, read_checked
-from fmnist.parity import Tolerance
+from fmnist.parity import Tolerance, ToleranceError
 
 SCHEMA = "fmnist-deploy/manifest"
 SCHEMA_VERSION = 1
@@ -69,14 +71,26 @@ class TensorSpec:
 
 
 @dataclass(frozen=True)
+class FileEntry:
+    """What the manifest recorded of one bundle file."""
+
+    sha256: str
+    bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sha256": self.sha256, "bytes": self.bytes}
+
+
+@dataclass(frozen=True)
 class TFLiteModel:
     kind: str
     path: Path
     file: str  # path relative to the bundle, as listed in `files`
+    bytes: int
     input: TensorSpec
     output: TensorSpec
-    metrics: dict[str, Any]
-    parity: dict[str, Any]
+    metrics: dict[str, Any]  # accuracy, macro_precision/recall/f1, per_class, on the test set
+    parity: dict[str, Any]  # export's parity check, without per_class and tolerance
 
 
 @dataclass(frozen=True)
@@ -91,6 +105,8 @@ class Reference:
 
 @dataclass(frozen=True)
 class Manifest:
+    """A validated manifest. Read it through the typed properties; `data` is the raw JSON."""
+
     bundle_dir: Path
     data: dict[str, Any]
 
@@ -108,7 +124,11 @@ class Manifest:
 
     @property
     def tolerance(self) -> Tolerance:
-        return Tolerance(**self.data["tolerance"])  # its fields were checked by the schema
+        """The tolerance export gated with (the schema checked its fields' ranges too)."""
+        try:
+            return Tolerance.from_dict(self.data["tolerance"], source=f"{self.path}: tolerance")
+        except ToleranceError as err:
+            raise ManifestError(str(err)) from None
 
     @property
     def reference(self) -> Reference:
@@ -124,6 +144,19 @@ class Manifest:
     def float_metrics(self) -> dict[str, Any]:
         return self.data["float_metrics"]
 
+    @property
+    def files(self) -> dict[str, FileEntry]:
+        """Every bundle file but the manifest: relative path -> recorded size and SHA-256."""
+        return {
+            relpath: FileEntry(sha256=entry["sha256"], bytes=int(entry["bytes"]))
+            for relpath, entry in self.data["files"].items()
+        }
+
+    @property
+    def tflite_kinds(self) -> tuple[str, ...]:
+        """The TFLite models in this bundle ("int8", "float32"), in manifest order."""
+        return tuple(self.data["tflite"])
+
     def tflite(self, kind: str = "int8") -> TFLiteModel:
         if kind not in self.data["tflite"]:
             raise ManifestError(f"{self.path}: no {kind} TFLite model in this bundle")
@@ -132,6 +165,7 @@ class Manifest:
             kind=kind,
             path=self.bundle_dir / entry["file"],
             file=entry["file"],
+            bytes=int(self.data["files"][entry["file"]]["bytes"]),  # validate() checked it is there
             input=TensorSpec.from_dict(entry["input"]),
             output=TensorSpec.from_dict(entry["output"]),
             metrics=entry.get("metrics", {}),
@@ -144,29 +178,42 @@ class Manifest:
 
     def verify_file(self, relpath: str) -> Path:
         """Check one bundle file against its recorded size and SHA-256; return its path."""
-        entry = self.data["files"].get(relpath)
+        entry = self.files.get(relpath)
         if entry is None:
             raise ManifestError(f"{self.path}: {relpath} is not listed in the manifest")
         path = self.bundle_dir / relpath
         if not path.is_file():
             raise ManifestError(f"{path}: missing (listed in {MANIFEST_NAME})")
         size = path.stat().st_size
-        if size != entry["bytes"]:
+        if size != entry.bytes:
             raise ManifestError(
-                f"{path}: size {size} bytes does not match the manifest's {entry['bytes']}"
+                f"{path}: size {size} bytes does not match the manifest's {entry.bytes}"
             )
         digest = sha256_file(path)
-        if digest != entry["sha256"]:
+        if digest != entry.sha256:
             raise ManifestError(
                 f"{path}: SHA-256 {digest[:16]}... does not match the manifest's "
-                f"{entry['sha256'][:16]}... (file altered or corrupted)"
+                f"{entry.sha256[:16]}... (file altered or corrupted)"
             )
         return path
 
     def verify(self) -> None:
         """Check every file the manifest lists."""
-        for relpath in self.data["files"]:
+        for relpath in self.files:
             self.verify_file(relpath)
+
+    def check_labels(self, labels: np.ndarray) -> None:
+        """Refuse test labels other than those the reference outputs were computed on.
+
+        Parity against the wrong labels would measure nothing; manifests without the
+        checksum (older exports) cannot be checked and are accepted.
+        """
+        expected = self.reference.labels_sha256
+        if expected and labels_sha256(labels) != expected:
+            raise ManifestError(
+                "the test labels differ from those the bundle's reference outputs "
+                "were computed on (wrong data directory?)"
+            )
 
     def load_reference(self) -> np.ndarray:
         """The float model's class probabilities on the test set, float32 [N, C], verified.
@@ -287,6 +334,7 @@ def validate(data: Any, where: str | os.PathLike = MANIFEST_NAME) -> None:
             raise ManifestError(f"{where}: files[{relpath!r}] must be a path inside the bundle")
     referenced = [data["reference"]["file"]]
     referenced += [entry["file"] for entry in data["tflite"].values()]
+    referenced += [e["serving_file"] for e in data["tflite"].values() if "serving_file" in e]
     for relpath in referenced:
         if relpath not in data["files"]:
             raise ManifestError(f"{where}: {relpath!r} is referenced but has no checksum entry")

@@ -57,6 +57,7 @@ _TFLITE_ENTRY = {
     "required": ["file", "input", "output"],
     "properties": {
         "file": _RELPATH,
+        "serving_file": _RELPATH,  # int8 only: the same model as TF Serving's model.tflite
         "input": _TFLITE_TENSOR,
         "output": _TFLITE_TENSOR,
         "metrics": {"type": "object"},

@@ -17,6 +17,28 @@ import numpy as np
 
 from fmnist.errors import EXIT_OK, EXIT_PARITY_FAILED, UserError
 
+# Each limit's command-line flag, shared by every command that checks parity.
+TOLERANCE_FLAGS = {
+    "max_accuracy_drop_pp": "--max-accuracy-drop",
+    "min_agreement": "--min-agreement",
+    "max_class_recall_drop_pp": "--max-class-recall-drop",
+}
+
+
+class ToleranceError(UserError):
+    """A tolerance limit out of range. The message names the field (and where the value came
+    from, if known); `as_flag()` words it as the command-line flag that gave the value."""
+
+    def __init__(self, field: str, requirement: str, value: float, source: str = "") -> None:
+        self.field, self.requirement, self.value = field, requirement, value
+        where = f"{source}: " if source else ""
+        super().__init__(f"{where}{field} must be {requirement}, got {value}")
+
+    def as_flag(self) -> UserError:
+        return UserError(
+            f"{TOLERANCE_FLAGS[self.field]} must be {self.requirement}, got {self.value}"
+        )
+
 
 @dataclass(frozen=True)
 class Tolerance:
@@ -30,22 +52,23 @@ class Tolerance:
     max_class_recall_drop_pp: float = 1.0
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.max_accuracy_drop_pp) and self.max_accuracy_drop_pp >= 0):
-            raise UserError(
-                f"--max-accuracy-drop must be a non-negative number of percentage points, "
-                f"got {self.max_accuracy_drop_pp}"
-            )
-        if not (
-            math.isfinite(self.max_class_recall_drop_pp) and self.max_class_recall_drop_pp >= 0
-        ):
-            raise UserError(
-                f"--max-class-recall-drop must be a non-negative number of percentage points, "
-                f"got {self.max_class_recall_drop_pp}"
-            )
-        if not (0.0 <= self.min_agreement <= 1.0):
-            raise UserError(
-                f"--min-agreement must be a fraction between 0 and 1, got {self.min_agreement}"
-            )
+        for name in ("max_accuracy_drop_pp", "max_class_recall_drop_pp"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ToleranceError(name, "a non-negative number of percentage points", value)
+        if not (0.0 <= self.min_agreement <= 1.0):  # also False for NaN
+            raise ToleranceError("min_agreement", "a fraction between 0 and 1", self.min_agreement)
+
+    @classmethod
+    def from_dict(cls, fields: dict[str, float], source: str = "") -> Tolerance:
+        """A tolerance from stored fields (e.g. a manifest's); an error names `source` too."""
+        try:
+            return cls(**fields)
+        except ToleranceError as err:
+            raise ToleranceError(err.field, err.requirement, err.value, source) from None
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
 
     def with_overrides(
         self,
@@ -53,7 +76,7 @@ class Tolerance:
         min_agreement: float | None = None,
         max_class_recall_drop_pp: float | None = None,
     ) -> Tolerance:
-        """This tolerance with the limits a user gave on the command line (None keeps ours)."""
+        """This tolerance with some limits replaced (None keeps ours)."""
         return Tolerance(
             self.max_accuracy_drop_pp if max_accuracy_drop_pp is None else max_accuracy_drop_pp,
             self.min_agreement if min_agreement is None else min_agreement,
@@ -63,12 +86,23 @@ class Tolerance:
         )
 
     def with_args(self, args: argparse.Namespace) -> Tolerance:
-        """This tolerance with the flags `add_tolerance_args` defined (unset flags keep ours)."""
-        return self.with_overrides(
-            args.max_accuracy_drop,
-            args.min_agreement,
-            getattr(args, "max_class_recall_drop", None),
-        )
+        """This tolerance with the flags `add_tolerance_args` defined (unset flags keep ours);
+        a bad value is reported as the flag that gave it."""
+        given = {
+            name: getattr(args, flag[2:].replace("-", "_"), None)
+            for name, flag in TOLERANCE_FLAGS.items()
+        }
+        try:
+            return self.with_overrides(**given)
+        except ToleranceError as err:
+            if given.get(err.field) is None:
+                raise
+            raise err.as_flag() from None
+
+
+def check_tolerance_args(args: argparse.Namespace) -> None:
+    """Refuse out-of-range tolerance flags, worded as the flags, before any work is done."""
+    Tolerance().with_args(args)
 
 
 @dataclass
@@ -107,26 +141,36 @@ class ParityResult:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
 
-def add_tolerance_args(parser: argparse.ArgumentParser) -> None:
-    """`--max-accuracy-drop PP` and `--min-agreement FRACTION`, as every parity command has."""
+def add_tolerance_args(parser: argparse.ArgumentParser, defaults: Tolerance | None = None) -> None:
+    """`--max-accuracy-drop`, `--min-agreement` and `--max-class-recall-drop`, as every parity
+    command has. Unset flags are None: `Tolerance.with_args` keeps the base tolerance's limit,
+    which is `defaults` (shown in the help) or, without it, the one export recorded."""
+    recorded = "the tolerance export used"
     parser.add_argument(
         "--max-accuracy-drop",
         type=float,
         metavar="PP",
-        help="percentage points (default: the tolerance export used)",
+        help=f"allowed test accuracy drop, percentage points (default: "
+        f"{defaults.max_accuracy_drop_pp if defaults else recorded})",
     )
     parser.add_argument(
         "--min-agreement",
         type=float,
         metavar="FRACTION",
-        help="top-1 agreement, 0-1 (default: the tolerance export used)",
+        help=f"required top-1 agreement, 0-1 (default: "
+        f"{defaults.min_agreement if defaults else recorded})",
     )
     parser.add_argument(
         "--max-class-recall-drop",
         type=float,
         metavar="PP",
-        help="largest recall drop of any one class, percentage points "
-        "(default: the tolerance export used, 1.0 for manifests that predate it)",
+        help="largest recall drop of any one class, percentage points (default: "
+        + (
+            f"{defaults.max_class_recall_drop_pp}"
+            if defaults
+            else f"{recorded}, 1.0 for manifests that predate it"
+        )
+        + ")",
     )
 
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from fmnist.errors import EXIT_OK, EXIT_PARITY_FAILED, UserError
-from fmnist.parity import Tolerance
+from fmnist.parity import Tolerance, add_tolerance_args, check_tolerance_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,24 +26,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     arg("--config", type=Path, metavar="FILE", help="TOML/JSON training config overrides")
     arg("--download", action="store_true", help="fetch the data through Keras if missing")
     arg("--overwrite", action="store_true", help="replace the outputs of an earlier run in DIR")
-    arg("--max-accuracy-drop", type=float, metavar="PP", help="allowed drop, pp (0.5)")
-    arg("--min-agreement", type=float, metavar="F", help="required top-1 agreement (0.99)")
-    arg(
-        "--max-class-recall-drop",
-        type=float,
-        metavar="PP",
-        help="allowed recall drop of any one class, pp (1.0)",
-    )
+    add_tolerance_args(parser, defaults=Tolerance())
     arg("--latency-runs", type=int, help="requests per latency measurement (200; quick 50)")
-    parser.set_defaults(handler=_pipeline)
+    parser.set_defaults(handler=_pipeline, precheck=_precheck)
+
+
+def _precheck(args: argparse.Namespace) -> None:
+    """Flag values the pipeline refuses, checked before TensorFlow is imported."""
+    check_tolerance_args(args)
+    if args.latency_runs is not None and args.latency_runs < 1:
+        raise UserError(f"--latency-runs must be >= 1, got {args.latency_runs}")
 
 
 def _pipeline(args: argparse.Namespace) -> int:
     from fmnist.pipeline.config import PipelineConfig
     from fmnist.pipeline.run import prepare_out_dir, run_pipeline
 
-    if args.latency_runs is not None and args.latency_runs < 1:
-        raise UserError(f"--latency-runs must be >= 1, got {args.latency_runs}")
     config = PipelineConfig(
         data_dir=args.data_dir,
         out_dir=args.out,

@@ -2,8 +2,10 @@
 
 Every stage is called through its library and talks to the next through files on disk
 (the run directory, the exported bundle and its manifest), exactly as a user chaining
-the `fmnist` commands would. The model server runs as a real child process on free
-loopback ports and is always stopped, even when a stage fails.
+the `fmnist` commands would. Each stage is one function below; what it computed is passed
+on, never recomputed (the edge parity check's int8 outputs also draw the report's figures).
+The model server runs as a real child process on free loopback ports and is always stopped,
+even when a stage fails. TensorFlow, gRPC and plotting load inside the stages that use them.
 """
 
 from __future__ import annotations
@@ -19,19 +21,28 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sklearn.metrics import confusion_matrix
 
+from fmnist.edge.parity import ParityRun, measure_parity
+from fmnist.edge.runtime import Runtime, select_runtime
 from fmnist.errors import UserError
+from fmnist.manifest import Manifest
 from fmnist.parity import ParityResult, format_result
 from fmnist.pipeline.config import PipelineConfig
 from fmnist.pipeline.report import write_report
 
 if TYPE_CHECKING:  # TensorFlow is imported only when the pipeline runs
+    from fmnist.export.export import ExportResult
     from fmnist.train.config import TrainConfig
     from fmnist.train.data import FashionMNIST
     from fmnist.train.train import TrainResult
 
 OUTPUTS = ("run", "models", "figures", "logs", "report.json", "report.md", "report.html")
+FIGURES = {
+    "training_curves": "figures/training_curves.png",
+    "confusion": "figures/confusion.png",
+    "per_class_f1": "figures/per_class_f1.png",
+    "misclassified": "figures/misclassified.png",
+}
 
 
 @dataclass
@@ -51,6 +62,7 @@ class _Stages:
     def __init__(self, progress: Callable[[str], None]) -> None:
         self.seconds: dict[str, float] = {}
         self.progress = progress
+        self.started = time.perf_counter()
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
@@ -59,6 +71,14 @@ class _Stages:
         yield
         self.seconds[name] = round(time.perf_counter() - start, 2)
         self.progress(f"   {name} took {self.seconds[name]:.1f} s")
+
+    def summary(self) -> dict[str, Any]:
+        """The report fields that say when it was made and where the time went."""
+        return {
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "total_seconds": round(time.perf_counter() - self.started, 1),
+            "stages": self.seconds,
+        }
 
 
 def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
@@ -79,25 +99,52 @@ def run_pipeline(
     config: PipelineConfig, progress: Callable[[str], None] = lambda _: None
 ) -> PipelineResult:
     """Run every stage in order and write DIR/report.{json,md,html}."""
-    from fmnist.edge.classifier import Classifier
-    from fmnist.edge.parity import run_parity
-    from fmnist.edge.runtime import select_runtime
-    from fmnist.export.config import ExportConfig
-    from fmnist.export.export import ParityRefused, export_run
-    from fmnist.manifest import load_manifest
-    from fmnist.pipeline import figures
-    from fmnist.serving.client import GrpcClient, RestClient
-    from fmnist.serving.process import start_server
-    from fmnist.serving.served_parity import run_served_parity
-    from fmnist.train import data as train_data
     from fmnist.train.config import load_config
-    from fmnist.train.evaluate import evaluate_run
-    from fmnist.train.train import train
 
-    started = time.perf_counter()
-    out = config.out_dir
     stages = _Stages(progress)
     train_config = load_config(config.train_config, quick=config.quick)
+    data, trained = _train(config, train_config, stages)
+    float_metrics = _evaluate(config, data, stages)
+    head = _report_head(config, train_config, data, trained, float_metrics)
+    export = _export(config, data, head, stages)
+    manifest = export.manifest
+    runtime = select_runtime()
+    served, latency = _serve(config, manifest, data, runtime, stages)
+    edge = _edge_parity(config, manifest.bundle_dir, data, runtime, stages)
+    int8_metrics = manifest.tflite("int8").metrics
+    with stages("report"):
+        _draw_float_vs_int8(config, edge, float_metrics, int8_metrics, data.class_names)
+    parity = [*served, edge.result]
+    summary = stages.summary()
+    report = head | {
+        "title": f"fmnist-deploy pipeline report: {config.model_name} v{export.version}",
+        "created_at": summary["created_at"],
+        "passed": all(p.passed for p in parity),
+        "total_seconds": summary["total_seconds"],
+        "stages": summary["stages"],
+        "machine": {"python": sys.version.split()[0], "tflite_runtime": str(runtime)},
+        "int8_metrics": int8_metrics,
+        "export": {
+            "bundle": str(manifest.bundle_dir),
+            "version": export.version,
+            "models_config": str(export.models_config),
+            "seconds": export.timings,
+        },
+        "parity": [p.to_dict() for p in parity],
+        "artifacts": [{"name": name, **e.to_dict()} for name, e in manifest.files.items()],
+        "latency": latency,
+        "figures": dict(FIGURES),
+    }
+    paths = write_report(config.out_dir, report)
+    return PipelineResult(out_dir=config.out_dir, report=report, paths=paths)
+
+
+def _train(
+    config: PipelineConfig, train_config: TrainConfig, stages: _Stages
+) -> tuple[FashionMNIST, TrainResult]:
+    """Load the verified splits and train the model into the run directory."""
+    from fmnist.train import data as train_data
+    from fmnist.train.train import train
 
     with stages("train"):
         data = train_data.load(
@@ -107,125 +154,143 @@ def run_pipeline(
             download=config.download,
         )
         result = train(train_config, data, config.run_dir, verbose=2 if config.verbose else 0)
-        progress(
+        stages.progress(
             f"   {result.epochs_run} epochs, {result.images_per_s:.0f} img/s, "
             f"best epoch {result.best_epoch}"
         )
+    return data, result
+
+
+def _evaluate(config: PipelineConfig, data: FashionMNIST, stages: _Stages) -> dict[str, Any]:
+    """The float model's test metrics; its training figures are copied for the report."""
+    from fmnist.train.evaluate import evaluate_run
+
     with stages("evaluate"):
         float_metrics = evaluate_run(config.run_dir, data.data_dir)
-        progress(f"   float test accuracy {float_metrics['accuracy']:.4f}")
-    figures_dir = config.figures_dir
-    figures_dir.mkdir(parents=True, exist_ok=True)
+        stages.progress(f"   float test accuracy {float_metrics['accuracy']:.4f}")
+    config.figures_dir.mkdir(parents=True, exist_ok=True)
     for name in ("training_curves.png", "misclassified.png"):
-        shutil.copyfile(config.run_dir / name, figures_dir / name)
-    head = _report_head(config, train_config, data, result, float_metrics)
+        shutil.copyfile(config.run_dir / name, config.figures_dir / name)
+    return float_metrics
+
+
+def _export(
+    config: PipelineConfig, data: FashionMNIST, head: dict[str, Any], stages: _Stages
+) -> ExportResult:
+    """Publish the bundle; if the parity gate refuses, report what it measured and stop."""
+    from fmnist.export.config import ExportConfig
+    from fmnist.export.export import ParityRefused, export_run
+
+    export_config = ExportConfig(
+        base_path=config.base_path,
+        name=config.model_name,
+        data_dir=data.data_dir,
+        tolerance=config.tolerance,
+    )
     with stages("export"):
         try:
-            export = export_run(
-                config.run_dir,
-                ExportConfig(
-                    base_path=config.base_path,
-                    name=config.model_name,
-                    data_dir=data.data_dir,
-                    tolerance=config.tolerance,
-                ),
-            )
-        except ParityRefused as refused:  # report what was measured, then stop with exit 1
+            export = export_run(config.run_dir, export_config)
+        except ParityRefused as refused:  # exit 1, with a FAIL report of the gate's numbers
+            summary = stages.summary()
             paths = write_report(
-                out,
+                config.out_dir,
                 head
                 | {
-                    "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "created_at": summary["created_at"],
                     "passed": False,
                     "failure": "export refused to publish: a TFLite model is outside tolerance",
-                    "total_seconds": round(time.perf_counter() - started, 1),
-                    "stages": stages.seconds,
+                    "total_seconds": summary["total_seconds"],
+                    "stages": summary["stages"],
                     "parity": [p.to_dict() for p in refused.parity.values()],
                 },
             )
             raise ParityRefused(f"{refused}; report: {paths['html']}") from None
-        bundle = export.bundle_dir
-        manifest = load_manifest(bundle)
-        progress(f"   published {bundle}")
+        stages.progress(f"   published {export.bundle_dir}")
+    return export
 
-    parity: list[ParityResult] = []
-    latency: list[dict[str, Any]] = []
-    test = data.test
-    runtime = select_runtime()
+
+def _serve(
+    config: PipelineConfig,
+    manifest: Manifest,
+    data: FashionMNIST,
+    runtime: Runtime,
+    stages: _Stages,
+) -> tuple[list[ParityResult], list[dict[str, Any]]]:
+    """gRPC and REST parity, then every serving path's latency, against `fmnist serve` as a
+    child process on free loopback ports (stopped even when a stage fails)."""
+    # The pipeline's only imports of the serving stage.
+    from fmnist.serving.client import GrpcClient, RestClient
+    from fmnist.serving.client.parity import run_served_parity
+    from fmnist.serving.server.process import start_server
+
     with stages("start server"):
         server = start_server(
             *("--model_name", config.model_name),
             *("--model_base_path", str(config.base_path / config.model_name)),
-            log_dir=out / "logs",
+            log_dir=config.out_dir / "logs",
         )
+    clients: list[Any] = []
     try:
         clients = [
             GrpcClient(server.grpc_target, config.model_name),
             RestClient(server.rest_url, config.model_name),
         ]
+        parity: list[ParityResult] = []
         with stages("served parity (gRPC, REST)"):
             for client in clients:
                 client.wait_until_available(60)
                 parity.append(
-                    run_served_parity(client, bundle, data.data_dir, tolerance=config.tolerance)
+                    run_served_parity(
+                        client, manifest.bundle_dir, data.data_dir, tolerance=config.tolerance
+                    )
                 )
-                progress(format_result(parity[-1]))
+                stages.progress(format_result(parity[-1]))
         with stages("latency"):
-            latency = _latency(config, bundle, clients, runtime, test.images)
+            latency = _latency(config, manifest, clients, runtime, data.test.images)
+    finally:
         for client in clients:
             client.close()
-    finally:
         code = server.stop()
     if code != 0:
         raise UserError(f"fmnist serve exited with {code} (log {server.log_path})")
-    with stages("edge parity"):
-        parity.append(run_parity(bundle, data.data_dir, config.tolerance, runtime=runtime))
-        progress(format_result(parity[-1]))
+    return parity, latency
 
-    with stages("report"):
-        int8_probs = Classifier(manifest.tflite("int8").path, runtime=runtime).predict_proba(
-            test.images, batch_size=1000
-        )
-        labels = list(range(len(data.class_names)))
-        reference = manifest.load_reference()
-        float_matrix = confusion_matrix(test.labels, reference.argmax(1), labels=labels)
-        int8_matrix = confusion_matrix(test.labels, int8_probs.argmax(1), labels=labels)
-        int8_metrics = manifest.data["tflite"]["int8"]["metrics"]
-        figures.confusion_side_by_side(
-            float_matrix, int8_matrix, data.class_names, figures_dir / "confusion.png"
-        )
-        figures.per_class_f1(
-            [c["f1"] for c in float_metrics["per_class"]],
-            [c["f1"] for c in int8_metrics["per_class"]],
-            data.class_names,
-            figures_dir / "per_class_f1.png",
-        )
-    report = head | {
-        "title": f"fmnist-deploy pipeline report: {config.model_name} v{export.version}",
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "passed": all(p.passed for p in parity),
-        "total_seconds": round(time.perf_counter() - started, 1),
-        "stages": stages.seconds,
-        "machine": {"python": sys.version.split()[0], "tflite_runtime": str(runtime)},
-        "int8_metrics": int8_metrics,
-        "export": {
-            "bundle": str(bundle),
-            "version": export.version,
-            "models_config": str(export.models_config),
-            "seconds": export.timings,
-        },
-        "parity": [p.to_dict() for p in parity],
-        "artifacts": [{"name": name, **entry} for name, entry in manifest.data["files"].items()],
-        "latency": latency,
-        "figures": {
-            "training_curves": "figures/training_curves.png",
-            "confusion": "figures/confusion.png",
-            "per_class_f1": "figures/per_class_f1.png",
-            "misclassified": "figures/misclassified.png",
-        },
-    }
-    paths = write_report(out, report)
-    return PipelineResult(out_dir=out, report=report, paths=paths)
+
+def _edge_parity(
+    config: PipelineConfig, bundle: Path, data: FashionMNIST, runtime: Runtime, stages: _Stages
+) -> ParityRun:
+    """The published int8 model through the edge runner, as a device would check it. The one
+    int8 pass over the test set after export; the report reuses its outputs."""
+    with stages("edge parity"):
+        run = measure_parity(bundle, data.data_dir, config.tolerance, runtime=runtime)
+        stages.progress(format_result(run.result))
+    return run
+
+
+def _draw_float_vs_int8(
+    config: PipelineConfig,
+    edge: ParityRun,
+    float_metrics: dict[str, Any],
+    int8_metrics: dict[str, Any],
+    class_names: list[str] | tuple[str, ...],
+) -> None:
+    """Confusion matrices and per-class F1 of the float and int8 models, side by side."""
+    from sklearn.metrics import confusion_matrix
+
+    from fmnist.pipeline import figures
+
+    labels = list(range(len(class_names)))
+    float_matrix = confusion_matrix(edge.labels, edge.reference.argmax(1), labels=labels)
+    int8_matrix = confusion_matrix(edge.labels, edge.probabilities.argmax(1), labels=labels)
+    figures.confusion_side_by_side(
+        float_matrix, int8_matrix, class_names, config.figures_dir / "confusion.png"
+    )
+    figures.per_class_f1(
+        [c["f1"] for c in float_metrics["per_class"]],
+        [c["f1"] for c in int8_metrics["per_class"]],
+        class_names,
+        config.figures_dir / "per_class_f1.png",
+    )
 
 
 def _report_head(
@@ -260,26 +325,25 @@ def _report_head(
             "images_per_s": result.images_per_s,
         },
         "float_metrics": float_metrics,
-        "figures": {
-            "training_curves": "figures/training_curves.png",
-            "misclassified": "figures/misclassified.png",
-        },
+        "figures": {key: FIGURES[key] for key in ("training_curves", "misclassified")},
     }
 
 
 def _latency(
-    config: PipelineConfig, bundle: Path, clients: list, runtime: Any, images: np.ndarray
+    config: PipelineConfig,
+    manifest: Manifest,
+    clients: list[Any],
+    runtime: Runtime,
+    images: np.ndarray,
 ) -> list[dict[str, Any]]:
     """Batch-1 and batch-64 latency of every serving path, side by side in this process."""
     import tensorflow as tf
 
     from fmnist.edge.classifier import Classifier
-    from fmnist.manifest import load_manifest
     from fmnist.pipeline.latency import measure
 
-    manifest = load_manifest(bundle)
     version = manifest.model_version  # pinned: REST then needs no version lookup
-    serve = tf.saved_model.load(str(bundle)).signatures["serving_default"]
+    serve = tf.saved_model.load(str(manifest.bundle_dir)).signatures["serving_default"]
     tflite = {
         kind: Classifier(manifest.tflite(kind).path, runtime=runtime)
         for kind in ("float32", "int8")

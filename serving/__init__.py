@@ -1,10 +1,12 @@
-"""Serving stage: a TF Serving-compatible model server, gRPC/REST clients and the served-model
-parity check.
+"""Serving stage: a TF Serving-compatible model server, its clients, and the wire both speak.
 
-`fmnist serve` (server.py) speaks TF Serving's gRPC and REST APIs over SavedModels in TF
-Serving's base-path layout: server_config (flags and config files), servables (versions,
-polling, draining), signatures (running a version), validation (requests against the
-signature, chunks), tensors + json_fast (wire conversions), grpc_api + grpc_server,
-rest_api + http_server + http_limits, ports, metrics, responses and status (errors and their
-codes).
+- `wire/`: what travels between them: canonical status codes and their HTTP mapping
+  (status), DataTypes and shape limits (dtypes), TensorProto and JSON tensor codecs
+  (tensor_proto, json_tensors, json_fast), signatures as plain data (signature).
+- `server/`: `fmnist serve`: flags and config files (cli, config), the model registry and
+  version manager (registry), loaders (saved_model), request checks (validation), the gRPC
+  and REST APIs (grpc_api + grpc_server, rest_api + http_server + http_limits), and the app
+  that composes them (app).
+- `client/`: gRPC and REST clients with one API (base, grpc_client, rest_client), the
+  served-model parity check (parity) and `fmnist client` / `fmnist parity` (cli).
 """

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import os
+import shutil
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 from fmnist.dataset import DATA_DIR_ENV, OFFICIAL_FILES
@@ -144,3 +152,54 @@ def degraded_bundle(
         ),
     )
     return export_run(perturbed_run, config).bundle_dir
+
+
+class BundleTampering:
+    """Bundles altered as an attacker would: files changed, checksums updated to match, so
+    only the reader's own checks stand between the alteration and a wrong answer."""
+
+    @staticmethod
+    def copy(
+        source: Path,
+        target: Path,
+        manifest: Callable[[dict], Any] | None = None,
+        files: Callable[[Path], None] | None = None,
+    ) -> Path:
+        """A copy of `source` with `files(target)` applied, checksums rewritten, then the
+        manifest edited by `manifest` (which may return replacement JSON text)."""
+        shutil.copytree(source, target)
+        if files:
+            files(target)
+        data = json.loads((target / "manifest.json").read_text())
+        for relpath in data["files"]:
+            content = (target / relpath).read_bytes()
+            data["files"][relpath] = {
+                "sha256": hashlib.sha256(content).hexdigest(),
+                "bytes": len(content),
+            }
+        text = manifest(data) if manifest else None
+        (target / "manifest.json").write_text(text if isinstance(text, str) else json.dumps(data))
+        return target
+
+    @staticmethod
+    def nan_in_reference(bundle: Path) -> None:
+        path = bundle / "reference_outputs.npz"
+        with np.load(path) as npz:
+            probabilities = npz["probabilities"].copy()
+        probabilities[5, 5] = np.nan
+        np.savez_compressed(path, probabilities=probabilities)
+
+    @staticmethod
+    def huge_reference_header(bundle: Path) -> None:
+        """A 4 MB reference whose header claims 1e8 x 10 float64 (8 GB)."""
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(
+            header, {"descr": "<f8", "fortran_order": False, "shape": (100_000_000, 10)}
+        )
+        with zipfile.ZipFile(bundle / "reference_outputs.npz", "w", zipfile.ZIP_DEFLATED) as npz:
+            npz.writestr("probabilities.npy", header.getvalue() + b"\0" * 4_000_000)
+
+
+@pytest.fixture(scope="session")
+def tampering() -> type[BundleTampering]:
+    return BundleTampering

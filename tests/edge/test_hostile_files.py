@@ -4,18 +4,13 @@ a huge allocation or a crash."""
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import random
-import shutil
 import subprocess
 import sys
-import zipfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -40,44 +35,6 @@ def assert_one_line_error(result: subprocess.CompletedProcess, fragment: str) ->
     assert len(errors) == 1 and fragment in errors[0], result.stderr
 
 
-def tamper(
-    source: Path,
-    target: Path,
-    manifest: Callable[[dict], Any] | None = None,
-    files: Callable[[Path], None] | None = None,
-) -> Path:
-    """A copy of a bundle, altered as an attacker would: files changed and their checksums
-    updated, then the manifest edited (`manifest` may return replacement JSON text)."""
-    shutil.copytree(source, target)
-    if files:
-        files(target)
-    data = json.loads((target / "manifest.json").read_text())
-    for relpath in data["files"]:
-        content = (target / relpath).read_bytes()
-        data["files"][relpath] = {
-            "sha256": hashlib.sha256(content).hexdigest(),
-            "bytes": len(content),
-        }
-    text = manifest(data) if manifest else None
-    (target / "manifest.json").write_text(text if isinstance(text, str) else json.dumps(data))
-    return target
-
-
-def _reference(change: Callable[[np.ndarray], np.ndarray]) -> Callable[[Path], None]:
-    def write(bundle: Path) -> None:
-        path = bundle / "reference_outputs.npz"
-        with np.load(path) as npz:
-            probabilities = npz["probabilities"]
-        np.savez_compressed(path, probabilities=change(probabilities.copy()))
-
-    return write
-
-
-def _with_nan(probabilities: np.ndarray) -> np.ndarray:
-    probabilities[17, 3] = np.nan
-    return probabilities
-
-
 def _truncate(bundle: Path) -> None:
     path = bundle / "reference_outputs.npz"
     path.write_bytes(path.read_bytes()[:1000])
@@ -89,16 +46,6 @@ def _corrupt(bundle: Path) -> None:
     for i in range(200, 300):
         content[i] ^= 0xFF
     path.write_bytes(bytes(content))
-
-
-def _huge_header(bundle: Path) -> None:
-    """A 4 MB reference whose header claims 1e8 x 10 float64 (8 GB)."""
-    header = io.BytesIO()
-    np.lib.format.write_array_header_1_0(
-        header, {"descr": "<f8", "fortran_order": False, "shape": (100_000_000, 10)}
-    )
-    with zipfile.ZipFile(bundle / "reference_outputs.npz", "w", zipfile.ZIP_DEFLATED) as npz:
-        npz.writestr("probabilities.npy", header.getvalue() + b"\0" * 4_000_000)
 
 
 def _delete(section: str, key: str) -> Callable[[dict], None]:
@@ -138,8 +85,11 @@ BAD_MANIFESTS = {
 BAD_REFERENCES = {
     "truncated reference": (_truncate, "unreadable reference outputs (BadZipFile"),
     "corrupt reference": (_corrupt, "reference_outputs.npz: un"),
-    "NaN in the reference": (_reference(_with_nan), "hold NaN or infinite values"),
-    "header claims 1e8 rows": (_huge_header, "shape [100000000, 10], expected [10000, 10]"),
+    "NaN in the reference": ("nan_in_reference", "hold NaN or infinite values"),
+    "header claims 1e8 rows": (
+        "huge_reference_header",
+        "shape [100000000, 10], expected [10000, 10]",
+    ),
 }
 
 
@@ -147,10 +97,10 @@ BAD_REFERENCES = {
 @pytest.mark.parametrize("command", ["classify", "parity"])
 @pytest.mark.parametrize("case", list(BAD_MANIFESTS))
 def test_malformed_manifest_is_one_line_exit_2(
-    edge_bundle: Path, data_dir: Path, tmp_path: Path, command: str, case: str
+    edge_bundle: Path, data_dir: Path, tmp_path: Path, tampering, command: str, case: str
 ) -> None:
     mutate, message = BAD_MANIFESTS[case]
-    bundle = tamper(edge_bundle, tmp_path / "bundle", manifest=mutate)
+    bundle = tampering.copy(edge_bundle, tmp_path / "bundle", manifest=mutate)
     image = tmp_path / "image.npy"
     np.save(image, np.zeros((28, 28), np.uint8))
     extra = [str(image)] if command == "classify" else ["--data-dir", str(data_dir)]
@@ -160,11 +110,12 @@ def test_malformed_manifest_is_one_line_exit_2(
 @pytest.mark.integration
 @pytest.mark.parametrize("case", list(BAD_REFERENCES))
 def test_bad_reference_outputs_are_could_not_check(
-    edge_bundle: Path, data_dir: Path, tmp_path: Path, case: str
+    edge_bundle: Path, data_dir: Path, tmp_path: Path, tampering, case: str
 ) -> None:
     """Exit 2 ("could not check"), never exit 1 (drift) or a traceback."""
     alter, message = BAD_REFERENCES[case]
-    bundle = tamper(edge_bundle, tmp_path / "bundle", files=alter)
+    alter = getattr(tampering, alter) if isinstance(alter, str) else alter
+    bundle = tampering.copy(edge_bundle, tmp_path / "bundle", files=alter)
     result = edge("parity", str(bundle), "--data-dir", str(data_dir))
     assert_one_line_error(result, message)
     assert "verdict" not in result.stdout

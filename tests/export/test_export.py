@@ -93,10 +93,9 @@ def test_int8_model_is_full_integer_with_recorded_quantization(exported_bundle: 
         if t["dtype"] == np.float32 and t["index"] not in (inp["index"], out["index"])
     ]
     assert not float_tensors, f"float tensors in the int8 model: {float_tensors}"
-    sizes = {f: e["bytes"] for f, e in manifest.data["files"].items()}
     # ~1/4 of float32 plus a fixed overhead that weighs more in this tiny model; the 30%
     # target on the default model is measured by benchmarks/bench_export.py.
-    assert sizes[tflite.INT8_FILE] <= 0.35 * sizes[tflite.FLOAT32_FILE]
+    assert manifest.tflite("int8").bytes <= 0.35 * manifest.tflite("float32").bytes
 
 
 def test_both_tflite_models_run_in_litert_and_agree_with_the_reference(
@@ -165,10 +164,8 @@ def test_manifest_checksums_verify_and_tampering_is_detected(
 ) -> None:
     manifest = load_manifest(exported_bundle)
     manifest.verify()
-    assert {"saved_model.pb", tflite.INT8_FILE, "reference_outputs.npz"} <= set(
-        manifest.data["files"]
-    )
-    assert manifest.data["tflite"]["int8"]["input"]["scale"] == pytest.approx(1 / 255)
+    assert {"saved_model.pb", tflite.INT8_FILE, "reference_outputs.npz"} <= set(manifest.files)
+    assert manifest.tflite("int8").input.scale == pytest.approx(1 / 255)
     assert manifest.data["producer"]["tensorflow"] == tf.__version__
     copy = tmp_path / "1"
     shutil.copytree(exported_bundle, copy)
@@ -339,3 +336,15 @@ def test_export_is_importable_without_side_effects() -> None:
         timeout=60,
     )
     assert done.stdout.strip() == "False", "fmnist --help must not import TensorFlow"
+
+
+def test_version_dir_holds_model_tflite_for_tf_serving(exported_bundle: Path) -> None:
+    # TF Serving's --prefer_tflite_model serves <version>/model.tflite: our int8 model.
+    served = exported_bundle / tflite.SERVING_FILE
+    assert served.read_bytes() == (exported_bundle / tflite.INT8_FILE).read_bytes()
+    manifest = load_manifest(exported_bundle)
+    assert manifest.data["tflite"]["int8"]["serving_file"] == tflite.SERVING_FILE
+    assert manifest.files[tflite.SERVING_FILE] == manifest.files[tflite.INT8_FILE]
+    assert manifest.verify_file(tflite.SERVING_FILE) == served
+    # The SavedModel's input, so its requests and warm-up records serve both.
+    assert manifest.tflite("int8").input.shape == (-1, 28, 28)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from fmnist.serving.process import ServerProcess, start_server
+from fmnist.serving.server.process import ServerProcess, start_server
 
 
 def _factory(log_dir: Path) -> Iterator[Callable[..., ServerProcess]]:

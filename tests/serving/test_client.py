@@ -19,7 +19,7 @@ from fmnist import dataset
 from fmnist.errors import UserError
 from fmnist.manifest import load_manifest
 from fmnist.serving.client import GrpcClient, RestClient, ServingError
-from fmnist.serving.process import start_server
+from fmnist.serving.server.process import start_server
 
 X = np.array([1.0, 2.0, 5.0], np.float32)
 HALF_PLUS_TWO = [2.5, 3.0, 4.5]  # TF Serving's documented answer
@@ -83,11 +83,10 @@ def test_missing_model_version_or_label_fails_at_once_naming_it(
     model = choice.pop("model", "half_plus_two")
     for client in _clients(half_plus_two_server, model, timeout=20):
         with client:
-            start = time.monotonic()
             with pytest.raises(ServingError) as caught:
                 client.predict_raw({"x": X}, **choice)
-            assert time.monotonic() - start < 2, "a missing model must not be retried"
             err = caught.value
+            assert err.attempts == 1, "a missing model must not be retried"
             assert err.code == code and named in err.message, str(err)
             assert err.http_status == (http if isinstance(client, RestClient) else None)
             assert isinstance(err, UserError) and named in str(err)
@@ -98,11 +97,10 @@ def test_missing_model_version_or_label_fails_at_once_naming_it(
 def test_invalid_requests_are_not_retried(half_plus_two_server) -> None:
     for client in _clients(half_plus_two_server, "half_plus_two", timeout=20):
         with client:
-            start = time.monotonic()
             with pytest.raises(ServingError) as caught:
                 client.predict_raw({"not_x": X})
             assert caught.value.code == "INVALID_ARGUMENT"
-            assert time.monotonic() - start < 2
+            assert caught.value.attempts == 1
             with pytest.raises(UserError, match="version or a label"):
                 client.predict_raw({"x": X}, version=123, label="stable")
 
@@ -203,7 +201,8 @@ def test_client_started_before_the_server_retries_until_it_answers(
     servers = []
 
     def start_late() -> None:
-        time.sleep(2.0)
+        # No sleep needed: the server binds its ports only after importing TF and loading
+        # the model (seconds), so the clients below start while nothing listens.
         servers.append(
             start_server(
                 *("--port", str(grpc_port), "--rest_api_port", str(rest_port)),

@@ -28,6 +28,9 @@ TF_SERVING_FLAGS = (
     "--grpc_socket_path",
     "--grpc_channel_arguments",
     "--model_config_file_poll_wait_seconds",
+    "--enable_batching",
+    "--batching_parameters_file",
+    "--prefer_tflite_model",
 )
 
 
@@ -47,13 +50,18 @@ def test_help_lists_the_tf_serving_flags():
 @pytest.mark.parametrize(
     ("flags", "named"),
     [
-        (("--enable_batching",), "--enable_batching"),
+        (("--per_process_gpu_memory_fraction", "0.5"), "--per_process_gpu_memory_fraction"),
         (("--model_base", "/tmp"), "--model_base"),  # no abbreviation of --model_base_path
         (("--port", "http"), "--port"),
         (("--enable_grpc_healthcheck_service=maybe",), "--enable_grpc_healthcheck_service"),
         (("--file_system_poll_wait_seconds", "nan"), "--file_system_poll_wait_seconds"),
         (("--file_system_poll_wait_seconds", "inf"), "--file_system_poll_wait_seconds"),
         (("--enable_model_warmup=sometimes",), "--enable_model_warmup"),
+        # TF Serving refuses a batching file without --enable_batching; so do we.
+        (
+            ("--model_base_path", "/tmp", "--batching_parameters_file", "/tmp/b"),
+            "without setting --enable_batching",
+        ),
     ],
 )
 def test_an_unsupported_or_bad_flag_is_an_error_naming_it(flags, named):

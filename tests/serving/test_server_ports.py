@@ -46,8 +46,8 @@ def test_a_taken_port_fails_before_any_model_loads(
 def test_an_in_process_server_checks_its_ports_before_loading(serving_fixtures: Path):
     """`ModelServer.start` (used in-process, without the CLI's early check) checks too."""
     from fmnist.errors import UserError
-    from fmnist.serving.server import ModelServer
-    from fmnist.serving.server_config import ServerConfig, single_model
+    from fmnist.serving.server.app import ModelServer
+    from fmnist.serving.server.config import ServerConfig, single_model
 
     models = single_model("half_plus_two", serving_fixtures / "saved_model_half_plus_two_cpu")
     with socket.socket() as taken:
@@ -58,9 +58,9 @@ def test_an_in_process_server_checks_its_ports_before_loading(serving_fixtures: 
         with pytest.raises(UserError, match=f"port {port} is already in use .*--rest_api_port"):
             server.start()
     try:
-        from fmnist.serving.status import ServingError
+        from fmnist.serving.wire.status import StatusError
 
-        with pytest.raises(ServingError, match="Could not find any versions"):
+        with pytest.raises(StatusError, match="Could not find any versions"):
             server.registry.status("half_plus_two")  # nothing was loaded
     finally:
         server.stop()

@@ -14,9 +14,9 @@ import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from fmnist.serving import validation
-from fmnist.serving.signatures import SavedModelVersion
-from fmnist.serving.status import Code, ServingError
+from fmnist.serving.server import validation
+from fmnist.serving.server.saved_model import SavedModelVersion
+from fmnist.serving.wire.status import Code, StatusError
 
 pytestmark = pytest.mark.integration
 
@@ -122,7 +122,7 @@ def test_rest_bodies_that_aborted_the_server_are_400(server, stub, body):
 def test_grpc_images_of_another_rank_are_invalid_argument_naming_the_shapes(server, stub, rank):
     dims = [1] * rank if rank != 4 else [1, 28, 28, 1]
     code, details = rpc_code(stub, images_request(uint8_tensor(dims)))
-    assert code == Code.INVALID_ARGUMENT
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert "input 'images' shape is wrong, expected: [?,28,28], actual: [" in details
     assert_serving(server, stub)
 
@@ -130,7 +130,7 @@ def test_grpc_images_of_another_rank_are_invalid_argument_naming_the_shapes(serv
 @pytest.mark.parametrize("rank", [33, 40, 70, 300])
 def test_grpc_tensors_of_more_than_32_dimensions_are_invalid_argument(server, stub, rank):
     code, details = rpc_code(stub, images_request(uint8_tensor([1] * rank)))
-    assert code == Code.INVALID_ARGUMENT
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert f"Shape has {rank} dimensions which is over the limit of 32" in details
     assert_serving(server, stub)
 
@@ -145,14 +145,14 @@ def test_a_huge_declared_shape_is_a_content_mismatch_before_any_allocation(
 ):
     tensor = uint8_tensor([10**9, 28, 28], content)
     code, details = rpc_code(stub, images_request(tensor))
-    assert code == Code.INVALID_ARGUMENT
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert message in details
     assert_serving(server, stub)
 
 
 def test_a_zero_dimension_next_to_huge_ones_is_invalid_argument(server, stub):
     code, details = rpc_code(stub, images_request(uint8_tensor([0, 2**40, 2**40], b"")))
-    assert code == Code.INVALID_ARGUMENT
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert "is too large" in details
     assert_serving(server, stub)
 
@@ -188,7 +188,7 @@ def test_per_element_signatures_still_take_any_shape_as_tf_serving_does(stub):
 
 
 def test_a_chunked_run_stops_at_a_passed_deadline(version):
-    with pytest.raises(ServingError) as caught:
+    with pytest.raises(StatusError) as caught:
         version.predict("", {"images": IMAGES}, deadline=time.monotonic() - 1)
     assert caught.value.code == Code.DEADLINE_EXCEEDED
 
@@ -215,7 +215,7 @@ def test_classify_and_regress_stop_at_a_passed_deadline(serving_fixtures, method
         assert (
             len(getattr(result, "classifications" if method == "classify" else "regressions")) == 3
         )
-        with pytest.raises(ServingError) as caught:
+        with pytest.raises(StatusError) as caught:
             call(signature, [example.SerializeToString()] * 3, deadline=time.monotonic() - 1)
         assert caught.value.code == Code.DEADLINE_EXCEEDED
     finally:
@@ -238,13 +238,13 @@ def test_classify_and_regress_stop_at_a_passed_deadline(serving_fixtures, method
     ],
 )
 def test_to_ndarray_refuses_a_bad_tensor_naming_it(dims, fields, message):
-    from fmnist.serving import tensors
+    from fmnist.serving.wire import tensor_proto
 
     proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_UINT8, **fields)
     for size in dims:
         proto.tensor_shape.dim.add(size=size)
-    with pytest.raises(ServingError) as caught:
-        tensors.to_ndarray(proto, 1 << 20, name="images")
+    with pytest.raises(StatusError) as caught:
+        tensor_proto.to_ndarray(proto, 1 << 20, name="images")
     assert caught.value.code == Code.INVALID_ARGUMENT
     assert caught.value.message.startswith("tensor parsing error: images: ")
     assert message in caught.value.message
@@ -255,11 +255,11 @@ def test_to_ndarray_refuses_a_bad_tensor_naming_it(dims, fields, message):
     [({}, [0, 0, 0]), ({"int_val": [5]}, [5, 5, 5]), ({"int_val": [1, 2, 3]}, [1, 2, 3])],
 )
 def test_to_ndarray_fills_short_value_lists_as_tf_does(fields, expected):
-    from fmnist.serving import tensors
+    from fmnist.serving.wire import tensor_proto
 
     proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_UINT8, **fields)
     proto.tensor_shape.dim.add(size=3)
-    assert tensors.to_ndarray(proto, 1 << 20).tolist() == expected
+    assert tensor_proto.to_ndarray(proto, 1 << 20).tolist() == expected
 
 
 def test_a_scalar_string_result_is_an_array(version):
@@ -279,6 +279,6 @@ def test_a_string_tensor_of_33_dimensions_to_a_lenient_signature_is_refused(serv
         blobs.tensor_shape.dim.add(size=1)
     blobs.string_val.append(b"a")
     code, details = rpc_code(stub, request)
-    assert code == Code.INVALID_ARGUMENT
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert "Shape has 33 dimensions which is over the limit of 32" in details
     assert_serving(server, stub)

@@ -78,5 +78,5 @@ def test_flag_overrides_the_manifest_limit() -> None:
 
 @pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])
 def test_a_negative_or_non_finite_class_limit_is_a_user_error(bad: float) -> None:
-    with pytest.raises(UserError, match="--max-class-recall-drop"):
+    with pytest.raises(UserError, match="max_class_recall_drop_pp must be"):
         Tolerance(max_class_recall_drop_pp=bad)

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fmnist.serving import json_fast
-from fmnist.serving.json_fast import NumericSpan
-from fmnist.serving.status import Code, ServingError
+from fmnist.serving.wire import json_fast
+from fmnist.serving.wire.json_fast import NumericSpan
+from fmnist.serving.wire.status import Code, StatusError
 
 
 def span(text: str) -> NumericSpan:
@@ -121,7 +121,7 @@ def test_loads_round_trips_what_json_reads(body):
     ],
 )
 def test_numbers_no_double_holds_are_an_invalid_argument(text: str):
-    with pytest.raises(ServingError) as caught:
+    with pytest.raises(StatusError) as caught:
         json_fast.plain_loads(text.encode())
     assert caught.value.code == Code.INVALID_ARGUMENT
     assert "Number too big" in caught.value.message
@@ -136,11 +136,11 @@ def test_beyond_64_bit_integers_are_read_as_doubles():
 
 def test_a_passed_deadline_stops_decoding():
     body = json.dumps({"instances": [[0.5]] * 1000}).encode()
-    with pytest.raises(ServingError) as caught:
+    with pytest.raises(StatusError) as caught:
         json_fast.loads(body, deadline=time.monotonic() - 1)
     assert caught.value.code == Code.DEADLINE_EXCEEDED
     doc = json_fast.loads(body)
-    with pytest.raises(ServingError):
+    with pytest.raises(StatusError):
         doc["instances"].to_array(np.dtype(np.float32), deadline=time.monotonic() - 1)
 
 

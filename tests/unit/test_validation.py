@@ -7,9 +7,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from fmnist.serving import validation
-from fmnist.serving.status import Code, ServingError
-from fmnist.serving.validation import TensorSpec
+from fmnist.serving.server import validation
+from fmnist.serving.server.validation import TensorSpec
+from fmnist.serving.wire import dtypes
+from fmnist.serving.wire.status import Code, StatusError
 
 IMAGES = TensorSpec("images", (-1, 28, 28))
 
@@ -22,8 +23,8 @@ def _info(dims: list[int] | None) -> SimpleNamespace:
     return SimpleNamespace(tensor_shape=shape)
 
 
-def _error(call, *args) -> ServingError:
-    with pytest.raises(ServingError) as caught:
+def _error(call, *args) -> StatusError:
+    with pytest.raises(StatusError) as caught:
         call(*args)
     assert caught.value.code == Code.INVALID_ARGUMENT
     return caught.value
@@ -88,19 +89,19 @@ def test_per_element_signatures_keep_tf_servings_leniency(declared, shape):
     ],
 )
 def test_unrepresentable_dims_are_refused_before_any_allocation(dims, message):
-    assert message in _error(validation.check_dims, dims).message
+    assert message in _error(dtypes.check_dims, dims).message
 
 
 def test_the_byte_count_takes_the_item_size():
-    assert validation.check_dims((2**60,), 1) == 2**60
-    assert "too large" in _error(validation.check_dims, (2**60,), 8).message
+    assert dtypes.check_dims((2**60,), 1) == 2**60
+    assert "too large" in _error(dtypes.check_dims, (2**60,), 8).message
 
 
 @pytest.mark.parametrize(
     ("dims", "count"), [((), 1), ((0,), 0), ((0, 10**6, 10**6), 0), ((1000, 28, 28), 784_000)]
 )
 def test_check_dims_returns_the_element_count(dims, count):
-    assert validation.check_dims(dims) == count
+    assert dtypes.check_dims(dims) == count
 
 
 def test_check_inputs_names_the_first_bad_input_in_alias_order():
@@ -172,4 +173,4 @@ def test_a_chunk_size_below_one_is_a_programming_error():
     ("shape", "text"), [(None, "<unknown>"), ((), "[]"), ((-1, 28, 28), "[?,28,28]")]
 )
 def test_format_shape_prints_like_tf(shape, text):
-    assert validation.format_shape(shape) == text
+    assert dtypes.format_shape(shape) == text

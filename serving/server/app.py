@@ -1,0 +1,268 @@
+"""The model server process: load models, serve gRPC and REST, poll, and stop gracefully.
+
+Startup checks that both ports are free (a taken port fails at once, not after loading),
+loads every model's aspired versions, binds, then prints one line with the bound ports
+(so a parent that asked for port 0 can read them). SIGTERM or SIGINT stops it: health
+turns NOT_SERVING, both listeners close, gRPC calls still waiting for their request are
+answered UNAVAILABLE, in-flight requests finish (up to the grace period), models unload,
+and the process exits 0.
+
+Without TensorFlow (a TFLite-only install), `--prefer_tflite_model` versions serve over
+REST: TF is imported only to load a SavedModel, and gRPC (which needs TF Serving's protos)
+is left out with one logged line; the ready line then says `gRPC disabled`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from fmnist.errors import UserError
+from fmnist.serving.server import ports
+from fmnist.serving.server.config import ServerConfig
+from fmnist.serving.server.tflite_model import TFLITE_FILE
+
+GRPC_NEEDS_TF = (
+    "gRPC API needs TensorFlow's protos (pip install 'fmnist-deploy[tf]'); serving REST only"
+)
+SAVED_MODEL_NEEDS_TF = (
+    "a SavedModel needs TensorFlow, which is not installed (pip install 'fmnist-deploy[tf]'); "
+    f"--prefer_tflite_model with a {TFLITE_FILE} in the version directory does not"
+)
+
+
+def run(config: ServerConfig, out: TextIO = sys.stdout) -> int:
+    """Serve until SIGTERM or SIGINT; returns the exit code.
+
+    The signal handlers stay for the rest of the process: a second signal during the
+    graceful stop must not kill it half-way (it is the process's last act anyway)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    server = ModelServer(config)
+    try:
+        server.start()
+        grpc_at, rest_at = server.addresses()
+        print(f"fmnist serve: gRPC {grpc_at}, REST {rest_at}", file=out, flush=True)
+        while not stop.wait(0.5):
+            pass
+        print("fmnist serve: shutting down", file=sys.stderr, flush=True)
+    finally:
+        server.stop()
+    return 0
+
+
+class ModelServer:
+    """gRPC + REST over one servable registry; usable in-process too (start/stop)."""
+
+    def __init__(self, config: ServerConfig):
+        from fmnist.serving.server.metrics import Metrics
+        from fmnist.serving.server.registry import ServableRegistry
+
+        if importlib.util.find_spec("tensorflow") is not None:
+            import tensorflow as tf
+
+            tf.get_logger().setLevel(logging.ERROR)  # deprecation chatter from the v1 loader
+        self.config = config
+        self.metrics = Metrics()
+        loader = version_loader(config.prefer_tflite_model)
+        if config.model_warmup:  # TF Serving's --enable_model_warmup, on by default
+            from fmnist.serving.server.warmup import with_warmup
+
+            loader = with_warmup(loader, log_info)
+        if config.batching is not None:  # --enable_batching: concurrent Predicts share calls
+            from fmnist.serving.server.batching import with_batching
+
+            loader = with_batching(loader, config.batching, self.metrics.observe_batch)
+        self.registry = ServableRegistry(config.models, loader=loader)
+        self.grpc = self._grpc_server()
+        if self.grpc is None and config.rest_port is None:
+            raise UserError(
+                f"nothing to serve: {GRPC_NEEDS_TF.split(';')[0]}, and REST is disabled "
+                "(--rest_api_port 0)"
+            )
+        self.rest = None
+        if config.rest_port is not None:
+            from fmnist.serving.server.http_server import HttpServer
+            from fmnist.serving.server.rest_api import RestApi
+
+            self.rest = HttpServer(
+                RestApi(self.registry, self.metrics, config.method_name_check),
+                host=config.host,
+                port=config.rest_port,
+                threads=config.rest_threads,
+                max_body_bytes=config.max_request_bytes,
+                timeout_s=config.rest_timeout_ms / 1000,
+                metrics=self.metrics,
+                metrics_path=config.monitoring_path,
+            )
+        self.grpc_port = self.rest_port = None
+        self._started = self._stopped = False
+        self._stop_polling = threading.Event()
+        self._config_poller: threading.Thread | None = None
+
+    def _grpc_server(self) -> Any:
+        """The gRPC server, or None (logged) when grpc or TF Serving's protos are missing."""
+        config = self.config
+        try:
+            from fmnist.serving.server import grpc_api
+            from fmnist.serving.server.grpc_server import GrpcServer
+        except ImportError as err:
+            log_info(f"{GRPC_NEEDS_TF} (missing: {err.name or err})")
+            return None
+        return GrpcServer(
+            [
+                grpc_api.PredictionService(
+                    self.registry, self.metrics, config.method_name_check, config.max_request_bytes
+                ),
+                grpc_api.ModelService(self.registry, self.metrics),
+            ],
+            host=config.host,
+            port=config.grpc_port,
+            threads=config.grpc_threads,
+            max_message_bytes=config.max_request_bytes,
+            health_check=config.grpc_health,
+            socket_path=config.grpc_socket_path,
+            channel_arguments=config.grpc_channel_arguments,
+        )
+
+    def start(self) -> None:
+        self.check_ports()
+        self.registry.poll_all()
+        self.registry.check_labels()
+        if self.grpc is not None:
+            self._start_grpc()
+        if self.rest is not None:
+            try:
+                self.rest_port = self.rest.start()
+            except OSError as err:
+                if self.grpc is not None:
+                    self.grpc.stop(0).result()
+                raise UserError(
+                    ports.why_not(
+                        self.config.host,
+                        self.config.rest_port,
+                        err,
+                        api="REST",
+                        flag="--rest_api_port",
+                    )
+                ) from None
+            log_info(f"Exporting HTTP/REST API at:{_address(self.config.host, self.rest_port)} ...")
+        self._started = True
+        self.registry.start_polling(self.config.poll_wait_seconds)
+        if self.config.config_file and self.config.config_poll_seconds > 0:
+            self._config_poller = threading.Thread(
+                target=self._poll_config, name="config-poller", daemon=True
+            )
+            self._config_poller.start()
+
+    def _start_grpc(self) -> None:
+        from fmnist.serving.server.grpc_server import BindError, SocketBindError
+
+        try:
+            self.grpc_port = self.grpc.start()
+        except SocketBindError as err:
+            raise UserError(f"--grpc_socket_path {self.config.grpc_socket_path}: {err}") from None
+        except BindError:
+            message = ports.explain_bind_failure(
+                self.config.host, self.config.grpc_port, api="gRPC", flag="--port"
+            )
+            raise UserError(message) from None
+        grpc_at = _address(self.config.host, self.grpc_port)
+        log_info(f"Running gRPC ModelServer at {grpc_at} ...")
+
+    def _poll_config(self) -> None:
+        """TF Serving's --model_config_file_poll_wait_seconds: re-read the config file and
+        reload when it changed; a file that does not parse keeps the current config."""
+        from fmnist.serving.server.config import read_model_config_file
+        from fmnist.serving.wire.status import StatusError
+
+        last = self.config.models
+        while not self._stop_polling.wait(self.config.config_poll_seconds):
+            try:
+                models = read_model_config_file(self.config.config_file)
+                if models != last:
+                    self.registry.reload(models)
+                    log_info(f"Reloaded model config file {self.config.config_file}")
+                last = models
+            except (UserError, StatusError) as err:
+                log_info(f"keeping the current model config: {err}")
+
+    def check_ports(self) -> None:
+        """Fail at once, before loading anything, if a configured port is taken."""
+        check_ports(self.config, grpc=self.grpc is not None)
+
+    def addresses(self) -> tuple[str, str]:
+        """("on HOST:PORT" or "disabled") for gRPC and for REST."""
+        host = self.config.host
+        grpc = f"on {_address(host, self.grpc_port)}" if self.grpc_port else "disabled"
+        rest = f"on {_address(host, self.rest_port)}" if self.rest_port else "disabled"
+        return grpc, rest
+
+    def stop(self) -> None:
+        """Graceful stop (see the module docstring); a second call does nothing."""
+        if self._stopped:
+            return
+        self._stopped = True
+        grace = self.config.shutdown_grace_seconds
+        grpc_stopped = None
+        if self.grpc is not None:  # refuses new calls now, lets running ones finish
+            grpc_stopped = self.grpc.stop(grace)
+        if self.rest is not None:
+            self.rest.stop(grace)
+        if grpc_stopped is not None:
+            grpc_stopped.result()
+        self._stop_polling.set()
+        if self._config_poller is not None:
+            self._config_poller.join()
+        self.registry.stop()
+
+
+def version_loader(prefer_tflite: bool) -> Callable[[Path], Any]:
+    """Loads one version directory: its model.tflite with `prefer_tflite` (TF Serving's
+    --prefer_tflite_model) when it has one, else its SavedModel. TensorFlow is imported only
+    for a SavedModel, so a TFLite-only install serves model.tflite versions."""
+
+    def load(version_dir: Path) -> Any:
+        if prefer_tflite and (version_dir / TFLITE_FILE).is_file():
+            from fmnist.serving.server.tflite_model import TfliteModel
+
+            return TfliteModel(version_dir)
+        try:
+            from fmnist.serving.server.saved_model import SavedModelVersion
+        except ModuleNotFoundError:  # tensorflow or tensorflow_serving is not installed
+            raise RuntimeError(SAVED_MODEL_NEEDS_TF) from None
+        except ImportError as err:
+            raise RuntimeError(f"TensorFlow is installed but fails to import: {err}") from None
+        return SavedModelVersion(version_dir)
+
+    return load
+
+
+def check_ports(config: ServerConfig, grpc: bool = True) -> None:
+    """UserError naming the flag if the gRPC (when served) or REST port of `config` is taken."""
+    if grpc:
+        ports.check_free(config.host, config.grpc_port, api="gRPC", flag="--port")
+    if config.rest_port is not None:
+        ports.check_free(config.host, config.rest_port, api="REST", flag="--rest_api_port")
+
+
+def log_info(message: str) -> None:
+    """A line on stderr shaped like TF Serving's LOG(INFO) lines (readiness scripts grep
+    for the text after the `]`)."""
+    now = time.time()
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now)) + f".{int(now % 1 * 1e6):06d}"
+    print(f"{stamp}: I fmnist/serving/server.py] {message}", file=sys.stderr, flush=True)
+
+
+def _address(host: str, port: int | None) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,0 +1,407 @@
+"""The model server's typed configuration, from TF Serving's flags and config files.
+
+Model config files are text-format `tensorflow.serving.ModelServerConfig` (parsed with
+the official protos); the monitoring config is text-format `MonitoringConfig`. Both
+are read here so that a bad file is a one-line user error before anything loads.
+protobuf is imported only to read such files, so `--model_base_path` alone works on a
+TFLite-only install that has no protobuf (tflite-runtime brings none).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fmnist.errors import UserError
+
+DEFAULT_GRPC_PORT = 8500
+DEFAULT_REST_PORT = 8501
+DEFAULT_MAX_REQUEST_BYTES = 64 << 20
+DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
+
+
+@dataclass(frozen=True)
+class VersionPolicy:
+    """Which on-disk versions to serve: `latest {n}` (default 1), `all` or `specific`."""
+
+    kind: str = "latest"
+    num_versions: int = 1
+    versions: tuple[int, ...] = ()
+
+    def select(self, on_disk: Iterable[int]) -> set[int]:
+        on_disk = sorted(on_disk, reverse=True)
+        if self.kind == "all":
+            return set(on_disk)
+        if self.kind == "specific":
+            return set(on_disk) & set(self.versions)
+        return set(on_disk[: max(self.num_versions, 1)])
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """One served model: a name and a base path holding integer-named version directories."""
+
+    name: str
+    base_path: Path
+    policy: VersionPolicy = VersionPolicy()
+    labels: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything `fmnist serve` needs; the defaults are TF Serving's where it has one."""
+
+    models: tuple[ModelConfig, ...]
+    host: str = "127.0.0.1"
+    grpc_port: int = DEFAULT_GRPC_PORT  # 0: any free port (printed on start)
+    rest_port: int | None = DEFAULT_REST_PORT  # None: REST disabled; 0: any free port
+    poll_wait_seconds: float = 1.0  # <= 0: read the base paths once, at start
+    monitoring_path: str | None = None  # Prometheus endpoint on the REST port
+    grpc_health: bool = False
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    rest_timeout_ms: int = 30_000
+    rest_threads: int = 4 * (os.cpu_count() or 1)
+    grpc_threads: int = 4 * (os.cpu_count() or 1)
+    method_name_check: bool = False  # TF Serving's --enable_signature_method_name_check
+    shutdown_grace_seconds: float = 30.0
+    model_warmup: bool = True  # TF Serving's --enable_model_warmup
+    config_file: str | None = None  # the --model_config_file, re-read every config_poll_seconds
+    config_poll_seconds: float = 0.0  # --model_config_file_poll_wait_seconds; 0: never
+    grpc_socket_path: str | None = None  # TF Serving's --grpc_socket_path: also gRPC on unix:PATH
+    grpc_channel_arguments: tuple[tuple[str, int | str], ...] = ()  # --grpc_channel_arguments
+    batching: BatchingConfig | None = None  # --enable_batching; None: every request runs alone
+    prefer_tflite_model: bool = False  # --prefer_tflite_model: serve model.tflite if present
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    """TF Serving's BatchingParameters (session_bundle_config.proto), with its defaults."""
+
+    max_batch_size: int = 1000  # SharedBatchScheduler QueueOptions defaults
+    batch_timeout_micros: int = 0
+    max_enqueued_batches: int = 10
+    num_batch_threads: int = os.cpu_count() or 1  # port::MaxParallelism()
+    allowed_batch_sizes: tuple[int, ...] = ()
+    pad_variable_length_inputs: bool = False
+    enable_large_batch_splitting: bool = False
+    max_execution_batch_size: int | None = None  # with large batch splitting
+
+
+def read_batching_parameters_file(path: str | None) -> BatchingConfig:
+    """A text-format BatchingParameters file (None: TF Serving's defaults). Unset fields
+    keep the defaults of TF Serving's SharedBatchScheduler (bundle_factory_util.h sets
+    only the wrapper fields that are present); a bad file or value is a UserError."""
+    if path is None:
+        return BatchingConfig()
+    proto = _batching_parameters_class()()
+    _parse_text(path, proto, "batching parameters file")
+    values = {
+        name: getattr(proto, name).value
+        for name in (
+            "max_batch_size",
+            "batch_timeout_micros",
+            "max_enqueued_batches",
+            "num_batch_threads",
+            "enable_large_batch_splitting",
+            "max_execution_batch_size",
+        )
+        if proto.HasField(name)
+    }
+    if values.get("enable_large_batch_splitting") and "max_execution_batch_size" not in values:
+        # TF Serving's GetQueueOptions: splitting without a limit executes max_batch_size.
+        values["max_execution_batch_size"] = values.get("max_batch_size", 1000)
+    config = BatchingConfig(
+        **values,
+        allowed_batch_sizes=tuple(proto.allowed_batch_sizes),
+        pad_variable_length_inputs=proto.pad_variable_length_inputs,
+    )
+    from fmnist.serving.server.batching import check_config
+
+    try:
+        check_config(config)
+    except ValueError as err:
+        raise UserError(f"invalid batching parameters file '{path}': {err}") from None
+    return config
+
+
+def _batching_parameters_class():
+    """tensorflow.serving.BatchingParameters: the official message when TensorFlow Serving's
+    servables protos are importable (the pip package ships none), else the same schema
+    (session_bundle_config.proto: field names, numbers and wrapper types) declared here,
+    so a TFLite-only install without TensorFlow reads the same files."""
+    try:
+        from tensorflow_serving.servables.tensorflow import session_bundle_config_pb2
+    except ImportError:
+        pass
+    else:
+        return session_bundle_config_pb2.BatchingParameters
+    try:
+        from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, wrappers_pb2
+    except ImportError:
+        raise UserError(
+            "--batching_parameters_file needs the protobuf package to read text-format "
+            "BatchingParameters (pip install protobuf)"
+        ) from None
+
+    fields = descriptor_pb2.FieldDescriptorProto
+    file_proto = descriptor_pb2.FileDescriptorProto(
+        name="fmnist/serving/batching_parameters.proto",
+        package="tensorflow.serving",
+        syntax="proto3",
+        dependency=[wrappers_pb2.DESCRIPTOR.name],
+    )
+    message = file_proto.message_type.add(name="BatchingParameters")
+    for name, number, wrapper in (
+        ("max_batch_size", 1, "Int64Value"),
+        ("batch_timeout_micros", 2, "Int64Value"),
+        ("max_enqueued_batches", 3, "Int64Value"),
+        ("num_batch_threads", 4, "Int64Value"),
+        ("thread_pool_name", 5, "StringValue"),
+        ("enable_large_batch_splitting", 8, "BoolValue"),
+        ("max_execution_batch_size", 9, "Int64Value"),
+    ):
+        message.field.add(
+            name=name,
+            number=number,
+            type=fields.TYPE_MESSAGE,
+            type_name=f".google.protobuf.{wrapper}",
+            label=fields.LABEL_OPTIONAL,
+        )
+    message.field.add(
+        name="allowed_batch_sizes", number=6, type=fields.TYPE_INT64, label=fields.LABEL_REPEATED
+    )
+    message.field.add(
+        name="pad_variable_length_inputs",
+        number=7,
+        type=fields.TYPE_BOOL,
+        label=fields.LABEL_OPTIONAL,
+    )
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
+    pool.Add(file_proto)
+    return message_factory.GetMessageClass(
+        pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters")
+    )
+
+
+def parse_grpc_channel_arguments(text: str) -> tuple[tuple[str, int | str], ...]:
+    """TF Serving's `--grpc_channel_arguments`: comma-separated `key=value` pairs for the gRPC
+    server; a value that parses as a 32-bit int is passed as an int, any other as a string."""
+    arguments = []
+    for item in text.split(","):
+        if not item.strip():
+            continue  # TF Serving's splitter skips empty pieces ("a=1,,b=2", a trailing comma)
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key or "=" in value:
+            raise UserError(
+                f"--grpc_channel_arguments: expected key=value, got {item!r} "
+                "(e.g. grpc.max_concurrent_streams=100,grpc.max_connection_age_ms=60000)"
+            )
+        arguments.append((key, _int32_or_text(value.strip())))
+    return tuple(arguments)
+
+
+def _int32_or_text(value: str) -> int | str:
+    try:
+        number = int(value)
+    except ValueError:
+        return value
+    return number if -(2**31) <= number < 2**31 else value
+
+
+def single_model(name: str, base_path: str | os.PathLike) -> tuple[ModelConfig, ...]:
+    """The `--model_name/--model_base_path` form: one model, latest version."""
+    path = Path(base_path).absolute()
+    if not path.is_dir():
+        raise UserError(f"model base path {base_path} is not a directory")
+    return (ModelConfig(name=name, base_path=path),)
+
+
+def read_model_config_file(path: str | os.PathLike) -> tuple[ModelConfig, ...]:
+    """Models from a text-format ModelServerConfig (`model_config_list { config {...} }`)."""
+    config = model_server_config_class()()
+    _parse_text(path, config, "model config file")
+    return models_from_proto(config, str(path))
+
+
+def models_from_proto(config, path: str) -> tuple[ModelConfig, ...]:
+    """The models of a ModelServerConfig message; `path` names its source in errors."""
+    if config.WhichOneof("config") != "model_config_list":
+        raise UserError(f"{path}: only model_config_list is supported")
+    models, names = [], set()
+    for entry in config.model_config_list.config:
+        where = f"{path}: model '{entry.name}'"
+        if not entry.name:
+            raise UserError(f"{path}: every model needs a name")
+        if entry.name in names:
+            raise UserError(f"{where} is configured twice")
+        names.add(entry.name)
+        if entry.model_platform not in ("", "tensorflow"):
+            raise UserError(f"{where}: model_platform '{entry.model_platform}' is not supported")
+        if not entry.base_path:
+            raise UserError(f"{where} has no base_path")
+        base_path = Path(entry.base_path).absolute()
+        if not base_path.is_dir():
+            raise UserError(f"{where}: base path {entry.base_path} is not a directory")
+        models.append(
+            ModelConfig(
+                name=entry.name,
+                base_path=base_path,
+                policy=_policy(entry.model_version_policy),
+                labels=dict(entry.version_labels),
+            )
+        )
+    if not models:
+        raise UserError(f"{path} configures no models")
+    return tuple(models)
+
+
+def _policy(proto) -> VersionPolicy:
+    choice = proto.WhichOneof("policy_choice")
+    if choice == "all":
+        return VersionPolicy(kind="all")
+    if choice == "specific":
+        return VersionPolicy(kind="specific", versions=tuple(proto.specific.versions))
+    if choice == "latest":
+        return VersionPolicy(num_versions=max(proto.latest.num_versions, 1))
+    return VersionPolicy()
+
+
+def read_monitoring_config_file(path: str | os.PathLike) -> str | None:
+    """The Prometheus path a MonitoringConfig enables, or None if it leaves Prometheus off."""
+    config = _monitoring_config_class()()
+    _parse_text(path, config, "monitoring config file")
+    prometheus = config.prometheus_config
+    if not prometheus.enable:
+        return None
+    metrics_path = prometheus.path or DEFAULT_PROMETHEUS_PATH
+    if not metrics_path.startswith("/"):
+        raise UserError(f"{path}: prometheus path must start with '/'")
+    return metrics_path
+
+
+def _parse_text(path: str | os.PathLike, message, what: str) -> None:
+    from google.protobuf import text_format
+
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"cannot read {what} {path}: {err}") from None
+    try:
+        text_format.Parse(text, message)
+    except text_format.ParseError as err:
+        # Worded as TF Serving's protobuf parser logs it, since scripts grep for that prefix.
+        line, column = err.GetLine(), err.GetColumn()
+        where = f"{line}:{column}: " if line is not None else ""
+        reason = str(err).split(" : ", 1)[-1] if where else str(err)
+        raise UserError(
+            f"Error parsing text-format {message.DESCRIPTOR.full_name}: {where}{reason} "
+            f"(invalid {what}: '{path}')"
+        ) from None
+
+
+def model_server_config_class():
+    """tensorflow.serving.ModelServerConfig: the official message with TensorFlow installed,
+    else the part of its schema this server reads (model_server_config.proto and
+    file_system_storage_path_source.proto: names and numbers, checked against the official
+    ones by a test), so a TFLite-only install reads the same config files."""
+    try:
+        from tensorflow_serving.config import model_server_config_pb2
+    except ImportError:
+        pass
+    else:
+        return model_server_config_pb2.ModelServerConfig
+    return declared_model_server_config()
+
+
+def declared_model_server_config():
+    """ModelServerConfig as declared here, for installs without TensorFlow Serving's protos."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    fields = descriptor_pb2.FieldDescriptorProto
+    optional, repeated = fields.LABEL_OPTIONAL, fields.LABEL_REPEATED
+    file_proto = descriptor_pb2.FileDescriptorProto(
+        name="fmnist/serving/model_server_config.proto", package="tensorflow.serving"
+    )
+    file_proto.syntax = "proto3"
+    policy_name = ".tensorflow.serving.FileSystemStoragePathSourceConfig.ServableVersionPolicy"
+    source = file_proto.message_type.add(name="FileSystemStoragePathSourceConfig")
+    policy = source.nested_type.add(name="ServableVersionPolicy")
+    policy.oneof_decl.add(name="policy_choice")
+    policy.nested_type.add(name="Latest").field.add(
+        name="num_versions", number=1, type=fields.TYPE_UINT32, label=optional
+    )
+    policy.nested_type.add(name="All")
+    policy.nested_type.add(name="Specific").field.add(
+        name="versions", number=1, type=fields.TYPE_INT64, label=repeated
+    )
+    for name, number, kind in (("latest", 100, "Latest"), ("all", 101, "All")):
+        policy.field.add(
+            name=name, number=number, type=fields.TYPE_MESSAGE, label=optional,
+            type_name=f"{policy_name}.{kind}", oneof_index=0,
+        )  # fmt: skip
+    policy.field.add(
+        name="specific", number=102, type=fields.TYPE_MESSAGE, label=optional,
+        type_name=f"{policy_name}.Specific", oneof_index=0,
+    )  # fmt: skip
+    model = file_proto.message_type.add(name="ModelConfig")
+    for name, number in (("name", 1), ("base_path", 2), ("model_platform", 4)):
+        model.field.add(name=name, number=number, type=fields.TYPE_STRING, label=optional)
+    model.field.add(
+        name="model_version_policy", number=7, type=fields.TYPE_MESSAGE, label=optional,
+        type_name=policy_name,
+    )  # fmt: skip
+    labels = model.nested_type.add(name="VersionLabelsEntry")
+    labels.options.map_entry = True
+    labels.field.add(name="key", number=1, type=fields.TYPE_STRING, label=optional)
+    labels.field.add(name="value", number=2, type=fields.TYPE_INT64, label=optional)
+    model.field.add(
+        name="version_labels", number=8, type=fields.TYPE_MESSAGE, label=repeated,
+        type_name=".tensorflow.serving.ModelConfig.VersionLabelsEntry",
+    )  # fmt: skip
+    file_proto.message_type.add(name="ModelConfigList").field.add(
+        name="config", number=1, type=fields.TYPE_MESSAGE, label=repeated,
+        type_name=".tensorflow.serving.ModelConfig",
+    )  # fmt: skip
+    server = file_proto.message_type.add(name="ModelServerConfig")
+    server.oneof_decl.add(name="config")
+    server.field.add(
+        name="model_config_list", number=1, type=fields.TYPE_MESSAGE, label=optional,
+        type_name=".tensorflow.serving.ModelConfigList", oneof_index=0,
+    )  # fmt: skip
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file_proto)
+    return message_factory.GetMessageClass(
+        pool.FindMessageTypeByName("tensorflow.serving.ModelServerConfig")
+    )
+
+
+def _monitoring_config_class():
+    """tensorflow.serving.MonitoringConfig: the pip package ships no monitoring_config_pb2,
+    so its two-message schema (TF Serving's monitoring_config.proto) is declared here."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    fields = descriptor_pb2.FieldDescriptorProto
+    file_proto = descriptor_pb2.FileDescriptorProto(
+        name="fmnist/serving/monitoring_config.proto", package="tensorflow.serving", syntax="proto3"
+    )
+    prometheus = file_proto.message_type.add(name="PrometheusConfig")
+    prometheus.field.add(name="enable", number=1, type=fields.TYPE_BOOL)
+    prometheus.field.add(name="path", number=2, type=fields.TYPE_STRING)
+    file_proto.message_type.add(name="MonitoringConfig").field.add(
+        name="prometheus_config",
+        number=1,
+        type=fields.TYPE_MESSAGE,
+        type_name=".tensorflow.serving.PrometheusConfig",
+    )
+    for message in file_proto.message_type:
+        for entry in message.field:
+            entry.label = fields.LABEL_OPTIONAL
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file_proto)
+    return message_factory.GetMessageClass(
+        pool.FindMessageTypeByName("tensorflow.serving.MonitoringConfig")
+    )

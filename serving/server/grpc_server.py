@@ -1,0 +1,284 @@
+"""The gRPC port: a `grpc.aio` server on its own event-loop thread, model work on a bounded pool.
+
+A call holds no worker thread while its request is still arriving, so stalled or slow
+clients cost a coroutine each and never starve the `threads` workers that run models.
+Every method is registered with a streaming request so that this module reads the request
+itself: when shutdown starts, a call still waiting for its request is answered UNAVAILABLE
+at once (its client can retry elsewhere) instead of holding the graceful stop for the
+whole grace period; calls whose request has arrived run to completion within the grace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health_pb2
+
+from fmnist.serving.server.grpc_api import SERVICE_NAMES, Method
+from fmnist.serving.wire.status import Code, StatusError
+
+_MESSAGE_LIMIT = 1024  # TF Serving truncates gRPC error messages here, keeping trailers small
+_HEALTH = "grpc.health.v1.Health"
+Status = health_pb2.HealthCheckResponse
+
+
+class Service(Protocol):
+    name: str
+
+    def methods(self) -> dict[str, Method]: ...
+
+
+class BindError(Exception):
+    """The gRPC port could not be bound (gRPC does not say why)."""
+
+
+class SocketBindError(BindError):
+    """The --grpc_socket_path UNIX socket could not be bound."""
+
+
+async def _abort(context: grpc.aio.ServicerContext, code: Code, message: str) -> None:
+    if len(message) > _MESSAGE_LIMIT:
+        message = message[:_MESSAGE_LIMIT] + "...TRUNCATED"
+    await context.abort(grpc.StatusCode[code.name], message)
+
+
+class GrpcServer:
+    """Services (and, optionally, the standard health service) on host:port.
+
+    `start` binds and starts, returning the bound port (BindError if it cannot);
+    `stop(grace)` begins a graceful stop and returns a future that is done once stopped."""
+
+    def __init__(
+        self,
+        services: Iterable[Service],
+        *,
+        host: str,
+        port: int,
+        threads: int,
+        max_message_bytes: int,
+        health_check: bool = False,
+        socket_path: str | None = None,
+        channel_arguments: Iterable[tuple[str, int | str]] = (),
+    ):
+        self.services = list(services)
+        self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.socket_path = socket_path  # also listen on unix:PATH, as TF Serving does
+        self.channel_arguments = list(channel_arguments)
+        self.max_message_bytes = max_message_bytes
+        self.pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="grpc")
+        self.health = HealthService(("", *SERVICE_NAMES)) if health_check else None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: grpc.aio.Server | None = None
+        self._closing: asyncio.Future | None = None
+        self._stopping: concurrent.futures.Future | None = None
+
+    # --- life cycle (called from any thread) ---------------------------------------------
+
+    def start(self) -> int:
+        """Bind (TCP, and the UNIX socket if any) and start; returns the bound TCP port."""
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run_loop, name="grpc-loop", daemon=True)
+        self._thread.start()
+        try:
+            return asyncio.run_coroutine_threadsafe(self._start(), self._loop).result()
+        except BaseException:
+            self._end_loop()
+            self._loop = None
+            raise
+
+    def stop(self, grace: float) -> concurrent.futures.Future:
+        """Idempotent: a second call returns the first call's future."""
+        if self._stopping is None:
+            if self._loop is None:  # never started
+                self._stopping = concurrent.futures.Future()
+                self._stopping.set_result(None)
+            else:
+                self._stopping = asyncio.run_coroutine_threadsafe(self._stop(grace), self._loop)
+                self._stopping.add_done_callback(lambda _: self._end_loop())
+        return self._stopping
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_forever()
+        self._loop.close()
+
+    def _end_loop(self) -> None:
+        if self._loop is not None and self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    # --- on the loop thread ----------------------------------------------------------------
+
+    async def _start(self) -> int:
+        self._closing = asyncio.get_running_loop().create_future()
+        options = {
+            "grpc.max_receive_message_length": self.max_message_bytes,
+            "grpc.max_send_message_length": -1,
+            "grpc.so_reuseport": 0,  # a second server on the port must fail to bind
+        }
+        # --grpc_channel_arguments override ours, as TF Serving's builder applies them after
+        # its own settings (deduplicated here: gRPC's pick among repeated keys is unspecified).
+        options.update(self.channel_arguments)
+        self._server = grpc.aio.server(options=list(options.items()))
+        handlers = [_generic_handler(s.name, s.methods(), self._unary) for s in self.services]
+        if self.health is not None:
+            handlers.append(self._health_handler())
+        self._server.add_generic_rpc_handlers(handlers)
+        try:
+            port = self._server.add_insecure_port(self.address)
+        except RuntimeError as err:  # gRPC's "Failed to bind to address ..."
+            raise BindError(str(err)) from None
+        if not port:
+            raise BindError(f"Failed to bind to address {self.address}")
+        if self.socket_path:
+            try:
+                bound = self._server.add_insecure_port(f"unix:{self.socket_path}")
+            except RuntimeError as err:
+                raise SocketBindError(str(err)) from None
+            if not bound:
+                raise SocketBindError(f"Failed to bind to address unix:{self.socket_path}")
+        await self._server.start()
+        return port
+
+    async def _stop(self, grace: float) -> None:
+        """Health NOT_SERVING and Watch streams ended; calls still receiving their request
+        answered UNAVAILABLE; no new calls; running ones finish (gRPC cancels any left
+        after `grace`)."""
+        if self.health is not None:
+            await self.health.shut_down()
+        if not self._closing.done():
+            self._closing.set_result(None)
+        await self._server.stop(grace)
+
+    async def _receive(self, context: grpc.aio.ServicerContext) -> bytes:
+        """The call's request message, read here rather than by gRPC so that shutdown can
+        end a call whose request never comes."""
+        read = asyncio.ensure_future(context.read())
+        try:
+            await asyncio.wait((read, self._closing), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting = not read.done()
+            if waiting:
+                read.cancel()
+        if waiting:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "Server is shutting down")
+        raw = read.result()
+        if raw is grpc.aio.EOF:  # the client half-closed without a message
+            await context.abort(grpc.StatusCode.INTERNAL, "No request message")
+        return raw
+
+    async def _unary(self, method: Method, context: grpc.aio.ServicerContext) -> Any:
+        raw = await self._receive(context)
+        if method.call is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not implemented!")
+        left = context.time_remaining()
+        deadline = None if left is None else time.monotonic() + left
+        # A queued job whose client gave up is dropped: cancelling the awaiting task
+        # cancels the wrapped future, which cancels a job that has not started.
+        # The raw bytes go in a list that `_call` empties once parsed, so that a request at
+        # the size limit is not held three times (raw, parsed, converted) while it runs.
+        job = self.pool.submit(_call, method, [raw], deadline)
+        del raw
+        try:
+            return await asyncio.wrap_future(job)
+        except StatusError as err:
+            await _abort(context, err.code, err.message)
+
+    def _health_handler(self) -> grpc.GenericRpcHandler:
+        health = self.health
+
+        async def check(_requests, context):
+            request = health_pb2.HealthCheckRequest.FromString(await self._receive(context))
+            status = health.status.get(request.service)
+            if status is None:
+                await context.abort(grpc.StatusCode.NOT_FOUND)  # as grpc_health answers
+            return Status(status=status)
+
+        async def watch(_requests, context):
+            request = health_pb2.HealthCheckRequest.FromString(await self._receive(context))
+            await health.watch(request.service, context.write)
+
+        serialize = Status.SerializeToString
+        return grpc.method_handlers_generic_handler(
+            _HEALTH,
+            {
+                "Check": grpc.stream_unary_rpc_method_handler(check, None, serialize),
+                "Watch": grpc.stream_stream_rpc_method_handler(watch, None, serialize),
+            },
+        )
+
+
+def _call(method: Method, raw: list[bytes], deadline: float | None) -> Any:
+    """On a worker thread: parse (large messages take a while), drop the bytes, and run
+    the method."""
+    request = method.parse(raw.pop())
+    return method.call(request, deadline)
+
+
+def _generic_handler(
+    service: str, methods: dict[str, Method], unary: Callable[[Method, Any], Any]
+) -> grpc.GenericRpcHandler:
+    def handler(method: Method):
+        async def behaviour(_requests, context):
+            return await unary(method, context)
+
+        # Requests stay bytes here: `_call` parses them on the pool, off the event loop.
+        return grpc.stream_unary_rpc_method_handler(
+            behaviour, None, method.response.SerializeToString
+        )
+
+    return grpc.method_handlers_generic_handler(
+        service, {name: handler(method) for name, method in methods.items()}
+    )
+
+
+class HealthService:
+    """The standard gRPC health service's state: every service SERVING until shutdown, then
+    NOT_SERVING, and every Watch stream ends (status OK), as gRPC's C++ servers do; an open
+    stream would otherwise hold a graceful stop to its deadline. (grpc_health's own aio
+    servicer keeps Watch streams open forever.)"""
+
+    def __init__(self, services: Iterable[str]):
+        self.status = {name: Status.SERVING for name in services}
+        self._closing = False
+        self._changed: asyncio.Condition | None = None
+
+    def _condition(self) -> asyncio.Condition:
+        if self._changed is None:  # created on the loop that uses it
+            self._changed = asyncio.Condition()
+        return self._changed
+
+    async def watch(self, service: str, write: Callable[[Any], Any]) -> None:
+        """Send the service's status, then each change, until shutdown."""
+        changed, last = self._condition(), None
+
+        def current() -> int:
+            return self.status.get(service, Status.SERVICE_UNKNOWN)
+
+        while True:
+            async with changed:
+                while current() == last and not self._closing:
+                    await changed.wait()
+                status, closing = current(), self._closing
+            if status != last:
+                await write(Status(status=status))
+                last = status
+            if closing:
+                return
+
+    async def shut_down(self) -> None:
+        changed = self._condition()
+        async with changed:
+            self.status = dict.fromkeys(self.status, Status.NOT_SERVING)
+            self._closing = True
+            changed.notify_all()

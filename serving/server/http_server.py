@@ -1,0 +1,214 @@
+"""The REST port: a Tornado HTTP server on its own event-loop thread, handing work to a pool.
+
+The event loop only moves bytes: each request body is streamed into one buffer with a
+size limit (413 with a JSON error, before reading, when Content-Length is over it), then
+`RestApi.handle` runs on a thread pool. The REST timeout counts from the request's
+headers: at its deadline the client gets a 504 and the handler, which checks the same
+deadline while decoding, running and encoding, stops its work, so a timed-out request
+frees its thread. Stopping closes the listener, lets in-flight requests finish (telling
+keep-alive clients to close), then closes the remaining connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import tornado.httpserver
+import tornado.iostream
+import tornado.netutil
+import tornado.web
+
+from fmnist.serving.server import http_limits
+from fmnist.serving.server.metrics import Metrics
+from fmnist.serving.server.rest_api import RestApi
+
+_CHUNKED_SLACK = 4  # a chunked body may stream this many times the limit before a reset
+
+
+class HttpServer:
+    """REST API (and Prometheus metrics) on host:port; `start` returns the bound port."""
+
+    def __init__(
+        self,
+        api: RestApi,
+        *,
+        host: str,
+        port: int,
+        threads: int,
+        max_body_bytes: int,
+        timeout_s: float,
+        metrics: Metrics | None = None,
+        metrics_path: str | None = None,
+    ):
+        self.api, self.host, self.port = api, host, port
+        self.max_body_bytes = max_body_bytes
+        self.timeout_s = timeout_s
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rest")
+        self.metrics, self.metrics_path = metrics, metrics_path
+        self.in_flight = 0
+        self.draining = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: tornado.httpserver.HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> int:
+        sockets = tornado.netutil.bind_sockets(self.port, self.host)  # OSError if taken
+        self.port = sockets[0].getsockname()[1]
+        ready = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(sockets, ready), name="rest-loop", daemon=True
+        )
+        self._thread.start()
+        ready.wait()
+        return self.port
+
+    def _run(self, sockets, ready: threading.Event) -> None:
+        self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self._loop)
+        routes = []
+        if self.metrics is not None and self.metrics_path:
+            routes.append((re.escape(self.metrics_path), _MetricsHandler, {"server": self}))
+        routes.append((r".*", _ApiHandler, {"server": self}))
+        app = tornado.web.Application(routes, log_function=lambda handler: None)
+        self._server = _JsonErrorHTTPServer(
+            app,
+            max_body_size=self.max_body_bytes * _CHUNKED_SLACK,
+            max_header_size=http_limits.HEADER_READ_LIMIT,
+            idle_connection_timeout=60,
+        )
+        self._server.add_sockets(sockets)
+        ready.set()
+        self._loop.run_forever()
+        self._loop.close()
+
+    def stop(self, grace_s: float) -> None:
+        """Stop accepting, wait up to `grace_s` for in-flight requests, then close everything."""
+        if self._loop is None:
+            return
+        future = asyncio.run_coroutine_threadsafe(self._shutdown(grace_s), self._loop)
+        future.result()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self.pool.shutdown(wait=True)
+
+    async def _shutdown(self, grace_s: float) -> None:
+        self.draining = True
+        self._server.stop()
+        deadline = time.monotonic() + grace_s
+        while self.in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await self._server.close_all_connections()
+
+
+class _JsonErrorHTTPServer(tornado.httpserver.HTTPServer):
+    """Tornado's HTTP server, with connections that answer malformed requests in JSON."""
+
+    def handle_stream(self, stream: tornado.iostream.IOStream, address: tuple) -> None:
+        if type(stream) is tornado.iostream.IOStream:  # plain TCP (no TLS here)
+            stream.__class__ = http_limits.JsonErrorStream  # adds behaviour, no state
+        super().handle_stream(stream, address)
+
+
+class _Handler(tornado.web.RequestHandler):
+    def initialize(self, server: HttpServer) -> None:
+        self.server = server
+        self._counted = False
+        self._body = bytearray()
+        self._size = 0
+
+    def prepare(self):
+        self.server.in_flight += 1
+        self._counted = True
+        self.set_header("Content-Type", "application/json")
+        if self.server.draining:
+            self.set_header("Connection", "close")
+        over = http_limits.limit_error(self.request.uri, list(self.request.headers.get_all()))
+        if over is not None:
+            self.set_header("Connection", "close")
+            self._reply(over[0], json.dumps({"error": over[1]}).encode())
+
+    def _done(self) -> None:
+        if self._counted:
+            self._counted = False
+            self.server.in_flight -= 1
+
+    def on_finish(self) -> None:
+        self._done()
+
+    def on_connection_close(self) -> None:
+        self._done()
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"error": self._reason}))
+
+    def _reply(self, status: int, body: bytes) -> None:
+        self.set_status(status)
+        self.finish(body)
+
+
+@tornado.web.stream_request_body
+class _ApiHandler(_Handler):
+    """Every path but the metrics one: TF Serving answers /v1/...; anything else is 404."""
+
+    def prepare(self):
+        self._deadline = time.monotonic() + self.server.timeout_s
+        super().prepare()
+        if self._finished:
+            return
+        length = self.request.headers.get("Content-Length", "0")
+        if length.isdigit() and int(length) > self.server.max_body_bytes:
+            self.set_header("Connection", "close")  # don't read a body we refuse
+            self._too_large()
+
+    def data_received(self, chunk: bytes) -> None:
+        # One growing buffer (realloc, mremap for big ones): no chunk list joined into a copy.
+        self._size += len(chunk)
+        if self._size <= self.server.max_body_bytes:
+            self._body += chunk
+        else:
+            self._body = bytearray()  # keep reading to answer, but keep nothing
+
+    def _too_large(self) -> None:
+        limit = self.server.max_body_bytes
+        self._reply(413, json.dumps({"error": f"Request body exceeds {limit} bytes"}).encode())
+
+    async def _handle(self) -> None:
+        if self._size > self.server.max_body_bytes:
+            return self._too_large()
+        path = self.request.path
+        if not path.lower().startswith("/v1/"):
+            return self._reply(404, json.dumps({"error": f"Not found: {path}"}).encode())
+        body, self._body = self._body, bytearray()
+        work = self.server.pool.submit(
+            self.server.api.handle, self.request.method, path, body, self._deadline
+        )
+        del body
+        remaining = max(0.0, self._deadline - time.monotonic())
+        try:
+            # On timeout, wait_for cancels the work if it has not started; running work
+            # sees the same deadline and stops at its next check.
+            status, answer = await asyncio.wait_for(asyncio.wrap_future(work), remaining)
+        except asyncio.TimeoutError:
+            status, answer = 504, self._timed_out()
+        if status == 504:
+            answer = self._timed_out()
+        self._reply(status, answer)
+
+    def _timed_out(self) -> bytes:
+        timeout_ms = round(self.server.timeout_s * 1000)
+        return json.dumps({"error": f"Request timed out after {timeout_ms} ms"}).encode()
+
+    # TF Serving answers GET and POST; any other method is a "Malformed request" (400).
+    get = post = put = delete = patch = options = head = _handle
+
+
+class _MetricsHandler(_Handler):
+    def get(self) -> None:
+        self.set_header("Content-Type", self.server.metrics.content_type)
+        self.finish(self.server.metrics.exposition())

@@ -1,0 +1,88 @@
+"""Prometheus metrics: request counts and latency per model, version, API and method.
+
+Names follow Prometheus conventions rather than TF Serving's `:tensorflow:serving:*`
+ones; they are served on the REST port at the path the monitoring config enables.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client.exposition import generate_latest
+
+# Loopback latencies are sub-millisecond; the tail reaches seconds for big batches.
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+@dataclass
+class RequestRecord:
+    """What one request touched; filled in as the request resolves its model and version."""
+
+    api: str  # "grpc" or "rest"
+    method: str  # predict, classify, regress, metadata, status
+    model: str = ""
+    version: str = ""
+    started: float = 0.0
+
+
+class Metrics:
+    """The server's own registry (not the process-global one), so tests and servers don't mix."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        labels = ("model", "version", "api", "method")
+        self.requests = Counter(
+            "fmnist_serving_requests",
+            "Requests answered, by model, version, API, method and canonical status code.",
+            (*labels, "code"),
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "fmnist_serving_request_latency_seconds",
+            "Time from request received to response ready, successful requests.",
+            labels,
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        # --enable_batching: one observation per model call the batch scheduler makes, so
+        # `_count` is the number of model calls and `_sum` the rows they ran (with padding).
+        self.batch_size = Histogram(
+            "fmnist_serving_batch_size",
+            "Rows per batched model call (incl. padding), like TF Serving's processed_batch_size.",
+            buckets=_BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_requests = Counter(
+            "fmnist_serving_batched_requests",
+            "Requests (or pieces of split requests) answered by batched model calls.",
+            registry=self.registry,
+        )
+        self.batch_padding = Counter(
+            "fmnist_serving_batch_padding_rows",
+            "Padding rows added to reach an allowed batch size.",
+            registry=self.registry,
+        )
+
+    def observe_batch(self, rows: int, padding: int, requests: int) -> None:
+        """One batched model call: its rows (incl. padding), padding rows and requests."""
+        self.batch_size.observe(rows)
+        self.batch_padding.inc(padding)
+        self.batch_requests.inc(requests)
+
+    def start(self, api: str, method: str, model: str = "") -> RequestRecord:
+        return RequestRecord(api, method, model, started=time.perf_counter())
+
+    def finish(self, record: RequestRecord, code: str) -> None:
+        elapsed = time.perf_counter() - record.started
+        labels = (record.model, record.version, record.api, record.method)
+        self.requests.labels(*labels, code).inc()
+        if code == "OK":
+            self.latency.labels(*labels).observe(elapsed)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,109 @@
+"""Run `fmnist serve` as a child process on loopback and find out where it listens.
+
+Used by the pipeline (which serves the model it just exported) and by the tests. The
+server prints one ready line once its models are loaded and both ports are bound;
+`start_server` waits for it and parses the ports.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fmnist.errors import UserError
+
+READY = re.compile(
+    r"fmnist serve: gRPC (?:on (\S+):(\d+)|disabled), REST (?:on \S+:(\d+)|disabled)"
+)
+
+
+@dataclass
+class ServerProcess:
+    """A running `fmnist serve` child process and where to reach it."""
+
+    process: subprocess.Popen
+    grpc_port: int | None  # None: gRPC disabled (no TensorFlow protos on a TFLite-only install)
+    rest_port: int | None
+    log_path: Path
+    stdout: list[str] = field(default_factory=list)
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://127.0.0.1:{self.rest_port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 60) -> int:
+        """SIGTERM, wait, and return the exit code (kills it, and raises, if it hangs)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise UserError(
+                f"fmnist serve did not stop on SIGTERM within {timeout:.0f} s and was killed "
+                f"(log: {self.log_path})"
+            ) from None
+
+
+def start_server(
+    *flags: str, log_dir: Path, timeout: float = 120, python: str | None = None
+) -> ServerProcess:
+    """Start `fmnist serve` on free loopback ports (flags may override them); wait until ready.
+    `python` runs it in another environment (default: this one's)."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"server-{time.monotonic_ns()}.log"
+    command = [
+        *(python or sys.executable, "-m", "fmnist.cli", "serve"),
+        *("--port", "0", "--rest_api_port", "auto", "--host", "127.0.0.1"),
+        *flags,
+    ]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            text=True,
+        )
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def read_stdout() -> None:  # keeps draining, so the child never blocks on a full pipe
+        for line in process.stdout:
+            lines.append(line)
+            if READY.search(line):
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=read_stdout, daemon=True).start()
+    ready.wait(timeout)
+    match = next((m for m in map(READY.search, list(lines)) if m), None)
+    if match is None or process.poll() is not None:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        last = (log_path.read_text(errors="replace").strip().splitlines() or [""])[-1]
+        raise UserError(
+            f"fmnist serve did not become ready within {timeout:.0f} s "
+            f"(exit {process.returncode}; log {log_path}): {last}"
+        )
+    rest = int(match.group(3)) if match.group(3) else None
+    grpc = int(match.group(2)) if match.group(2) else None
+    return ServerProcess(process, grpc, rest, log_path, lines)

@@ -1,0 +1,474 @@
+"""One SavedModel version, run the way TF Serving runs it: a session fed by signature tensor names.
+
+TF Serving loads a SavedModel into a session and feeds the tensors a SignatureDef names.
+Eager `signatures[...]` calls cost ~6x more per call, so each version gets its own graph
+and session, and one compiled session callable per (inputs, outputs) combination, built
+once and reused. Inputs are checked against the signature first (`validation`: a wrong
+rank can abort the process inside a kernel), and large batches run in chunks of
+`validation.CHUNK_ROWS` rows, so a request at the size limit does not hold every
+intermediate tensor of the whole batch at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from google.protobuf import text_format
+from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, saved_model_pb2
+from tensorflow_serving.apis import classification_pb2, regression_pb2
+
+from fmnist.serving.server import validation
+from fmnist.serving.server.validation import TensorSpec
+from fmnist.serving.wire import dtypes, tensor_proto
+from fmnist.serving.wire.signature import (
+    CLASSIFY_METHOD,
+    DEFAULT_SIGNATURE,
+    REGRESS_METHOD,
+    Signature,
+    from_signature_def,
+)
+from fmnist.serving.wire.status import Code, StatusError, failed_precondition, invalid_argument
+
+SERVE_TAG = "serve"
+_MAX_CALLABLES = 64
+ExampleResult = classification_pb2.ClassificationResult | regression_pb2.RegressionResult
+
+
+class LoadError(Exception):
+    """A version directory is not a loadable SavedModel."""
+
+
+def read_meta_graph(version_dir: Path) -> meta_graph_pb2.MetaGraphDef:
+    """The `serve`-tagged MetaGraphDef of saved_model.pb(txt), which holds the SignatureDefs."""
+    saved_model = saved_model_pb2.SavedModel()
+    binary, text = version_dir / "saved_model.pb", version_dir / "saved_model.pbtxt"
+    try:
+        if binary.is_file():
+            saved_model.ParseFromString(binary.read_bytes())
+        elif text.is_file():
+            text_format.Parse(text.read_text(), saved_model)
+        else:
+            raise LoadError(f"{version_dir} has no saved_model.pb")
+    except (OSError, text_format.ParseError, ValueError) as err:
+        raise LoadError(f"cannot read {version_dir}: {err}") from err
+    for meta_graph in saved_model.meta_graphs:
+        if SERVE_TAG in meta_graph.meta_info_def.tags:
+            return meta_graph
+    raise LoadError(f"{version_dir}: no MetaGraphDef tagged '{SERVE_TAG}'")
+
+
+class SavedModelVersion:
+    """A loaded version: its SignatureDefs and a private session to run them."""
+
+    def __init__(self, version_dir: Path):
+        self.path = version_dir
+        meta_graph = read_meta_graph(version_dir)
+        # A plain dict: indexing a protobuf map with a missing key would insert it.
+        self.signature_defs: dict[str, meta_graph_pb2.SignatureDef] = dict(meta_graph.signature_def)
+        # The same signatures as plain data: what the REST API and its JSON answers read.
+        self.signatures: dict[str, Signature] = {
+            name: from_signature_def(proto) for name, proto in self.signature_defs.items()
+        }
+        self._graph = tf.Graph()
+        self._session = tf.compat.v1.Session(graph=self._graph)
+        try:
+            with self._graph.as_default():
+                tf.compat.v1.saved_model.loader.load(self._session, [SERVE_TAG], str(version_dir))
+        except Exception as err:
+            self._session.close()
+            raise LoadError(f"cannot load {version_dir}: {err}") from err
+        self._callables: dict[tuple, object] = {}
+        self._lock = threading.Lock()
+        for signature in self.signature_defs.values():  # build the common callables up front
+            if signature.inputs and signature.outputs:
+                feeds = tuple(t.name for t in signature.inputs.values())
+                # A broken signature fails when it is requested, not at load.
+                with contextlib.suppress(tf.errors.OpError, ValueError):
+                    self._callable(feeds, tuple(t.name for t in signature.outputs.values()))
+
+    def close(self) -> None:
+        self._callables.clear()
+        self._session.close()
+
+    # --- running ---------------------------------------------------------------------
+
+    def _callable(self, feeds: tuple[str, ...], fetches: tuple[str, ...]):
+        key = (feeds, fetches)
+        fn = self._callables.get(key)
+        if fn is None:
+            with self._lock:
+                if len(self._callables) >= _MAX_CALLABLES:
+                    self._callables.clear()
+                options = config_pb2.CallableOptions(feed=feeds, fetch=fetches)
+                # Private API, kept because it pays: the C++ Session::MakeCallable path that
+                # the public Session.make_callable() wraps, minus its per-call Python checks
+                # of every feed (TF Serving has none; validation.py already checked them).
+                # benchmarks/bench_session_callable.py: batch-1 half_plus_two, median 77 us
+                # vs 213 us public (2.8x). Removing it costs that per call; nothing else.
+                # tests/serving/test_private_tf_api.py fails if TensorFlow drops it.
+                fn = self._session._make_callable_from_options(options)
+                self._callables[key] = fn
+        return fn
+
+    def run(self, feeds: Mapping[str, np.ndarray], fetches: Sequence[str]) -> list[np.ndarray]:
+        """Run the graph: tensor name -> value in, arrays for the fetched tensor names out."""
+        names = tuple(feeds)
+        try:
+            fn = self._callable(names, tuple(fetches))
+            values = fn(*(feeds[name] for name in names))
+        except tf.errors.OpError as err:
+            raise StatusError.from_number(err.error_code, err.message) from None
+        except (ValueError, TypeError) as err:
+            raise invalid_argument(str(err)) from None
+        return [_ndarray(value) for value in values]
+
+    def run_batched(
+        self,
+        feeds: Mapping[str, np.ndarray],
+        fetches: Sequence[str],
+        rows: int | None,
+        *,
+        deadline: float | None = None,
+    ) -> list[np.ndarray]:
+        """`run`, in chunks (`validation.chunk_rows`) along dimension 0 when `rows` is a batch
+        size every feed shares (None: run whole). `deadline` (a `time.monotonic()` value) is
+        checked before each chunk: past it, DEADLINE_EXCEEDED and no further chunk runs."""
+        size = rows and validation.chunk_rows(rows, sum(v.nbytes for v in feeds.values()))
+        if rows is None or rows <= size:
+            _check_deadline(deadline, 0, rows)
+            return self.run(feeds, fetches)
+        parts: list[list[np.ndarray]] = []
+        for start, stop in validation.chunks(rows, size):
+            _check_deadline(deadline, start, rows)
+            values = self.run({name: value[start:stop] for name, value in feeds.items()}, fetches)
+            if any(v.ndim == 0 or v.shape[0] != stop - start for v in values):
+                # An output without the batch dimension: this graph cannot be split.
+                _check_deadline(deadline, 0, rows)
+                return self.run(feeds, fetches)
+            parts.append(values)
+        return [np.concatenate(column) for column in zip(*parts, strict=True)]
+
+    def predict(
+        self,
+        signature_name: str,
+        inputs: Mapping[str, np.ndarray],
+        output_filter: Sequence[str] = (),
+        *,
+        deadline: float | None = None,
+    ) -> tuple[str, dict[str, np.ndarray]]:
+        """Run a signature on named inputs; returns the effective signature name and outputs.
+
+        Inputs are validated before anything runs; a zero-row batch returns empty outputs
+        of the declared shapes; `deadline` as in `run_batched`."""
+        name = signature_name or DEFAULT_SIGNATURE
+        signature = self.signature_defs.get(name)
+        if signature is None:
+            raise failed_precondition(f'Serving signature key "{name}" not found.')
+        feeds = self._feeds(name, signature, inputs)
+        aliases = _output_aliases(signature, output_filter)
+        specs = _specs(signature.inputs)
+        outputs = [TensorSpec.from_tensor_info(a, signature.outputs[a]) for a in aliases]
+        shapes = {alias: feeds[signature.inputs[alias].name].shape for alias in signature.inputs}
+        rows = validation.batch_rows(specs, shapes, outputs)
+        if rows == 0 and all(validation.conforms(specs[a], shapes[a]) for a in specs):
+            empty = _empty_outputs(signature, aliases)
+            if empty is not None:
+                return name, empty
+        fetches = [signature.outputs[a].name for a in aliases]
+        values = self.run_batched(feeds, fetches, rows, deadline=deadline)
+        return name, dict(zip(aliases, values, strict=True))
+
+    def _feeds(
+        self,
+        signature_name: str,
+        signature: meta_graph_pb2.SignatureDef,
+        inputs: Mapping[str, np.ndarray],
+    ) -> dict[str, np.ndarray]:
+        """Graph tensor name -> value for the signature's inputs (defaults fill the missing
+        ones); names, dtypes and shapes are checked here, before anything runs."""
+        expected, defaults = signature.inputs, signature.defaults
+        missing = set(expected) - set(inputs) - set(defaults)
+        extra = set(inputs) - set(expected)
+        if missing or extra:
+            sent, wanted = ",".join(sorted(inputs)), ",".join(sorted(expected))
+            raise invalid_argument(
+                f"input size does not match signature: {len(inputs)}!={len(expected)} "
+                f"len({{{sent}}}) != len({{{wanted}}}). Sent extra: {{{','.join(sorted(extra))}}}. "
+                f"Missing but required: {{{','.join(sorted(missing))}}}."
+            )
+        feeds = {}
+        for alias, info in expected.items():
+            value = inputs.get(alias)
+            if value is None:
+                value = tensor_proto.to_ndarray(defaults[alias])
+            actual = dtypes.dtype_of(value)
+            if actual != info.dtype:
+                raise invalid_argument(
+                    f"input '{alias}' is {dtypes.dtype_name(actual)} but the signature "
+                    f"expects {dtypes.dtype_name(info.dtype)}"
+                )
+            if alias in inputs:  # a default is the model's own value, fed as it is
+                validation.check_shape(
+                    signature_name, TensorSpec.from_tensor_info(alias, info), value.shape
+                )
+            feeds[info.name] = value
+        return feeds
+
+    def classify(
+        self,
+        signature_name: str,
+        examples: Sequence[bytes],
+        check_method: bool = False,
+        *,
+        deadline: float | None = None,
+    ) -> tuple[str, classification_pb2.ClassificationResult]:
+        """Classify serialized tf.Examples with a classify-shaped signature (in chunks;
+        `deadline` as in `run_batched`)."""
+        name, signature = self._example_signature(signature_name, CLASSIFY_METHOD, check_method)
+        aliases = self._classify_aliases(name, signature)
+        values = self._run_examples(signature, examples, aliases, deadline)
+        outputs = dict(zip(aliases, values, strict=True))
+        return name, _classification_result(outputs, len(examples))
+
+    def regress(
+        self,
+        signature_name: str,
+        examples: Sequence[bytes],
+        check_method: bool = False,
+        *,
+        deadline: float | None = None,
+    ) -> tuple[str, regression_pb2.RegressionResult]:
+        """Regress serialized tf.Examples with a regress-shaped signature (in chunks;
+        `deadline` as in `run_batched`)."""
+        name, signature = self._example_signature(signature_name, REGRESS_METHOD, check_method)
+        self._regress_signature(name, signature)
+        (values,) = self._run_examples(signature, examples, ["outputs"], deadline)
+        return name, _regression_result(values, len(examples))
+
+    def multi_inference(
+        self,
+        tasks: Sequence[tuple[str, str]],
+        examples: Sequence[bytes],
+        *,
+        deadline: float | None = None,
+    ) -> list[tuple[str, ExampleResult]]:
+        """Classify and regress the same tf.Examples in one session run, for (signature name,
+        method name) tasks, with TF Serving's multi_inference checks and wording; returns
+        (effective signature name, result) per task, in order."""
+        seen: set[str] = set()
+        input_name, fetches = None, {}
+        for signature_name, method in tasks:
+            name = signature_name or DEFAULT_SIGNATURE
+            if name in seen:
+                raise invalid_argument(f"Duplicate evaluation of signature: {name}")
+            seen.add(name)
+            if name not in self.signature_defs:
+                raise invalid_argument(f"Requested signature not found in model graph: {name}")
+            if method == CLASSIFY_METHOD:
+                self._classify_aliases(*self._example_signature(name, method, False))
+            elif method == REGRESS_METHOD:
+                self._regress_signature(*self._example_signature(name, method, False))
+            else:
+                raise StatusError(
+                    Code.UNIMPLEMENTED, f"Unsupported signature method_name: {method}"
+                )
+            signature = self.signature_defs[name]
+            if input_name is None:
+                input_name = signature.inputs["inputs"].name
+            elif input_name != signature.inputs["inputs"].name:
+                raise invalid_argument("Input tensor must be the same for all Signatures.")
+            for alias, info in signature.outputs.items():
+                fetches[info.name] = TensorSpec.from_tensor_info(alias, info)
+        if not examples:
+            raise invalid_argument("Input is empty.")
+        batch = np.empty(len(examples), dtype=object)
+        batch[:] = list(examples)
+        rows = len(examples)
+        if any(o.shape is not None and not o.batched for o in fetches.values()):
+            rows = None
+        values = self.run_batched({input_name: batch}, list(fetches), rows, deadline=deadline)
+        by_tensor = dict(zip(fetches, values, strict=True))
+        results = []
+        for signature_name, method in tasks:
+            name = signature_name or DEFAULT_SIGNATURE
+            outputs = {a: by_tensor[i.name] for a, i in self.signature_defs[name].outputs.items()}
+            if method == CLASSIFY_METHOD:
+                picked = {a: outputs[a] for a in ("classes", "scores") if a in outputs}
+                results.append((name, _classification_result(picked, len(examples))))
+            else:
+                results.append((name, _regression_result(outputs["outputs"], len(examples))))
+        return results
+
+    def _classify_aliases(self, _name: str, signature: meta_graph_pb2.SignatureDef) -> list[str]:
+        if len(signature.outputs) not in (1, 2):
+            raise invalid_argument(
+                f"Expected one or two output Tensors, found {len(signature.outputs)}"
+            )
+        aliases = [a for a in ("classes", "scores") if a in signature.outputs]
+        if not aliases:
+            raise invalid_argument(
+                'Expected classification signature outputs to contain at least one of "classes" '
+                'or "scores".'
+            )
+        return aliases
+
+    def _regress_signature(self, _name: str, signature: meta_graph_pb2.SignatureDef) -> None:
+        if len(signature.outputs) != 1:
+            raise invalid_argument("Expected one output Tensor.")
+        if "outputs" not in signature.outputs:
+            raise invalid_argument("No regression outputs found in SignatureDef.")
+
+    def _example_signature(
+        self, signature_name: str, method: str, check_method: bool
+    ) -> tuple[str, meta_graph_pb2.SignatureDef]:
+        name = signature_name or DEFAULT_SIGNATURE
+        signature = self.signature_defs.get(name)
+        if signature is None:
+            raise invalid_argument(f"No signature was found with the name: {name}")
+        kind = "classification" if method == CLASSIFY_METHOD else "regression"
+        if check_method and signature.method_name != method:
+            raise invalid_argument(
+                f"Expected {kind} signature method_name to be {method}. "
+                f"Was: {signature.method_name}"
+            )
+        if len(signature.inputs) != 1:
+            raise invalid_argument("Expected one input Tensor.")
+        if "inputs" not in signature.inputs:
+            raise invalid_argument(f"No {kind} inputs found in SignatureDef.")
+        return name, signature
+
+    def _run_examples(
+        self,
+        signature: meta_graph_pb2.SignatureDef,
+        examples: Sequence[bytes],
+        aliases: list[str],
+        deadline: float | None,
+    ) -> list[np.ndarray]:
+        if not examples:
+            raise invalid_argument("Input is empty.")
+        batch = np.empty(len(examples), dtype=object)
+        batch[:] = list(examples)
+        feeds = {signature.inputs["inputs"].name: batch}
+        outputs = [TensorSpec.from_tensor_info(a, signature.outputs[a]) for a in aliases]
+        # The examples are a vector, whatever the signature declares: split it unless an
+        # output is declared without a batch dimension.
+        rows = len(examples)
+        if any(o.shape is not None and not o.batched for o in outputs):
+            rows = None
+        fetches = [signature.outputs[a].name for a in aliases]
+        return self.run_batched(feeds, fetches, rows, deadline=deadline)
+
+
+def _ndarray(value: object) -> np.ndarray:
+    """A session result as an array: scalars come back as numpy scalars, or plain `bytes`
+    for DT_STRING (held as a 0-d object array, like every string tensor here)."""
+    if not isinstance(value, (bytes, str)):
+        return np.asarray(value)
+    array = np.empty((), dtype=object)
+    array[()] = value
+    return array
+
+
+def _specs(infos: Mapping[str, meta_graph_pb2.TensorInfo]) -> dict[str, TensorSpec]:
+    return {alias: TensorSpec.from_tensor_info(alias, info) for alias, info in infos.items()}
+
+
+def _check_deadline(deadline: float | None, done: int, rows: int | None) -> None:
+    if deadline is not None and time.monotonic() >= deadline:
+        progress = f" after {done} of {rows} rows" if done else ""
+        raise StatusError(Code.DEADLINE_EXCEEDED, f"Deadline Exceeded{progress}")
+
+
+def _empty_outputs(
+    signature: meta_graph_pb2.SignatureDef, aliases: Sequence[str]
+) -> dict[str, np.ndarray] | None:
+    """Zero-row outputs when every output's declaration fixes its shape, else None (run it)."""
+    empty = {}
+    for alias in aliases:
+        info = signature.outputs[alias]
+        shape = validation.empty_output_shape(TensorSpec.from_tensor_info(alias, info))
+        if shape is None or info.dtype not in dtypes.SUPPORTED_DTYPES:
+            return None
+        empty[alias] = np.empty(shape, dtype=dtypes.numpy_dtype(info.dtype))
+    return empty
+
+
+def _output_aliases(
+    signature: meta_graph_pb2.SignatureDef, output_filter: Sequence[str]
+) -> list[str]:
+    if not output_filter:
+        return list(signature.outputs)
+    seen: list[str] = []
+    for alias in output_filter:
+        if alias not in signature.outputs:
+            raise invalid_argument(
+                f"output tensor alias not found in signature: {alias} Outputs expected to be "
+                f"in the set {{{','.join(sorted(signature.outputs))}}}."
+            )
+        if alias in seen:
+            raise invalid_argument(f"duplicate output tensor alias: {alias}")
+        seen.append(alias)
+    return seen
+
+
+def _classification_result(
+    outputs: dict[str, np.ndarray], num_examples: int
+) -> classification_pb2.ClassificationResult:
+    classes, scores = outputs.get("classes"), outputs.get("scores")
+    for label, tensor, kind in (("classes", classes, "O"), ("scores", scores, "f")):
+        if tensor is None:
+            continue
+        if tensor.ndim != 2:
+            raise invalid_argument(
+                f"Expected Tensor shape: [batch_size num_classes] but got {list(tensor.shape)}"
+            )
+        if (kind == "O") != (tensor.dtype == object) or (
+            kind == "f" and tensor.dtype != np.float32
+        ):
+            wanted = "DT_STRING" if kind == "O" else "DT_FLOAT"
+            raise invalid_argument(f"Expected {label} Tensor of {wanted}.")
+        if tensor.shape[0] != num_examples:
+            raise invalid_argument(
+                f"Expected {label} output batch size of {num_examples}. Got: {tensor.shape[0]}"
+            )
+    if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
+        raise invalid_argument(
+            "Tensors class and score should match in dim_size(1). "
+            f"Got {classes.shape[1]} vs. {scores.shape[1]}"
+        )
+    num_classes = (classes if classes is not None else scores).shape[1]
+    result = classification_pb2.ClassificationResult()
+    for i in range(num_examples):
+        classifications = result.classifications.add()
+        for j in range(num_classes):
+            cls = classifications.classes.add()
+            if classes is not None:
+                cls.label = classes[i, j].decode("utf-8", "replace")
+            if scores is not None:
+                cls.score = float(scores[i, j])
+    return result
+
+
+def _regression_result(values: np.ndarray, num_examples: int) -> regression_pb2.RegressionResult:
+    if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
+        raise invalid_argument(
+            "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
+            f"{list(values.shape)}"
+        )
+    if values.shape[0] != num_examples:
+        raise invalid_argument(
+            "Input batch size did not match output batch size: "
+            f"{num_examples} vs. {values.shape[0]}"
+        )
+    if values.dtype != np.float32:
+        raise invalid_argument("Expected output Tensor of DT_FLOAT.")
+    result = regression_pb2.RegressionResult()
+    for value in values.ravel().tolist():
+        result.regressions.add(value=value)
+    return result

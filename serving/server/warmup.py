@@ -1,0 +1,115 @@
+"""TF Serving's model warm-up: replay `assets.extra/tf_serving_warmup_requests` before a
+version becomes AVAILABLE, so its first real requests do not pay for graph set-up.
+
+The file is a TFRecord of PredictionLog records (at most 1000, TF Serving's limit); each
+record's Predict/Classify/Regress/MultiInference request runs through the version. A file
+that cannot be read, a record that does not parse or a request that fails fails the
+version's load, as in TF Serving; a version without the file loads as usual. Reading the
+records needs TensorFlow: without it (a TFLite-only install) the replay is skipped, logged.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
+MAX_RECORDS = 1000  # TF Serving's kMaxNumRecords
+
+
+class WarmupError(Exception):
+    """A version's warm-up file cannot be read or one of its requests failed."""
+
+
+def with_warmup(loader: Callable[[Path], Any], log: Callable[[str], None]) -> Callable[[Path], Any]:
+    """`loader` followed by the version's warm-up replay; the model is closed if it fails."""
+
+    def load(version_dir: Path) -> Any:
+        model = loader(version_dir)
+        if (version_dir / WARMUP_FILE).is_file() and not tensorflow_installed():
+            log(
+                f"Skipping warm-up of {version_dir}: replaying {WARMUP_FILE} needs TensorFlow "
+                "(pip install 'fmnist-deploy[tf]')"
+            )
+            return model
+        try:
+            replay(model, version_dir, log)
+        except BaseException:
+            model.close()
+            raise
+        return model
+
+    return load
+
+
+def tensorflow_installed() -> bool:
+    return importlib.util.find_spec("tensorflow") is not None
+
+
+def replay(model: Any, version_dir: Path, log: Callable[[str], None]) -> int:
+    """Run every warm-up record of `version_dir` through `model`; returns how many ran."""
+    path = version_dir / WARMUP_FILE
+    if not path.is_file():
+        return 0
+    import tensorflow as tf
+    from google.protobuf import message
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    started, count = time.monotonic(), 0
+    records = tf.data.TFRecordDataset(str(path)).as_numpy_iterator()
+    while True:
+        try:
+            record = next(records)
+        except StopIteration:
+            break
+        except (tf.errors.OpError, OSError) as err:
+            detail = getattr(err, "message", str(err))
+            raise WarmupError(f"Failed to read warmup record from {path}: {detail}") from None
+        count += 1
+        if count > MAX_RECORDS:
+            raise WarmupError(
+                f"Number of warmup records exceeds the maximum ({MAX_RECORDS}) at {path}"
+            )
+        entry = prediction_log_pb2.PredictionLog()
+        try:
+            entry.ParseFromString(record)
+        except message.DecodeError:
+            raise WarmupError(f"Failed to parse warmup record from {path}") from None
+        _run(model, entry)
+    elapsed_us = int((time.monotonic() - started) * 1e6)
+    log(
+        f"Finished reading warmup data for model at {path}. Number of warmup records read: "
+        f"{count}. Elapsed time (microseconds): {elapsed_us}."
+    )
+    return count
+
+
+def _run(model: Any, entry: Any) -> None:
+    """One record's request; a failure is the load's (TF Serving stops at the first)."""
+    from fmnist.serving.server import grpc_api
+    from fmnist.serving.wire import tensor_proto
+    from fmnist.serving.wire.status import StatusError
+
+    kind = entry.WhichOneof("log_type")
+    try:
+        if kind == "predict_log":
+            request = entry.predict_log.request
+            inputs = {a: tensor_proto.to_ndarray(p, name=a) for a, p in request.inputs.items()}
+            model.predict(request.model_spec.signature_name, inputs, list(request.output_filter))
+        elif kind == "classify_log":
+            request = entry.classify_log.request
+            examples = grpc_api.serialized_examples(request.input)
+            model.classify(request.model_spec.signature_name, examples)
+        elif kind == "regress_log":
+            request = entry.regress_log.request
+            examples = grpc_api.serialized_examples(request.input)
+            model.regress(request.model_spec.signature_name, examples)
+        elif kind == "multi_inference_log":
+            grpc_api.run_multi_inference(model, entry.multi_inference_log.request)
+        else:
+            raise WarmupError(f"Unsupported log_type for warmup: {kind}")
+    except StatusError as err:
+        raise WarmupError(f"warmup {kind} request failed: {err.message}") from None
