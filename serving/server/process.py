@@ -72,7 +72,14 @@ def start_server(
         *("--port", "0", "--rest_api_port", "auto", "--host", "127.0.0.1"),
         *flags,
     ]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    # PYTHONSAFEPATH: `-m` would put the working directory first on sys.path, and from a
+    # clone's root its `fmnist/` folder (the core package alone) would shadow the install.
+    env = {
+        **os.environ,
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONSAFEPATH": "1",
+    }
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command,
