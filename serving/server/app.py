@@ -261,7 +261,7 @@ def log_info(message: str) -> None:
     for the text after the `]`)."""
     now = time.time()
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now)) + f".{int(now % 1 * 1e6):06d}"
-    print(f"{stamp}: I fmnist/serving/server.py] {message}", file=sys.stderr, flush=True)
+    print(f"{stamp}: I fmnist/serving/server/app.py] {message}", file=sys.stderr, flush=True)
 
 
 def _address(host: str, port: int | None) -> str:

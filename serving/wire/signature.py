@@ -36,6 +36,8 @@ class Signature:
     method_name: str
     inputs: Mapping[str, TensorInfo] = field(default_factory=dict)
     outputs: Mapping[str, TensorInfo] = field(default_factory=dict)
+    # SignatureDef.defaults (input alias -> TensorProto) as REST metadata prints them.
+    defaults_json: Mapping[str, Any] = field(default_factory=dict)
 
 
 def from_tensor_info(info: Any) -> TensorInfo:
@@ -47,10 +49,23 @@ def from_tensor_info(info: Any) -> TensorInfo:
 
 def from_signature_def(signature_def: Any) -> Signature:
     """From a SignatureDef proto (duck-typed)."""
+    defaults = {}
+    if signature_def.defaults:
+        from google.protobuf import json_format  # protobuf, not TensorFlow
+
+        defaults = {
+            alias: json_format.MessageToDict(
+                proto,
+                always_print_fields_with_no_presence=True,
+                preserving_proto_field_name=True,
+            )
+            for alias, proto in signature_def.defaults.items()
+        }
     return Signature(
         method_name=signature_def.method_name,
         inputs={a: from_tensor_info(i) for a, i in signature_def.inputs.items()},
         outputs={a: from_tensor_info(i) for a, i in signature_def.outputs.items()},
+        defaults_json=defaults,
     )
 
 
@@ -71,7 +86,7 @@ def signature_def_map_json(signatures: Mapping[str, Signature]) -> dict[str, Any
                 "inputs": {a: _tensor_info_json(i) for a, i in sig.inputs.items()},
                 "outputs": {a: _tensor_info_json(i) for a, i in sig.outputs.items()},
                 "method_name": sig.method_name,
-                "defaults": {},
+                "defaults": dict(sig.defaults_json),
             }
             for name, sig in signatures.items()
         }

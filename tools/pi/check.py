@@ -4,8 +4,10 @@
 For each userland: a cached Debian bookworm root filesystem (what Raspberry Pi OS is built
 on) under qemu user-mode with a pinned Pi CPU; the README's install (`pip install
 "<wheel>[edge]"` in a venv); `fmnist-edge classify` on real test images, `parity` on the
-10,000 test images and `bench`. One summary line per userland; exit 0 when all pass, 1 on
-drift, 2 when something could not be checked. Needs root (chroot, mounts, binfmt_misc) and
+10,000 test images and `bench`; then `fmnist serve --prefer_tflite_model` in the userland
+(no TensorFlow) answering REST predicts exactly as the edge runner (serve_probe.py). One
+summary line per userland; exit 0 when all pass, 1 on drift, 2 when something could not be
+checked. Needs root (chroot, mounts, binfmt_misc) and
 Debian's qemu-user-static and mmdebstrap. Standard library only.
 
     sudo python3 tools/pi/check.py --bundle B --data-dir D --wheel W [--userland all]
@@ -61,6 +63,8 @@ class Outcome:
     parity_s: float | None = None
     images_per_s: float | None = None
     p50_ms: float | None = None
+    serve_ready_s: float | None = None
+    serve_p50_ms: float | None = None
     total_s: float = 0.0
     problem: str = ""
 
@@ -77,6 +81,8 @@ class Outcome:
             f" | agreement {num(self.agreement and self.agreement * 100, '.2f')}%"
             f" | parity {num(self.parity_s, '.1f')} s"
             f" | bench {num(self.images_per_s, ',.0f')} images/s, p50 {num(self.p50_ms, '.2f')} ms"
+            f" | serve ready {num(self.serve_ready_s, '.1f')} s,"
+            f" REST p50 {num(self.serve_p50_ms, '.1f')} ms"
             f" | install {num(self.install_s, '.0f')} s | total {self.total_s:.0f} s"
         )
         return f"{text} | {self.problem}" if self.problem else text
@@ -114,6 +120,10 @@ def bundle_files(bundle: Path) -> list[str]:
             manifest["tflite"]["float32"]["file"],
             manifest["reference"]["file"],
         ]
+        # model.tflite: what `fmnist serve --prefer_tflite_model` (and TF Serving) serve.
+        files += [manifest["tflite"]["int8"]["serving_file"]] * (
+            "serving_file" in manifest["tflite"]["int8"]
+        )
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise CheckError(f"{manifest_path}: not a readable bundle manifest ({err})") from None
     return ["manifest.json", *files]
@@ -150,6 +160,7 @@ def stage_inputs(chroot: Chroot, args: argparse.Namespace, files: list[str], sam
     for name in TEST_FILES:
         shutil.copy2(args.data_dir / name, inside / "data" / name)
     shutil.copytree(samples, inside / "images")
+    shutil.copy2(Path(__file__).resolve().parent / "serve_probe.py", inside / "serve_probe.py")
 
 
 def _tail(text: str, lines: int = 15) -> str:
@@ -184,6 +195,28 @@ def check_classify(outcome: Outcome, chroot: Chroot, samples: list[Sample]) -> b
     if not deterministic:
         problems.append("two identical classify runs gave different answers")
     outcome.problem = "; ".join(problems)
+    return False
+
+
+def check_serving(outcome: Outcome, chroot: Chroot, files: list[str]) -> bool:
+    """`fmnist serve --prefer_tflite_model` inside the userland: REST answers equal the edge
+    runner's, with no TensorFlow loaded (skipped for bundles exported without model.tflite)."""
+    if "model.tflite" not in files:
+        log(f"== {outcome.userland.name}: bundle has no model.tflite, serving not checked")
+        return True
+    log(f"== {outcome.userland.name}: fmnist serve --prefer_tflite_model, REST vs the edge runner")
+    probe = chroot.run(
+        f"{INSIDE}/venv/bin/python {INSIDE}/serve_probe.py {INSIDE} {INSIDE}/images/samples.npy"
+    )
+    if probe.code not in (EXIT_OK, EXIT_DRIFT) or not probe.stdout.strip():
+        raise CheckError(f"serving probe exited {probe.code}: {_tail(probe.stderr)}")
+    result = json.loads(probe.stdout.strip().splitlines()[-1])
+    outcome.serve_ready_s, outcome.serve_p50_ms = result["ready_s"], result["p50_ms"]
+    if probe.code == EXIT_OK:
+        return True
+    problem = "served answers differ from fmnist-edge's" if not result["equal"] else ""
+    problem += "TensorFlow was loaded by the server" * result["tensorflow_loaded"]
+    outcome.problem = "; ".join(filter(None, [outcome.problem, problem]))
     return False
 
 
@@ -260,9 +293,10 @@ def _check(
         raise CheckError(f"bench exited {bench.code}: {_tail(bench.stderr)}")
     timings = json.loads(bench.stdout)
     outcome.images_per_s, outcome.p50_ms = timings["images_per_s"], timings["p50_ms"]
+    served_ok = check_serving(outcome, chroot, files)
     if parity.code == EXIT_DRIFT:
         outcome.problem = "; ".join(filter(None, [outcome.problem, *report["failures"]]))
-    drift = parity.code == EXIT_DRIFT or not classify_ok
+    drift = parity.code == EXIT_DRIFT or not classify_ok or not served_ok
     outcome.code = EXIT_DRIFT if drift else EXIT_OK
 
 

@@ -1,0 +1,82 @@
+"""Inside an emulated Pi userland: `fmnist serve --prefer_tflite_model` on the bundle's
+model.tflite, without TensorFlow, answers REST predicts exactly as `fmnist-edge` does.
+
+    python serve_probe.py BASE_PATH SAMPLES.npy [--requests N]
+
+Starts the server (REST on a free loopback port), waits for its ready line, sends the
+sample images as one `instances` request and compares the int8 scores with the edge
+runner's on the same images (bit for bit), then times N one-image requests. Prints one
+JSON line: {"ready_s", "equal", "p50_ms", "tensorflow_loaded"}. Exit 0 when equal, 1 when
+not, 2 when it could not check. Runs with the userland's venv Python (fmnist installed).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+READY = re.compile(r"REST on \S+:(\d+)")
+
+
+def _post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(body).encode())
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return json.loads(response.read())
+
+
+def main() -> int:
+    base, samples = Path(sys.argv[1]), np.load(sys.argv[2])
+    runs = int(sys.argv[sys.argv.index("--requests") + 1]) if "--requests" in sys.argv else 50
+    command = [sys.executable, "-m", "fmnist.cli", "serve", "--prefer_tflite_model"]
+    command += ["--port", "0", "--rest_api_port", "auto", "--model_name", "fashion_mnist"]
+    command += ["--model_base_path", str(base)]
+    start = time.monotonic()
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd="/")
+    try:
+        match = None
+        for line in server.stdout:
+            match = READY.search(line)
+            if match:
+                break
+        if match is None:
+            print(json.dumps({"error": f"no ready line (exit {server.wait()})"}))
+            return 2
+        ready_s = time.monotonic() - start
+        url = f"http://127.0.0.1:{match.group(1)}/v1/models/fashion_mnist:predict"
+        served = np.array(_post(url, {"instances": samples.tolist()})["predictions"], np.int8)
+
+        from fmnist.edge.classifier import Classifier
+        from fmnist.manifest import load_manifest
+
+        version = base / "1"
+        classifier = Classifier(version / load_manifest(version).tflite("int8").file)
+        expected = classifier.invoke(classifier.to_input(samples))
+        seconds = []
+        for image in samples[:1].tolist() * runs:
+            began = time.perf_counter()
+            _post(url, {"instances": [image]})
+            seconds.append(time.perf_counter() - began)
+        maps = Path(f"/proc/{server.pid}/maps").read_text()
+        result = {
+            "ready_s": round(ready_s, 2),
+            "equal": bool(np.array_equal(served, expected)),
+            "p50_ms": round(statistics.median(seconds) * 1000, 2),
+            "tensorflow_loaded": "/tensorflow/" in maps,
+        }
+    finally:
+        server.terminate()
+        server.wait(60)
+    print(json.dumps(result))
+    return 0 if result["equal"] and not result["tensorflow_loaded"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
