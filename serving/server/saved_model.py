@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -139,20 +138,7 @@ class SavedModelVersion:
         """`run`, in chunks (`validation.chunk_rows`) along dimension 0 when `rows` is a batch
         size every feed shares (None: run whole). `deadline` (a `time.monotonic()` value) is
         checked before each chunk: past it, DEADLINE_EXCEEDED and no further chunk runs."""
-        size = rows and validation.chunk_rows(rows, sum(v.nbytes for v in feeds.values()))
-        if rows is None or rows <= size:
-            _check_deadline(deadline, 0, rows)
-            return self.run(feeds, fetches)
-        parts: list[list[np.ndarray]] = []
-        for start, stop in validation.chunks(rows, size):
-            _check_deadline(deadline, start, rows)
-            values = self.run({name: value[start:stop] for name, value in feeds.items()}, fetches)
-            if any(v.ndim == 0 or v.shape[0] != stop - start for v in values):
-                # An output without the batch dimension: this graph cannot be split.
-                _check_deadline(deadline, 0, rows)
-                return self.run(feeds, fetches)
-            parts.append(values)
-        return [np.concatenate(column) for column in zip(*parts, strict=True)]
+        return validation.run_in_chunks(lambda part: self.run(part, fetches), feeds, rows, deadline)
 
     def predict(
         self,
@@ -171,7 +157,7 @@ class SavedModelVersion:
         if signature is None:
             raise failed_precondition(f'Serving signature key "{name}" not found.')
         feeds = self._feeds(name, signature, inputs)
-        aliases = _output_aliases(signature, output_filter)
+        aliases = validation.output_aliases(signature.outputs, output_filter)
         specs = _specs(signature.inputs)
         outputs = [TensorSpec.from_tensor_info(a, signature.outputs[a]) for a in aliases]
         shapes = {alias: feeds[signature.inputs[alias].name].shape for alias in signature.inputs}
@@ -193,26 +179,13 @@ class SavedModelVersion:
         """Graph tensor name -> value for the signature's inputs (defaults fill the missing
         ones); names, dtypes and shapes are checked here, before anything runs."""
         expected, defaults = signature.inputs, signature.defaults
-        missing = set(expected) - set(inputs) - set(defaults)
-        extra = set(inputs) - set(expected)
-        if missing or extra:
-            sent, wanted = ",".join(sorted(inputs)), ",".join(sorted(expected))
-            raise invalid_argument(
-                f"input size does not match signature: {len(inputs)}!={len(expected)} "
-                f"len({{{sent}}}) != len({{{wanted}}}). Sent extra: {{{','.join(sorted(extra))}}}. "
-                f"Missing but required: {{{','.join(sorted(missing))}}}."
-            )
+        validation.check_input_names(inputs, expected, defaults)
         feeds = {}
         for alias, info in expected.items():
             value = inputs.get(alias)
             if value is None:
                 value = tensor_proto.to_ndarray(defaults[alias])
-            actual = dtypes.dtype_of(value)
-            if actual != info.dtype:
-                raise invalid_argument(
-                    f"input '{alias}' is {dtypes.dtype_name(actual)} but the signature "
-                    f"expects {dtypes.dtype_name(info.dtype)}"
-                )
+            validation.check_dtype(alias, dtypes.dtype_of(value), info.dtype)
             if alias in inputs:  # a default is the model's own value, fed as it is
                 validation.check_shape(
                     signature_name, TensorSpec.from_tensor_info(alias, info), value.shape
@@ -379,12 +352,6 @@ def _specs(infos: Mapping[str, meta_graph_pb2.TensorInfo]) -> dict[str, TensorSp
     return {alias: TensorSpec.from_tensor_info(alias, info) for alias, info in infos.items()}
 
 
-def _check_deadline(deadline: float | None, done: int, rows: int | None) -> None:
-    if deadline is not None and time.monotonic() >= deadline:
-        progress = f" after {done} of {rows} rows" if done else ""
-        raise StatusError(Code.DEADLINE_EXCEEDED, f"Deadline Exceeded{progress}")
-
-
 def _empty_outputs(
     signature: meta_graph_pb2.SignatureDef, aliases: Sequence[str]
 ) -> dict[str, np.ndarray] | None:
@@ -397,24 +364,6 @@ def _empty_outputs(
             return None
         empty[alias] = np.empty(shape, dtype=dtypes.numpy_dtype(info.dtype))
     return empty
-
-
-def _output_aliases(
-    signature: meta_graph_pb2.SignatureDef, output_filter: Sequence[str]
-) -> list[str]:
-    if not output_filter:
-        return list(signature.outputs)
-    seen: list[str] = []
-    for alias in output_filter:
-        if alias not in signature.outputs:
-            raise invalid_argument(
-                f"output tensor alias not found in signature: {alias} Outputs expected to be "
-                f"in the set {{{','.join(sorted(signature.outputs))}}}."
-            )
-        if alias in seen:
-            raise invalid_argument(f"duplicate output tensor alias: {alias}")
-        seen.append(alias)
-    return seen
 
 
 def _classification_result(

@@ -287,11 +287,13 @@ class TfliteModel:
             raise failed_precondition(f'Serving signature key "{name}" not found.')
         input_ports, output_ports = self._ports[name]
         feeds = self._feeds(name, input_ports, inputs)
-        aliases = _output_aliases(signature, output_filter)
+        aliases = validation.output_aliases(signature.outputs, output_filter)
         fetches = [output_ports[alias].index for alias in aliases]
         specs = {alias: input_ports[alias].spec for alias in inputs}
         rows = validation.batch_rows(specs, {a: v.shape for a, v in inputs.items()})
-        values = self._run_batched(feeds, fetches, rows, deadline)
+        values = validation.run_in_chunks(
+            lambda part: self.run(part, fetches, deadline), feeds, rows, deadline
+        )
         return name, dict(zip(aliases, values, strict=True))
 
     @staticmethod
@@ -299,47 +301,14 @@ class TfliteModel:
         signature_name: str, expected: Mapping[str, _Port], inputs: Mapping[str, np.ndarray]
     ) -> dict[int, Any]:
         """Interpreter index -> value, after the names, dtypes and shapes are checked."""
-        missing, extra = set(expected) - set(inputs), set(inputs) - set(expected)
-        if missing or extra:
-            sent, wanted = ",".join(sorted(inputs)), ",".join(sorted(expected))
-            raise invalid_argument(
-                f"input size does not match signature: {len(inputs)}!={len(expected)} "
-                f"len({{{sent}}}) != len({{{wanted}}}). Sent extra: {{{','.join(sorted(extra))}}}. "
-                f"Missing but required: {{{','.join(sorted(missing))}}}."
-            )
+        validation.check_input_names(inputs, expected)
         feeds = {}
         for alias, port in expected.items():
             value = np.asarray(inputs[alias])
-            actual = dtypes.dtype_of(value)
-            if actual != port.dtype:
-                raise invalid_argument(
-                    f"input '{alias}' is {dtypes.dtype_name(actual)} but the signature "
-                    f"expects {dtypes.dtype_name(port.dtype)}"
-                )
+            validation.check_dtype(alias, dtypes.dtype_of(value), port.dtype)
             validation.check_shape(signature_name, port.spec, value.shape)
             feeds[port.index] = value
         return feeds
-
-    def _run_batched(
-        self,
-        feeds: dict[int, np.ndarray],
-        fetches: list[int],
-        rows: int | None,
-        deadline: float | None,
-    ) -> list[np.ndarray]:
-        size = rows and validation.chunk_rows(rows, sum(v.nbytes for v in feeds.values()))
-        if rows is None or rows <= size:
-            _check_deadline(deadline, 0, rows)
-            return self.run(feeds, fetches, deadline)
-        parts = []
-        for start, stop in validation.chunks(rows, size):
-            _check_deadline(deadline, start, rows)
-            values = self.run({i: v[start:stop] for i, v in feeds.items()}, fetches, deadline)
-            if any(v.ndim == 0 or v.shape[0] != stop - start for v in values):
-                _check_deadline(deadline, 0, rows)  # outputs not per row: run it whole
-                return self.run(feeds, fetches, deadline)
-            parts.append(values)
-        return [np.concatenate(column) for column in zip(*parts, strict=True)]
 
     # --- tf.Example APIs -----------------------------------------------------------------
 
@@ -423,28 +392,6 @@ class TfliteModel:
                         field[alias].tensor_shape.dim.add(size=size)
             result[name] = proto
         return result
-
-
-def _output_aliases(signature: Signature, output_filter: Sequence[str]) -> list[str]:
-    if not output_filter:
-        return list(signature.outputs)
-    seen: list[str] = []
-    for alias in output_filter:
-        if alias not in signature.outputs:
-            raise invalid_argument(
-                f"output tensor alias not found in signature: {alias} Outputs expected to be "
-                f"in the set {{{','.join(sorted(signature.outputs))}}}."
-            )
-        if alias in seen:
-            raise invalid_argument(f"duplicate output tensor alias: {alias}")
-        seen.append(alias)
-    return seen
-
-
-def _check_deadline(deadline: float | None, done: int, rows: int | None) -> None:
-    if deadline is not None and time.monotonic() >= deadline:
-        progress = f" after {done} of {rows} rows" if done else ""
-        raise StatusError(Code.DEADLINE_EXCEEDED, f"Deadline Exceeded{progress}")
 
 
 def _no_examples() -> StatusError:

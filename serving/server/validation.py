@@ -13,12 +13,17 @@ half_plus_two family) describe per-element models that TF Serving feeds any shap
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from fmnist.serving.wire.dtypes import check_dims, format_shape
-from fmnist.serving.wire.status import invalid_argument
+import numpy as np
+
+from fmnist.serving.wire.dtypes import check_dims, dtype_name, format_shape
+from fmnist.serving.wire.status import Code, StatusError, invalid_argument
+
+K = TypeVar("K", bound=Hashable)
 
 CHUNK_ROWS = 256  # batch rows per session run: bounds the model's intermediate tensors
 # ... unless rows are tiny (half_plus_two's are 4 bytes): then a chunk holds up to this many
@@ -123,3 +128,78 @@ def chunks(rows: int, size: int = CHUNK_ROWS) -> Iterator[tuple[int, int]]:
         raise ValueError(f"chunk size must be positive, got {size}")
     for start in range(0, rows, size):
         yield start, min(start + size, rows)
+
+
+# --- what every loader checks and how it runs a batch (SavedModel and TFLite alike) -------
+
+
+def check_input_names(
+    inputs: Mapping[str, Any], expected: Mapping[str, Any], defaults: Mapping[str, Any] = {}
+) -> None:
+    """The request names exactly the signature's inputs (those with a default may be left
+    out), worded as TF Serving words the mismatch."""
+    missing = set(expected) - set(inputs) - set(defaults)
+    extra = set(inputs) - set(expected)
+    if missing or extra:
+        sent, wanted = ",".join(sorted(inputs)), ",".join(sorted(expected))
+        raise invalid_argument(
+            f"input size does not match signature: {len(inputs)}!={len(expected)} "
+            f"len({{{sent}}}) != len({{{wanted}}}). Sent extra: {{{','.join(sorted(extra))}}}. "
+            f"Missing but required: {{{','.join(sorted(missing))}}}."
+        )
+
+
+def check_dtype(alias: str, actual: int, expected: int) -> None:
+    if actual != expected:
+        raise invalid_argument(
+            f"input '{alias}' is {dtype_name(actual)} but the signature "
+            f"expects {dtype_name(expected)}"
+        )
+
+
+def output_aliases(outputs: Mapping[str, Any], output_filter: Sequence[str]) -> list[str]:
+    """The outputs a request asks for (all when `output_filter` is empty), in its order."""
+    if not output_filter:
+        return list(outputs)
+    seen: list[str] = []
+    for alias in output_filter:
+        if alias not in outputs:
+            raise invalid_argument(
+                f"output tensor alias not found in signature: {alias} Outputs expected to be "
+                f"in the set {{{','.join(sorted(outputs))}}}."
+            )
+        if alias in seen:
+            raise invalid_argument(f"duplicate output tensor alias: {alias}")
+        seen.append(alias)
+    return seen
+
+
+def check_deadline(deadline: float | None, done: int = 0, rows: int | None = None) -> None:
+    """DEADLINE_EXCEEDED once `deadline` (a `time.monotonic()` value) has passed."""
+    if deadline is not None and time.monotonic() >= deadline:
+        progress = f" after {done} of {rows} rows" if done else ""
+        raise StatusError(Code.DEADLINE_EXCEEDED, f"Deadline Exceeded{progress}")
+
+
+def run_in_chunks(
+    run: Callable[[dict[K, np.ndarray]], list[np.ndarray]],
+    feeds: Mapping[K, np.ndarray],
+    rows: int | None,
+    deadline: float | None,
+) -> list[np.ndarray]:
+    """`run(feeds)`, in chunks (`chunk_rows`) along dimension 0 when `rows` is a batch size
+    every feed shares (None: run whole); `deadline` is checked before each chunk, so past
+    it no further chunk runs. Outputs without one row per input row run it whole."""
+    size = rows and chunk_rows(rows, sum(v.nbytes for v in feeds.values()))
+    if rows is None or rows <= size:
+        check_deadline(deadline, 0, rows)
+        return run(dict(feeds))
+    parts: list[list[np.ndarray]] = []
+    for start, stop in chunks(rows, size):
+        check_deadline(deadline, start, rows)
+        values = run({key: value[start:stop] for key, value in feeds.items()})
+        if any(v.ndim == 0 or v.shape[0] != stop - start for v in values):
+            check_deadline(deadline, 0, rows)  # an output without the batch dimension
+            return run(dict(feeds))
+        parts.append(values)
+    return [np.concatenate(column) for column in zip(*parts, strict=True)]
