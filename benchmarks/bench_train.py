@@ -3,8 +3,8 @@
     python benchmarks/bench_train.py [--data-dir D] [--out runs/bench/train] [--epochs N]
 
 Prints one table row and writes OUT/bench_train.json; the run directory OUT/run is what
-benchmarks/bench_export.py exports. Target (issue 2): test accuracy >= 94.0% with
-training under 20 minutes on 2 CPU cores.
+benchmarks/bench_export.py exports. Target (issue 14): test accuracy >= 94.6% with
+training under 20 minutes on 2 CPU cores (run it alone on the machine).
 """
 
 from __future__ import annotations

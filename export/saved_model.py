@@ -28,14 +28,22 @@ OUTPUTS = {
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 
 
-def write_saved_model(model: keras.Model, path: Path) -> None:
-    """Save `model` behind the uint8 `serving_default` signature at `path`."""
+def write_saved_model(model: keras.Model, path: Path, *, flip_average: bool = False) -> None:
+    """Save `model` behind the uint8 `serving_default` signature at `path`.
+
+    `flip_average` puts test-time augmentation in the graph: the probabilities are the mean
+    of the image's and its mirror image's (two model runs per request; see bench_tta.py).
+    """
     archive = keras.export.ExportArchive()
     archive.track(model)
 
     @tf.function(input_signature=[tf.TensorSpec([None, 28, 28], tf.uint8, name="images")])
     def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        probabilities = model(preprocess(images), training=False)
+        pixels = preprocess(images)
+        probabilities = model(pixels, training=False)
+        if flip_average:
+            mirrored = tf.reverse(pixels, axis=[2])  # [N, H, W, 1]: axis 2 is the width
+            probabilities = (probabilities + model(mirrored, training=False)) / 2
         return {
             "probabilities": probabilities,
             "class_ids": tf.argmax(probabilities, axis=1, output_type=tf.int64),

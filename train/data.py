@@ -103,12 +103,14 @@ def make_dataset(
     num_classes: int,
     training: bool,
     augment: bool = False,
+    random_erasing: float = 0.0,
     seed: int = 42,
 ):
     """A tf.data pipeline of (float image [B,28,28,1] in [0,1], one-hot label) batches.
 
-    Augmentation (random shifts of up to 2 px and horizontal flips) runs on training
-    batches only; the validation and test pipelines see the images unchanged.
+    Augmentation (random shifts of up to 2 px, horizontal flips and, with probability
+    `random_erasing`, one black rectangle) runs on training batches only; the validation
+    and test pipelines see the images unchanged.
     """
     import keras
     import tensorflow as tf
@@ -124,15 +126,25 @@ def make_dataset(
         num_parallel_calls=tf.data.AUTOTUNE,
     )
     if training and augment:
-        augmenter = keras.Sequential(
-            [
-                keras.layers.RandomTranslation(
-                    2 / 28, 2 / 28, fill_mode="constant", fill_value=0.0, seed=seed
-                ),
-                keras.layers.RandomFlip("horizontal", seed=seed + 1),
-            ],
-            name="augmentation",
-        )
+        layers = [
+            keras.layers.RandomTranslation(
+                2 / 28, 2 / 28, fill_mode="constant", fill_value=0.0, seed=seed
+            ),
+            keras.layers.RandomFlip("horizontal", seed=seed + 1),
+        ]
+        if random_erasing:
+            # Black like the background; a (p, p) factor is a fixed probability p per image
+            # (a single float would draw the probability itself from [0, p]).
+            layers.append(
+                keras.layers.RandomErasing(
+                    factor=(random_erasing, random_erasing),
+                    scale=(0.02, 0.25),
+                    fill_value=0.0,
+                    value_range=(0.0, 1.0),
+                    seed=seed + 2,
+                )
+            )
+        augmenter = keras.Sequential(layers, name="augmentation")
         ds = ds.map(
             lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE
         )

@@ -67,11 +67,12 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizer
             warmup_target=config.learning_rate if warmup_steps else None,
             warmup_steps=warmup_steps,
         )
+    ema = {"use_ema": True, "ema_momentum": config.ema_momentum} if config.ema_momentum else {}
     if config.optimizer == "adam":
-        return keras.optimizers.Adam(lr)
+        return keras.optimizers.Adam(lr, **ema)
     if config.optimizer == "adamw":
-        return keras.optimizers.AdamW(lr, weight_decay=config.weight_decay)
-    return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
+        return keras.optimizers.AdamW(lr, weight_decay=config.weight_decay, **ema)
+    return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, **ema)
 
 
 def compile_model(config: TrainConfig, steps_per_epoch: int) -> keras.Model:
@@ -117,6 +118,7 @@ def train(
         num_classes=NUM_CLASSES,
         training=True,
         augment=config.augment,
+        random_erasing=config.random_erasing,
         seed=config.seed,
     )
     val_ds = train_data.make_dataset(
@@ -132,9 +134,13 @@ def train(
         if is_multi_worker(strategy):
             prepare_multi_worker_fit(model, strategy, train_ds)
 
+    # With EMA, the averaged weights are swapped in for validation and at each epoch's end,
+    # so early stopping judges, keeps and restores the averaged weights (it must come after).
+    ema = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.ema_momentum else []
     callbacks = [
         *(callbacks or []),
         _LearningRateLogger(),
+        *ema,
         keras.callbacks.EarlyStopping(
             monitor="val_loss",
             patience=config.early_stopping_patience,

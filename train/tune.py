@@ -84,6 +84,7 @@ def tune(
             epochs=settings.epochs,
             warmup_epochs=min(base.warmup_epochs, settings.epochs - 1),
             train_subset=settings.train_subset,
+            ema_momentum=0.0,  # a short trial has too few steps for the weight average
         )
         start = time.perf_counter()
         result = train(

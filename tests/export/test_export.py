@@ -76,6 +76,20 @@ def test_saved_model_equals_keras_on_the_test_set(
     np.testing.assert_allclose(reference, keras_probs, atol=1e-6, rtol=0)
 
 
+def test_flip_average_variant_averages_the_image_and_its_mirror(
+    tiny_run: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    images = dataset.load_test(data_dir).images[:64]
+    model = load_run_model(tiny_run)
+    saved_model.write_saved_model(model, tmp_path / "tta", flip_average=True)
+    served = saved_model.signature_outputs(tmp_path / "tta", images)
+    expected = (
+        predict_probabilities(model, images) + predict_probabilities(model, images[:, :, ::-1])
+    ) / 2
+    np.testing.assert_allclose(served["probabilities"], expected, atol=1e-5, rtol=0)
+    np.testing.assert_array_equal(served["class_ids"], expected.argmax(1))
+
+
 def test_int8_model_is_full_integer_with_recorded_quantization(exported_bundle: Path) -> None:
     manifest = load_manifest(exported_bundle)
     int8 = manifest.tflite("int8")

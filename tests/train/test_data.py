@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from fmnist import dataset
+from fmnist.dataset import Split
 from fmnist.errors import DataError
-from fmnist.train.data import split_indices, split_train_validation, subset
+from fmnist.train.data import make_dataset, split_indices, split_train_validation, subset
 
 
 def test_official_files_verify_and_load(data_dir: Path) -> None:
@@ -98,3 +99,30 @@ def test_split_is_stratified_disjoint_and_seeded(data_dir: Path) -> None:
     np.testing.assert_array_equal(validation.images, full.images[val_idx])
     small = subset(train, 1000, seed=0)
     assert len(small) == 1000 and np.bincount(small.labels).tolist() == [100] * 10
+
+
+@pytest.mark.parametrize(
+    ("random_erasing", "training", "erased_share"),
+    [
+        (1.0, True, (0.9, 1.0)),
+        (0.0, True, (0.0, 0.0)),
+        (1.0, False, (0.0, 0.0)),
+    ],
+)
+def test_random_erasing_blacks_out_the_inside_of_training_images_only(
+    random_erasing: float, training: bool, erased_share: tuple[float, float]
+) -> None:
+    # White images: shifts of up to 2 px only blacken a 2 px border, so a black pixel
+    # further inside can only come from an erased rectangle.
+    white = Split(np.full((256, 28, 28), 255, np.uint8), np.zeros(256, np.uint8))
+    batches = make_dataset(
+        white,
+        batch_size=256,
+        num_classes=10,
+        training=training,
+        augment=True,
+        random_erasing=random_erasing,
+    )
+    images = next(iter(batches))[0].numpy()
+    share = float((images[:, 3:-3, 3:-3, 0] == 0).any(axis=(1, 2)).mean())
+    assert erased_share[0] <= share <= erased_share[1]

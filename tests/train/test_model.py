@@ -39,6 +39,8 @@ def test_preprocess_scales_raw_pixels() -> None:
         ({"dropout": 1.5}, r"dropout must be in \[0, 1\)"),
         ({"epochs": "ten"}, "epochs must be a int, got 'ten'"),
         ({"augment": 1}, "augment must be a bool"),
+        ({"random_erasing": 1.5}, r"random_erasing must be in \[0, 1\]"),
+        ({"ema_momentum": 1.0}, r"ema_momentum must be in \[0, 1\) \(0 switches EMA off\)"),
         ({"widht": 32}, "unknown field"),
     ],
 )

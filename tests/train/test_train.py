@@ -76,3 +76,29 @@ def test_metrics_agree_with_scikit_learn_on_a_known_case() -> None:
     )
     assert metrics["macro_f1"] == pytest.approx(f1_score(labels, predicted, average="macro"))
     assert [r["support"] for r in metrics["per_class"]] == [2, 2, 3]
+
+
+def test_ema_weights_are_what_validation_judged_and_what_is_saved(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    import keras
+
+    from fmnist.train import data as train_data
+    from fmnist.train.config import TrainConfig
+    from fmnist.train.model import preprocess
+    from fmnist.train.train import train
+
+    config = TrainConfig(
+        width=4, dense_units=8, epochs=2, train_subset=1000, warmup_epochs=0, ema_momentum=0.9
+    )
+    data = train_data.load(data_dir)
+    averaged = train(config, data, tmp_path / "ema", verbose=0)
+    plain = train(config.replace(ema_momentum=0.0), data, tmp_path / "plain", verbose=0)
+    saved = keras.models.load_model(tmp_path / "ema" / "model.keras")
+    predicted = saved.predict(preprocess(data.validation.images), verbose=0).argmax(axis=1)
+    accuracy = float((predicted == data.validation.labels).mean())
+    assert accuracy == pytest.approx(averaged.history["val_accuracy"][averaged.best_epoch - 1])
+    assert any(
+        not np.allclose(a, b)
+        for a, b in zip(saved.get_weights(), plain.model.get_weights(), strict=True)
+    )
