@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import tempfile
-import warnings
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -28,8 +27,6 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 500, 2000])
     parser.add_argument("--out", type=Path, default=Path("runs/bench/calibration"))
     args = parser.parse_args()
-
-    import tensorflow as tf
 
     from fmnist.edge.classifier import Classifier
     from fmnist.export import tflite
@@ -46,14 +43,7 @@ def main() -> None:
     for per_channel in (True, False):
         for size in args.sizes:
             calibration = train_data.subset(data.train, size, seed=42).images
-            converter = tflite._int8_converter(model, calibration)
-            converter.inference_input_type = tf.uint8
-            converter.inference_output_type = tf.int8
-            # The converter's only switch for per-tensor weights is private.
-            converter._experimental_disable_per_channel = not per_channel
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", "Statistics for quantized inputs")
-                content = tflite._convert(converter)
+            content = tflite.convert_int8(model, calibration, per_channel=per_channel)
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "int8.tflite"
                 path.write_bytes(content)

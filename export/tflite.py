@@ -73,9 +73,15 @@ def _int8_converter(model: keras.Model, calibration: np.ndarray) -> tf.lite.TFLi
     return converter
 
 
-def convert_int8(model: keras.Model, calibration: np.ndarray) -> bytes:
-    """Full-integer int8: int8 weights and activations, uint8 input, int8 output."""
+def convert_int8(model: keras.Model, calibration: np.ndarray, *, per_channel: bool = True) -> bytes:
+    """Full-integer int8: int8 weights and activations, uint8 input, int8 output.
+
+    Convolution weights get one scale per output channel; `per_channel=False` (one scale
+    per tensor) is there for benchmarks/bench_calibration.py, which measures the difference.
+    """
     converter = _int8_converter(model, calibration)
+    # The converter's only switch for per-tensor weights is private.
+    converter._experimental_disable_per_channel = not per_channel
     converter.inference_input_type = tf.uint8
     converter.inference_output_type = tf.int8
     with warnings.catch_warnings():  # the uint8 input's range is known: [0, 255] -> [0, 1]
