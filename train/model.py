@@ -24,8 +24,14 @@ def preprocess(images: tf.Tensor) -> tf.Tensor:
     return images
 
 
-def build_model(config: TrainConfig, num_classes: int = NUM_CLASSES) -> keras.Model:
-    """Conv blocks (conv-BN-ReLU x1-2, max-pool, dropout), a dense layer and a softmax."""
+def build_model(
+    config: TrainConfig, num_classes: int = NUM_CLASSES, *, dtype: str = "float32"
+) -> keras.Model:
+    """Conv blocks (conv-BN-ReLU x1-2, max-pool, dropout), a dense layer and a softmax.
+
+    `dtype` is a Keras dtype policy ("mixed_bfloat16" for training in bfloat16); the
+    softmax stays float32 either way, so probabilities keep their precision.
+    """
     inputs = keras.Input(shape=IMAGE_SHAPE, name="image")
     x = inputs
     for block in range(config.depth):
@@ -38,26 +44,34 @@ def build_model(config: TrainConfig, num_classes: int = NUM_CLASSES) -> keras.Mo
                 use_bias=not config.batch_norm,
                 kernel_initializer="he_normal",
                 name=f"block{block + 1}_conv{conv + 1}",
+                dtype=dtype,
             )(x)
             if config.batch_norm:
                 x = keras.layers.BatchNormalization(
-                    momentum=config.bn_momentum, name=f"block{block + 1}_bn{conv + 1}"
+                    momentum=config.bn_momentum, name=f"block{block + 1}_bn{conv + 1}", dtype=dtype
                 )(x)
-            x = keras.layers.ReLU(name=f"block{block + 1}_relu{conv + 1}")(x)
-        x = keras.layers.MaxPooling2D(name=f"block{block + 1}_pool")(x)
+            x = keras.layers.ReLU(name=f"block{block + 1}_relu{conv + 1}", dtype=dtype)(x)
+        x = keras.layers.MaxPooling2D(name=f"block{block + 1}_pool", dtype=dtype)(x)
         if config.dropout:
-            x = keras.layers.Dropout(config.dropout, name=f"block{block + 1}_dropout")(x)
-    x = keras.layers.Flatten(name="flatten")(x)
+            x = keras.layers.Dropout(config.dropout, name=f"block{block + 1}_dropout", dtype=dtype)(
+                x
+            )
+    x = keras.layers.Flatten(name="flatten", dtype=dtype)(x)
     x = keras.layers.Dense(
         config.dense_units,
         use_bias=not config.batch_norm,
         kernel_initializer="he_normal",
         name="dense",
+        dtype=dtype,
     )(x)
     if config.batch_norm:
-        x = keras.layers.BatchNormalization(momentum=config.bn_momentum, name="dense_bn")(x)
-    x = keras.layers.ReLU(name="dense_relu")(x)
+        x = keras.layers.BatchNormalization(
+            momentum=config.bn_momentum, name="dense_bn", dtype=dtype
+        )(x)
+    x = keras.layers.ReLU(name="dense_relu", dtype=dtype)(x)
     if config.dropout:
-        x = keras.layers.Dropout(min(0.5, 2 * config.dropout), name="dense_dropout")(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+        x = keras.layers.Dropout(min(0.5, 2 * config.dropout), name="dense_dropout", dtype=dtype)(x)
+    outputs = keras.layers.Dense(
+        num_classes, activation="softmax", name="probabilities", dtype="float32"
+    )(x)
     return keras.Model(inputs, outputs, name="fmnist_cnn")

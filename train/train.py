@@ -75,14 +75,45 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizer
     return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, **ema)
 
 
-def compile_model(config: TrainConfig, steps_per_epoch: int) -> keras.Model:
-    model = build_model(config)
+def cpu_has_bfloat16() -> bool:
+    """True on CPUs with bfloat16 matrix units (AMX-BF16 or AVX512-BF16), read from Linux's
+    /proc/cpuinfo; elsewhere False, because emulated bfloat16 is slower than float32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace").split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_precision(precision: str) -> str:
+    """The precision training will use: "auto" becomes bfloat16 where the CPU has bfloat16
+    units and no GPU is visible (a GPU's own choices are out of scope), else float32."""
+    if precision != "auto":
+        return precision
+    if cpu_has_bfloat16() and not tf.config.list_physical_devices("GPU"):
+        return "bfloat16"
+    return "float32"
+
+
+def compile_model(
+    config: TrainConfig, steps_per_epoch: int, precision: str = "float32"
+) -> keras.Model:
+    dtype = "mixed_bfloat16" if precision == "bfloat16" else "float32"
+    model = build_model(config, dtype=dtype)
     model.compile(
         optimizer=make_optimizer(config, steps_per_epoch),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"],
     )
     return model
+
+
+def as_float32(model: keras.Model, config: TrainConfig) -> keras.Model:
+    """The same network and weights in a float32 model: mixed precision keeps float32
+    variables, so this loses nothing, and export and serving only ever see float32."""
+    float_model = build_model(config)
+    float_model.set_weights(model.get_weights())
+    return float_model
 
 
 class _LearningRateLogger(keras.callbacks.Callback):
@@ -125,12 +156,13 @@ def train(
         data.validation, batch_size=1024, num_classes=NUM_CLASSES, training=False
     )
     steps_per_epoch = math.ceil(len(train_split) / config.batch_size)
+    precision = resolve_precision(config.precision)
 
     if strategy is None:
-        model = compile_model(config, steps_per_epoch)
+        model = compile_model(config, steps_per_epoch, precision)
     else:
         with strategy.scope():
-            model = compile_model(config, steps_per_epoch)
+            model = compile_model(config, steps_per_epoch, precision)
         if is_multi_worker(strategy):
             prepare_multi_worker_fit(model, strategy, train_ds)
 
@@ -171,6 +203,8 @@ def train(
     epochs_run = len(hist["loss"])
     best_epoch = int(np.argmin(hist["val_loss"])) + 1
 
+    if precision != "float32":
+        model = as_float32(model, config)
     model.save(run_dir / MODEL_FILE)
     (run_dir / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     run_info = {
@@ -187,6 +221,7 @@ def train(
             "seed": config.seed,
         },
         "parameters": int(model.count_params()),
+        "precision": precision,
         "epochs_run": epochs_run,
         "best_epoch": best_epoch,
         "best_val_loss": hist["val_loss"][best_epoch - 1],

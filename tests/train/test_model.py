@@ -41,6 +41,7 @@ def test_preprocess_scales_raw_pixels() -> None:
         ({"augment": 1}, "augment must be a bool"),
         ({"random_erasing": 1.5}, r"random_erasing must be in \[0, 1\]"),
         ({"ema_momentum": 1.0}, r"ema_momentum must be in \[0, 1\) \(0 switches EMA off\)"),
+        ({"precision": "float16"}, "precision must be one of auto, float32, bfloat16"),
         ({"widht": 32}, "unknown field"),
     ],
 )
