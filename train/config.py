@@ -39,6 +39,11 @@ class TrainConfig:
     width: int = 32
     depth: int = 3
     first_block_convs: int = 1
+    # ResNet-style shortcut around each two-convolution block (1x1 projection where the
+    # width changes) and squeeze-and-excitation channel gates. Off: at 30 epochs they
+    # measured 93.86% and 94.16% test accuracy vs 94.40% without (README, "Accuracy").
+    residual: bool = False
+    squeeze_excite: bool = False
     dense_units: int = 256
     dropout: float = 0.1
     batch_norm: bool = True
@@ -69,6 +74,9 @@ class TrainConfig:
     epochs: int = 30
     batch_size: int = 128
     early_stopping_patience: int = 8
+    # After the monitored run, train a fresh model on training + validation images for the
+    # epoch count validation chose and save that one: more data, about twice the time.
+    refit: bool = False
     seed: int = 42
     # Data.
     val_fraction: float = 0.1

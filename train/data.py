@@ -83,6 +83,13 @@ def split_train_validation(split: Split, val_fraction: float, seed: int) -> tupl
     )
 
 
+def concat(*splits: Split) -> Split:
+    """One split holding all the images of `splits` (the refit on training + validation)."""
+    return Split(
+        np.concatenate([s.images for s in splits]), np.concatenate([s.labels for s in splits])
+    )
+
+
 def subset(split: Split, size: int, seed: int) -> Split:
     """A stratified subset of `size` images (quick runs and tuning trials)."""
     if size >= len(split):

@@ -35,27 +35,18 @@ def build_model(
     inputs = keras.Input(shape=IMAGE_SHAPE, name="image")
     x = inputs
     for block in range(config.depth):
-        filters = config.width * 2**block
-        for conv in range(config.first_block_convs if block == 0 else 2):
-            x = keras.layers.Conv2D(
-                filters,
-                3,
-                padding="same",
-                use_bias=not config.batch_norm,
-                kernel_initializer="he_normal",
-                name=f"block{block + 1}_conv{conv + 1}",
-                dtype=dtype,
-            )(x)
-            if config.batch_norm:
-                x = keras.layers.BatchNormalization(
-                    momentum=config.bn_momentum, name=f"block{block + 1}_bn{conv + 1}", dtype=dtype
-                )(x)
-            x = keras.layers.ReLU(name=f"block{block + 1}_relu{conv + 1}", dtype=dtype)(x)
-        x = keras.layers.MaxPooling2D(name=f"block{block + 1}_pool", dtype=dtype)(x)
+        name = f"block{block + 1}"
+        convs = config.first_block_convs if block == 0 else 2
+        block_input = x
+        x = _conv_block(x, config, config.width * 2**block, convs, name, dtype)
+        if config.squeeze_excite:
+            x = _squeeze_excite(x, name, dtype)
+        if config.residual and convs == 2:
+            x = _add_shortcut(block_input, x, config, name, dtype)
+        x = keras.layers.ReLU(name=f"{name}_relu{convs}", dtype=dtype)(x)
+        x = keras.layers.MaxPooling2D(name=f"{name}_pool", dtype=dtype)(x)
         if config.dropout:
-            x = keras.layers.Dropout(config.dropout, name=f"block{block + 1}_dropout", dtype=dtype)(
-                x
-            )
+            x = keras.layers.Dropout(config.dropout, name=f"{name}_dropout", dtype=dtype)(x)
     x = keras.layers.Flatten(name="flatten", dtype=dtype)(x)
     x = keras.layers.Dense(
         config.dense_units,
@@ -75,3 +66,55 @@ def build_model(
         num_classes, activation="softmax", name="probabilities", dtype="float32"
     )(x)
     return keras.Model(inputs, outputs, name="fmnist_cnn")
+
+
+def _conv_bn(x, config: TrainConfig, filters: int, size: int, name: str, dtype: str):
+    """A convolution (no bias when batch norm follows) and its batch norm."""
+    x = keras.layers.Conv2D(
+        filters,
+        size,
+        padding="same",
+        use_bias=not config.batch_norm,
+        kernel_initializer="he_normal",
+        name=name.format(kind="conv"),
+        dtype=dtype,
+    )(x)
+    if config.batch_norm:
+        x = keras.layers.BatchNormalization(
+            momentum=config.bn_momentum, name=name.format(kind="bn"), dtype=dtype
+        )(x)
+    return x
+
+
+def _conv_block(x, config: TrainConfig, filters: int, convs: int, name: str, dtype: str):
+    """`convs` conv-BN layers with a ReLU between them; the caller applies the last ReLU,
+    so a residual shortcut can join before it."""
+    for conv in range(1, convs + 1):
+        if conv > 1:
+            x = keras.layers.ReLU(name=f"{name}_relu{conv - 1}", dtype=dtype)(x)
+        x = _conv_bn(x, config, filters, 3, f"{name}_{{kind}}{conv}", dtype)
+    return x
+
+
+def _squeeze_excite(x, name: str, dtype: str, reduction: int = 8):
+    """Squeeze-and-excitation: rescale each channel by a gate computed from the global
+    average of all channels (a few hundred parameters per block)."""
+    filters = x.shape[-1]
+    gate = keras.layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_se_pool", dtype=dtype)(
+        x
+    )
+    gate = keras.layers.Dense(
+        max(4, filters // reduction), activation="relu", name=f"{name}_se_reduce", dtype=dtype
+    )(gate)
+    gate = keras.layers.Dense(filters, activation="sigmoid", name=f"{name}_se_expand", dtype=dtype)(
+        gate
+    )
+    return keras.layers.Multiply(name=f"{name}_se_scale", dtype=dtype)([x, gate])
+
+
+def _add_shortcut(block_input, x, config: TrainConfig, name: str, dtype: str):
+    """x + the block's input (projected by a 1x1 conv-BN where the width changes)."""
+    shortcut = block_input
+    if shortcut.shape[-1] != x.shape[-1]:
+        shortcut = _conv_bn(shortcut, config, x.shape[-1], 1, f"{name}_shortcut_{{kind}}", dtype)
+    return keras.layers.Add(name=f"{name}_add", dtype=dtype)([x, shortcut])

@@ -6,6 +6,7 @@
     RUN/config.json      the effective TrainConfig
     RUN/run.json         data, split, timing and parameter facts about the run
     RUN/history.csv      per-epoch loss/accuracy (train and validation) and learning rate
+    RUN/refit_history.csv  the same for the refit on all training images (`refit` only)
     RUN/tensorboard/     TensorBoard logs
 """
 
@@ -34,6 +35,7 @@ MODEL_FILE = "model.keras"
 CONFIG_FILE = "config.json"
 RUN_FILE = "run.json"
 HISTORY_FILE = "history.csv"
+REFIT_HISTORY_FILE = "refit_history.csv"
 
 
 @dataclass
@@ -116,6 +118,32 @@ def as_float32(model: keras.Model, config: TrainConfig) -> keras.Model:
     return float_model
 
 
+def _model_and_dataset(
+    config: TrainConfig,
+    split: train_data.Split,
+    precision: str,
+    strategy: tf.distribute.Strategy | None,
+) -> tuple[keras.Model, Any]:
+    """A compiled model (under `strategy`, if any) and the shuffled, augmented input."""
+    dataset = train_data.make_dataset(
+        split,
+        batch_size=config.batch_size,
+        num_classes=NUM_CLASSES,
+        training=True,
+        augment=config.augment,
+        random_erasing=config.random_erasing,
+        seed=config.seed,
+    )
+    steps_per_epoch = math.ceil(len(split) / config.batch_size)
+    if strategy is None:
+        return compile_model(config, steps_per_epoch, precision), dataset
+    with strategy.scope():
+        model = compile_model(config, steps_per_epoch, precision)
+    if is_multi_worker(strategy):
+        prepare_multi_worker_fit(model, strategy, dataset)
+    return model, dataset
+
+
 class _LearningRateLogger(keras.callbacks.Callback):
     """Adds the learning rate at the end of each epoch to the logs (and so to history.csv)."""
 
@@ -143,28 +171,11 @@ def train(
     train_split = data.train
     if config.train_subset:
         train_split = train_data.subset(train_split, config.train_subset, config.seed)
-    train_ds = train_data.make_dataset(
-        train_split,
-        batch_size=config.batch_size,
-        num_classes=NUM_CLASSES,
-        training=True,
-        augment=config.augment,
-        random_erasing=config.random_erasing,
-        seed=config.seed,
-    )
     val_ds = train_data.make_dataset(
         data.validation, batch_size=1024, num_classes=NUM_CLASSES, training=False
     )
-    steps_per_epoch = math.ceil(len(train_split) / config.batch_size)
     precision = resolve_precision(config.precision)
-
-    if strategy is None:
-        model = compile_model(config, steps_per_epoch, precision)
-    else:
-        with strategy.scope():
-            model = compile_model(config, steps_per_epoch, precision)
-        if is_multi_worker(strategy):
-            prepare_multi_worker_fit(model, strategy, train_ds)
+    model, train_ds = _model_and_dataset(config, train_split, precision, strategy)
 
     # With EMA, the averaged weights are swapped in for validation and at each epoch's end,
     # so early stopping judges, keeps and restores the averaged weights (it must come after).
@@ -202,6 +213,20 @@ def train(
     hist = {key: [float(v) for v in values] for key, values in history.history.items()}
     epochs_run = len(hist["loss"])
     best_epoch = int(np.argmin(hist["val_loss"])) + 1
+    images_seen = epochs_run * len(train_split)
+
+    refit = None
+    if config.refit:
+        all_images = train_data.concat(train_split, data.validation)
+        start = time.perf_counter()
+        model = _refit(config, all_images, best_epoch, precision, strategy, run_dir, verbose)
+        refit = {
+            "epochs": best_epoch,
+            "images": len(all_images),
+            "wall_time_s": time.perf_counter() - start,
+        }
+        wall_time += refit["wall_time_s"]
+        images_seen += best_epoch * len(all_images)
 
     if precision != "float32":
         model = as_float32(model, config)
@@ -226,8 +251,9 @@ def train(
         "best_epoch": best_epoch,
         "best_val_loss": hist["val_loss"][best_epoch - 1],
         "best_val_accuracy": hist["val_accuracy"][best_epoch - 1],
+        "refit": refit,
         "wall_time_s": wall_time,
-        "images_per_s": epochs_run * len(train_split) / wall_time,
+        "images_per_s": images_seen / wall_time,
         "strategy": type(strategy).__name__ if strategy else None,
         "replicas": strategy.num_replicas_in_sync if strategy else 1,
     }
@@ -241,3 +267,33 @@ def train(
         wall_time_s=wall_time,
         images_per_s=run_info["images_per_s"],
     )
+
+
+def _refit(
+    config: TrainConfig,
+    split: train_data.Split,
+    epochs: int,
+    precision: str,
+    strategy: tf.distribute.Strategy | None,
+    run_dir: Path,
+    verbose: int | str,
+) -> keras.Model:
+    """A fresh model trained on `split` (training + validation images) for `epochs`, the
+    count validation chose, with the learning-rate schedule fitted to that many epochs.
+    Nothing is held out any more, so there is no early stopping."""
+    seed_everything(config.seed)
+    config = config.replace(epochs=epochs)
+    model, dataset = _model_and_dataset(config, split, precision, strategy)
+    model.fit(
+        dataset,
+        epochs=epochs,
+        callbacks=[
+            _LearningRateLogger(),
+            keras.callbacks.CSVLogger(str(run_dir / REFIT_HISTORY_FILE)),
+        ],
+        verbose=verbose,
+        shuffle=False,
+    )
+    if config.ema_momentum:
+        model.optimizer.finalize_variable_values(model.trainable_variables)
+    return model

@@ -23,6 +23,39 @@ def test_model_outputs_probabilities_for_every_image() -> None:
         assert model.input_shape == (None, 28, 28, 1)
 
 
+def test_residual_blocks_add_a_shortcut_projected_where_the_width_changes() -> None:
+    from fmnist.train.model import build_model
+
+    plain = build_model(TrainConfig())
+    model = build_model(TrainConfig(residual=True))
+    names = {layer.name for layer in model.layers}
+    # Block 1 has one convolution (nothing to skip); blocks 2 and 3 double the width.
+    assert {"block2_add", "block3_add", "block2_shortcut_conv", "block3_shortcut_conv"} <= names
+    assert "block1_add" not in names
+    extra = sum(model.get_layer(f"block{b}_shortcut_conv").count_params() for b in (2, 3))
+    extra += sum(model.get_layer(f"block{b}_shortcut_bn").count_params() for b in (2, 3))
+    assert model.count_params() == plain.count_params() + extra
+
+
+def test_squeeze_excite_gates_scale_each_channel_into_zero_one() -> None:
+    from fmnist.train.model import build_model, preprocess
+
+    model = build_model(TrainConfig(squeeze_excite=True, depth=2))
+    images = np.random.default_rng(1).integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    probe = keras_submodel(model, "block2_se_expand")
+    gates = np.asarray(probe(preprocess(images), training=False))
+    assert gates.shape == (3, 1, 1, 64)
+    assert ((gates > 0) & (gates < 1)).all()
+    probs = np.asarray(model(preprocess(images), training=False))
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def keras_submodel(model, layer_name: str):
+    import keras
+
+    return keras.Model(model.input, model.get_layer(layer_name).output)
+
+
 def test_preprocess_scales_raw_pixels() -> None:
     from fmnist.train.model import preprocess
 
@@ -42,6 +75,7 @@ def test_preprocess_scales_raw_pixels() -> None:
         ({"random_erasing": 1.5}, r"random_erasing must be in \[0, 1\]"),
         ({"ema_momentum": 1.0}, r"ema_momentum must be in \[0, 1\) \(0 switches EMA off\)"),
         ({"precision": "float16"}, "precision must be one of auto, float32, bfloat16"),
+        ({"residual": "yes"}, "residual must be a bool"),
         ({"widht": 32}, "unknown field"),
     ],
 )

@@ -1,0 +1,129 @@
+"""Training throughput of config variants, measured side by side in one process.
+
+    python benchmarks/bench_train_step.py [--steps 60] [--rounds 5] [--data-dir D]
+
+Each variant (the default config in float32 and bfloat16, and with residual blocks or
+squeeze-excitation) trains the same `steps` batches of real augmented images per round;
+rounds interleave the variants, so a machine that speeds up or slows down affects all of
+them alike. Prints images/s at each variant's median step time (steps, not rounds: see
+_StepTimer) and its ratio to the first variant, and writes OUT/bench_train_step.json.
+Accuracy needs full runs: benchmarks/bench_train.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+
+from fmnist.train import data as train_data
+from fmnist.train.config import TrainConfig
+from fmnist.train.model import NUM_CLASSES
+from fmnist.train.train import compile_model, cpu_has_bfloat16, seed_everything
+
+# name -> (config overrides, precision)
+VARIANTS: dict[str, tuple[dict, str]] = {
+    "float32": ({}, "float32"),
+    "bfloat16": ({}, "bfloat16"),
+    "bfloat16 + residual": ({"residual": True}, "bfloat16"),
+    "bfloat16 + squeeze-excite": ({"squeeze_excite": True}, "bfloat16"),
+}
+
+
+class _StepTimer(keras.callbacks.Callback):
+    """Appends each training step's duration: a median of steps ignores the stalls of a
+    few seconds this host sometimes shows between epochs, which a round's total would not."""
+
+    def __init__(self, durations: list[float]) -> None:
+        super().__init__()
+        self.durations = durations
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        self.start = time.perf_counter()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.durations.append(time.perf_counter() - self.start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--steps", type=int, default=60, help="batches per round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--out", type=Path, default=Path("runs/bench/train_step"))
+    args = parser.parse_args()
+
+    base = TrainConfig()
+    seed_everything(base.seed)
+    data = train_data.load(args.data_dir)
+    ds = train_data.make_dataset(
+        data.train,
+        batch_size=base.batch_size,
+        num_classes=NUM_CLASSES,
+        training=True,
+        augment=base.augment,
+        seed=base.seed,
+    ).take(args.steps)
+    # Cached once: rounds then time the training steps, not the shuffle buffer's refill.
+    ds = ds.cache()
+    for _ in ds:
+        pass
+    steps_per_epoch = math.ceil(len(data.train) / base.batch_size)
+    models = {}
+    for name in args.variants:
+        overrides, precision = VARIANTS[name]
+        model = compile_model(base.replace(**overrides), steps_per_epoch, precision)
+        model.fit(ds.take(2), verbose=0)  # trace and build outside the timing
+        models[name] = model
+
+    steps: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(args.rounds):
+        for name, model in models.items():
+            model.fit(ds, verbose=0, callbacks=[_StepTimer(steps[name])])
+
+    first = statistics.median(steps[args.variants[0]])
+    rows = []
+    for name, times in steps.items():
+        median = statistics.median(times)
+        rows.append(
+            {
+                "variant": name,
+                "parameters": int(models[name].count_params()),
+                "median_step_s": round(median, 5),
+                "median_images_per_s": round(base.batch_size / median, 1),
+                "speed_vs_first": round(first / median, 3),
+            }
+        )
+    result = {
+        "steps": args.steps,
+        "rounds": args.rounds,
+        "batch_size": base.batch_size,
+        "cpus": os.cpu_count(),
+        "cpu_has_bfloat16": cpu_has_bfloat16(),
+        "machine": platform.processor() or platform.machine(),
+        "rows": rows,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench_train_step.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"| variant | params | img/s (median step) | vs {args.variants[0]} |")
+    print("|---|---|---|---|")
+    for row in rows:
+        print(
+            f"| {row['variant']} | {row['parameters']:,} | {row['median_images_per_s']:.0f} "
+            f"| x{row['speed_vs_first']:.2f} |"
+        )
+    print(f"wrote {args.out / 'bench_train_step.json'}")
+
+
+if __name__ == "__main__":
+    main()
