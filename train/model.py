@@ -39,8 +39,6 @@ def build_model(
         convs = config.first_block_convs if block == 0 else 2
         block_input = x
         x = _conv_block(x, config, config.width * 2**block, convs, name, dtype)
-        if config.squeeze_excite:
-            x = _squeeze_excite(x, name, dtype)
         if config.residual and convs == 2:
             x = _add_shortcut(block_input, x, config, name, dtype)
         x = keras.layers.ReLU(name=f"{name}_relu{convs}", dtype=dtype)(x)
@@ -94,22 +92,6 @@ def _conv_block(x, config: TrainConfig, filters: int, convs: int, name: str, dty
             x = keras.layers.ReLU(name=f"{name}_relu{conv - 1}", dtype=dtype)(x)
         x = _conv_bn(x, config, filters, 3, f"{name}_{{kind}}{conv}", dtype)
     return x
-
-
-def _squeeze_excite(x, name: str, dtype: str, reduction: int = 8):
-    """Squeeze-and-excitation: rescale each channel by a gate computed from the global
-    average of all channels (a few hundred parameters per block)."""
-    filters = x.shape[-1]
-    gate = keras.layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_se_pool", dtype=dtype)(
-        x
-    )
-    gate = keras.layers.Dense(
-        max(4, filters // reduction), activation="relu", name=f"{name}_se_reduce", dtype=dtype
-    )(gate)
-    gate = keras.layers.Dense(filters, activation="sigmoid", name=f"{name}_se_expand", dtype=dtype)(
-        gate
-    )
-    return keras.layers.Multiply(name=f"{name}_se_scale", dtype=dtype)([x, gate])
 
 
 def _add_shortcut(block_input, x, config: TrainConfig, name: str, dtype: str):

@@ -126,27 +126,25 @@ def test_both_tflite_models_run_in_litert_and_agree_with_the_reference(
         assert manifest.tflite(kind).parity["passed"] is True
 
 
-def test_residual_and_squeeze_excite_models_convert_to_full_integer_int8(
+def test_residual_model_converts_to_full_integer_int8_that_litert_runs(
     data_dir: Path, tmp_path: Path
 ) -> None:
     from fmnist.train.config import TrainConfig
     from fmnist.train.model import build_model
 
-    # Seeded: about one random initialisation in 30 leaves all of a tiny gate's ReLUs dead,
-    # a constant-zero tensor whose int8 scale (1e-8) XNNPACK refuses to prepare.
     keras.utils.set_random_seed(0)
-    model = build_model(TrainConfig(width=8, residual=True, squeeze_excite=True))
-    images = dataset.load_test(data_dir).images[:64]
+    model = build_model(TrainConfig(width=8, residual=True))
+    images = dataset.load_test(data_dir).images[:256]
     path = tmp_path / "model_int8.tflite"
     path.write_bytes(tflite.convert_int8(model, images[:32]))
     classifier = Classifier(path, runtime=select_runtime("litert"))
     interpreter = classifier.interpreter
-    ops = {op["op_name"] for op in interpreter._get_ops_details()}
-    assert {"ADD", "MUL", "MEAN", "LOGISTIC"} <= ops
+    assert "ADD" in {op["op_name"] for op in interpreter._get_ops_details()}
     assert not [t for t in interpreter.get_tensor_details() if t["dtype"] == np.float32]
     expected = np.asarray(model(images[..., None] / 255.0, training=False))
-    agreement = (classifier.predict_proba(images).argmax(1) == expected.argmax(1)).mean()
-    assert agreement >= 0.9
+    # A batch as large as the parity checks use: XNNPACK prepares each batch size anew.
+    predicted = classifier.predict_proba(images, batch_size=256)
+    assert (predicted.argmax(1) == expected.argmax(1)).mean() >= 0.9
 
 
 def test_int8_model_runs_in_tflite_runtime_214_with_numpy_1(exported_bundle: Path) -> None:

@@ -37,25 +37,6 @@ def test_residual_blocks_add_a_shortcut_projected_where_the_width_changes() -> N
     assert model.count_params() == plain.count_params() + extra
 
 
-def test_squeeze_excite_gates_scale_each_channel_into_zero_one() -> None:
-    from fmnist.train.model import build_model, preprocess
-
-    model = build_model(TrainConfig(squeeze_excite=True, depth=2))
-    images = np.random.default_rng(1).integers(0, 256, (3, 28, 28), dtype=np.uint8)
-    probe = keras_submodel(model, "block2_se_expand")
-    gates = np.asarray(probe(preprocess(images), training=False))
-    assert gates.shape == (3, 1, 1, 64)
-    assert ((gates > 0) & (gates < 1)).all()
-    probs = np.asarray(model(preprocess(images), training=False))
-    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
-
-
-def keras_submodel(model, layer_name: str):
-    import keras
-
-    return keras.Model(model.input, model.get_layer(layer_name).output)
-
-
 def test_preprocess_scales_raw_pixels() -> None:
     from fmnist.train.model import preprocess
 
