@@ -2,12 +2,12 @@
 
     python benchmarks/bench_train_step.py [--steps 60] [--rounds 5] [--data-dir D]
 
-Each variant (the default config in float32 and bfloat16, and with residual blocks) trains
-the same `steps` batches of real augmented images per round; rounds interleave the
-variants, so a machine that speeds up or slows down affects all of them alike. Prints
-images/s at each variant's median step time (steps, not rounds: see _StepTimer) and its
-ratio to the first variant, and writes OUT/bench_train_step.json. Accuracy needs full
-runs: benchmarks/bench_train.py.
+Each variant (the default config in float32 and bfloat16, with residual blocks, and wider,
+narrower or deeper in bfloat16) trains the same `steps` batches of real augmented images
+per round; rounds interleave the variants, so a machine that speeds up or slows down
+affects all of them alike. Prints images/s at each variant's median step time (steps, not
+rounds: see _StepTimer) and its ratio to the first variant, and writes
+OUT/bench_train_step.json. Accuracy needs full runs: benchmarks/bench_train.py.
 """
 
 from __future__ import annotations
@@ -35,6 +35,12 @@ VARIANTS: dict[str, tuple[dict, str]] = {
     "float32": ({}, "float32"),
     "bfloat16": ({}, "bfloat16"),
     "bfloat16 + residual": ({"residual": True}, "bfloat16"),
+    # Width/depth trade-offs (issue 14): their cost per step sets the epochs a fixed
+    # training budget allows.
+    "bfloat16, width 24": ({"width": 24}, "bfloat16"),
+    "bfloat16, width 48": ({"width": 48}, "bfloat16"),
+    "bfloat16, 2 convs in block 1": ({"first_block_convs": 2}, "bfloat16"),
+    "bfloat16, depth 4": ({"depth": 4}, "bfloat16"),
 }
 
 

@@ -21,7 +21,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("cosine", "constant", "plateau")
+SCHEDULES = ("cosine", "onecycle", "constant", "plateau")
 PRECISIONS = ("auto", "float32", "bfloat16")
 
 
@@ -52,6 +52,8 @@ class TrainConfig:
     optimizer: str = "adamw"
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
+    # "cosine": linear warmup over `warmup_epochs` from a tenth of the rate, then cosine
+    # decay to 1%. "onecycle": 30% rise from rate/25, cosine fall to ~0 (warmup_epochs unused).
     lr_schedule: str = "cosine"
     warmup_epochs: int = 1
     label_smoothing: float = 0.0

@@ -69,12 +69,30 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizer
             warmup_target=config.learning_rate if warmup_steps else None,
             warmup_steps=warmup_steps,
         )
+    if config.lr_schedule == "onecycle":
+        lr = one_cycle_schedule(config.learning_rate, config.epochs * steps_per_epoch)
     ema = {"use_ema": True, "ema_momentum": config.ema_momentum} if config.ema_momentum else {}
     if config.optimizer == "adam":
         return keras.optimizers.Adam(lr, **ema)
     if config.optimizer == "adamw":
         return keras.optimizers.AdamW(lr, weight_decay=config.weight_decay, **ema)
     return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, **ema)
+
+
+def one_cycle_schedule(
+    peak: float, total_steps: int
+) -> keras.optimizers.schedules.LearningRateSchedule:
+    """Smith's one-cycle policy as PyTorch's OneCycleLR defaults have it: a linear rise from
+    peak/25 over the first 30% of the steps, then a cosine fall to peak/250,000. (Its
+    momentum cycle is left out: Adam's beta_1 is not a schedule in Keras.)"""
+    warmup_steps = max(1, round(0.3 * total_steps))
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=peak / 25,
+        decay_steps=max(1, total_steps - warmup_steps),
+        alpha=1 / 250_000,  # of the peak: the final rate is peak / 250,000
+        warmup_target=peak,
+        warmup_steps=warmup_steps,
+    )
 
 
 def cpu_has_bfloat16() -> bool:

@@ -57,6 +57,10 @@ def test_preprocess_scales_raw_pixels() -> None:
         ({"ema_momentum": 1.0}, r"ema_momentum must be in \[0, 1\) \(0 switches EMA off\)"),
         ({"precision": "float16"}, "precision must be one of auto, float32, bfloat16"),
         ({"residual": "yes"}, "residual must be a bool"),
+        (
+            {"lr_schedule": "one-cycle"},
+            "lr_schedule must be one of cosine, onecycle, constant, plateau",
+        ),
         ({"widht": 32}, "unknown field"),
     ],
 )

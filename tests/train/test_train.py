@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -162,3 +163,22 @@ def test_refit_saves_a_model_trained_on_all_images_for_the_chosen_epochs(
     assert any(
         not np.array_equal(a, b) for a, b in zip(saved, monitored.model.get_weights(), strict=True)
     )
+
+
+def test_one_cycle_rises_for_30_percent_of_the_steps_then_falls_to_almost_zero() -> None:
+    from fmnist.train.config import TrainConfig
+    from fmnist.train.train import make_optimizer
+
+    config = TrainConfig(lr_schedule="onecycle", learning_rate=4e-3, epochs=10)
+    optimizer = make_optimizer(config, steps_per_epoch=100)
+    rates = []
+    for step in range(0, 1001, 50):
+        optimizer.iterations.assign(step)
+        rates.append(float(optimizer.learning_rate))
+    peak = rates.index(max(rates))
+    assert peak * 50 == 300
+    assert rates[0] == pytest.approx(4e-3 / 25)
+    assert rates[peak] == pytest.approx(4e-3)
+    assert all(a < b for a, b in itertools.pairwise(rates[: peak + 1]))
+    assert all(a > b for a, b in itertools.pairwise(rates[peak:]))
+    assert rates[-1] == pytest.approx(4e-3 / 250_000, rel=1e-3)
