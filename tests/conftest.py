@@ -7,6 +7,7 @@ import io
 import json
 import os
 import shutil
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -203,3 +204,40 @@ class BundleTampering:
 @pytest.fixture(scope="session")
 def tampering() -> type[BundleTampering]:
     return BundleTampering
+
+
+@pytest.fixture(scope="session")
+def aborting_tflite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A version directory whose int8 model.tflite makes TFLite abort the process in
+    `allocate_tensors`: x + Dense(x) quantized, then its ADD output scale shrunk 10^7 times,
+    which leaves no rescaling multiplier below one (the kernel CHECKs that)."""
+    import keras
+    import tensorflow as tf
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    x = keras.Input((4,), name="x")
+    model = keras.Model(x, keras.layers.Add()([x, keras.layers.Dense(4)(x)]))
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    rng = np.random.default_rng(0)
+    converter.representative_dataset = lambda: (
+        [rng.uniform(-1, 1, (1, 4)).astype(np.float32)] for _ in range(20)
+    )
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    with warnings.catch_warnings():  # float input and output: no input statistics needed
+        warnings.filterwarnings("ignore", "Statistics for quantized inputs were expected")
+        content = converter.convert()
+    flat = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
+    graph = flat.subgraphs[0]
+    (add,) = [
+        op
+        for op in graph.operators
+        if flat.operatorCodes[op.opcodeIndex].builtinCode == schema.BuiltinOperator.ADD
+    ]
+    quantization = graph.tensors[add.outputs[0]].quantization
+    quantization.scale = [scale * 1e-7 for scale in quantization.scale]
+    version_dir = tmp_path_factory.mktemp("aborting") / "1"
+    version_dir.mkdir()
+    (version_dir / "model.tflite").write_bytes(flatbuffer_utils.convert_object_to_bytearray(flat))
+    return version_dir

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from fmnist.edge.model_check import check_tflite_structure
+from fmnist.edge.model_probe import ModelCrashed, check_in_child
 from fmnist.edge.runtime import Runtime, select_runtime
 from fmnist.serving.server import validation
 from fmnist.serving.server.tflite_signatures import read_signature_defs
@@ -149,6 +150,10 @@ class TfliteModel:
         except ValueError as err:
             raise TfliteLoadError(f"{model_file}: truncated or corrupt: {err}") from None
         self._runtime = runtime or select_runtime()
+        try:
+            check_in_child(model_file, self._runtime.name)  # an abort must not end the server
+        except ModelCrashed as err:
+            raise TfliteLoadError(f"{model_file}: {err}") from None
         self._size = max(1, num_interpreters or os.cpu_count() or 1)
         self._pool: queue.SimpleQueue[_Slot] = queue.SimpleQueue()
         self._lock = threading.Lock()

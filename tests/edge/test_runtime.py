@@ -100,7 +100,7 @@ def test_edge_package_imports_nothing_from_tensorflow() -> None:
     result = _python(
         """
         import sys
-        import fmnist.edge.bench, fmnist.edge.classifier, fmnist.edge.cli
+        import fmnist.edge.bench, fmnist.edge.classifier, fmnist.edge.cli, fmnist.edge.model_probe
         import fmnist.edge.parity, fmnist.edge.runtime, fmnist.images, fmnist.manifest
         from fmnist.edge.runtime import select_runtime
         select_runtime()

@@ -221,6 +221,12 @@ def test_truncated_model_is_a_load_error(serving_fixtures: Path, tmp_path: Path)
         TfliteModel(tmp_path / "missing")
 
 
+def test_a_model_that_aborts_the_runtime_is_a_load_error(aborting_tflite: Path) -> None:
+    # Loaded in this process, the model would abort pytest itself.
+    with pytest.raises(TfliteLoadError, match=r"killed the process that loaded it \(SIGABRT\)"):
+        TfliteModel(aborting_tflite)
+
+
 def test_serving_tflite_versions_imports_no_tensorflow(serving_fixtures, exported_bundle):
     # half_plus_two (derived signature) and our export (stored SignatureDefs, flatbuffers).
     script = (

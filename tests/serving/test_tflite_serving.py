@@ -159,3 +159,21 @@ def test_a_new_tflite_version_is_polled_in(tflite_server, serving_fixtures: Path
     assert versions.get("124") == "AVAILABLE", status
     answer = _post(server, "half_plus_two/versions/124:predict", {"instances": [4.0]})
     assert answer.json() == {"predictions": [4.0]}
+
+
+def test_a_version_that_aborts_the_runtime_fails_alone(
+    tflite_server, aborting_tflite: Path, publish
+) -> None:
+    server, base = tflite_server
+    publish(aborting_tflite, base, 125)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        status = requests.get(f"{server.rest_url}/v1/models/half_plus_two", timeout=30).json()
+        states = {s["version"]: s for s in status["model_version_status"]}
+        if states.get("125", {}).get("state") == "END":
+            break
+        time.sleep(0.1)
+    assert states["125"]["state"] == "END", status
+    assert "SIGABRT" in states["125"]["status"]["error_message"]
+    answer = _post(server, "half_plus_two/versions/123:predict", {"instances": [4.0]})
+    assert answer.json() == {"predictions": [4.0]}
