@@ -1,12 +1,18 @@
-"""int8 calibration choices: how many images, and per-channel vs per-tensor weights.
+"""int8 calibration choices: how many images, per-channel vs per-tensor weights, and where
+the int8 model's disagreement with the float model comes from.
 
     python benchmarks/bench_calibration.py --run runs/bench/train/run [--sizes 100 500 2000]
 
 Converts the run's model to full-integer int8 the way `fmnist export` does (stratified,
 so class-balanced, training images plus an all-0 and an all-255 image), once per
 calibration size and weight granularity, runs each with the edge runner on the 10,000
-test images and compares it with the float model: top-1 agreement, accuracy drop and the
-worst class's recall change. Prints a table and writes OUT/bench_calibration.json.
+test images and compares it with the float model: top-1 agreement, accuracy drop, the
+worst class's recall change, and how many images' two best scores tie (argmax then takes
+the lower class index) with the agreement if such a tie counted as agreeing. Two
+quantizations export does not ship follow (first calibration size): int8 weights with float
+activations ("dynamic-range") and int16 activations ("16x8"), which split the int8 model's
+disagreement into its weights' and its activations' share. Latency is the median of 10
+single-thread runs of a 64-image batch. Prints a table and writes OUT/bench_calibration.json.
 """
 
 from __future__ import annotations
@@ -14,10 +20,51 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import tempfile
+import time
 from pathlib import Path
 
+import numpy as np
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+LATENCY_BATCH, LATENCY_RUNS = 64, 10
+VARIANTS = ("dynamic-range", "16x8")  # not shipped: where int8 disagreement comes from
+
+
+def measure(content: bytes, reference: np.ndarray, data) -> dict:
+    """Parity figures and batch latency of one converted model on the test images."""
+    from fmnist.edge.classifier import Classifier
+    from fmnist.parity import Tolerance, compare
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.tflite"
+        path.write_bytes(content)
+        classifier = Classifier(path, num_threads=1)
+        probabilities = classifier.predict_proba(data.test.images, batch_size=1000)
+        batch = data.test.images[:LATENCY_BATCH]
+        classifier.predict_proba(batch, batch_size=LATENCY_BATCH)  # warm-up: allocation
+        times = []
+        for _ in range(LATENCY_RUNS):
+            start = time.perf_counter()
+            classifier.predict_proba(batch, batch_size=LATENCY_BATCH)
+            times.append(time.perf_counter() - start)
+    result = compare(reference, probabilities, data.test.labels, data.class_names, Tolerance())
+    worst = result.worst_class
+    top = probabilities.max(axis=1)
+    tied = (probabilities == top[:, None]).sum(axis=1) > 1
+    # The float model's class among the tied best scores: agreement but for the tie.
+    float_class_on_top = probabilities[np.arange(len(top)), reference.argmax(axis=1)] == top
+    return {
+        "agreement": result.agreement,
+        "accuracy_drop_pp": result.accuracy_drop_pp,
+        "worst_class": worst["class_name"],
+        "worst_class_recall_pp": worst["delta_pp"],
+        "top_score_ties": int(tied.sum()),
+        "agreement_counting_ties": float(float_class_on_top.mean()),
+        "batch64_ms": 1000 * statistics.median(times),
+    }
 
 
 def main() -> None:
@@ -28,47 +75,39 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench/calibration"))
     args = parser.parse_args()
 
-    from fmnist.edge.classifier import Classifier
     from fmnist.export import tflite
-    from fmnist.parity import Tolerance, compare
     from fmnist.train import data as train_data
     from fmnist.train.evaluate import load_run_model, predict_probabilities
 
     data = train_data.load(args.data_dir)
     model = load_run_model(args.run)
     reference = predict_probabilities(model, data.test.images)
+    plan = [(weights, size) for weights in ("per-channel", "per-tensor") for size in args.sizes]
+    plan += [(variant, args.sizes[0]) for variant in VARIANTS]
+
+    def convert(name: str, calibration: np.ndarray) -> bytes:
+        if name in VARIANTS:
+            return tflite.convert_variant(model, calibration, name)
+        return tflite.convert_int8(model, calibration, per_channel=name == "per-channel")
+
     rows = []
-    print("| weights | calibration images | agreement | accuracy change pp | worst class (pp) |")
-    print("|---|---|---|---|---|")
-    for per_channel in (True, False):
-        for size in args.sizes:
-            calibration = train_data.subset(data.train, size, seed=42).images
-            content = tflite.convert_int8(model, calibration, per_channel=per_channel)
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / "int8.tflite"
-                path.write_bytes(content)
-                probabilities = Classifier(path).predict_proba(data.test.images, batch_size=1000)
-            result = compare(
-                reference, probabilities, data.test.labels, data.class_names, Tolerance()
-            ).to_dict()
-            worst = min(result["per_class"], key=lambda c: c["delta_pp"])
-            rows.append(
-                {
-                    "weights": "per-channel" if per_channel else "per-tensor",
-                    "calibration_images": size,
-                    "agreement": result["agreement"],
-                    "accuracy_drop_pp": result["accuracy_drop_pp"],
-                    "worst_class": worst["class_name"],
-                    "worst_class_recall_pp": worst["delta_pp"],
-                }
-            )
-            row = rows[-1]
-            print(
-                f"| {row['weights']} | {size} | {row['agreement'] * 100:.2f}% "
-                f"| {row['accuracy_drop_pp']:+.2f} | {row['worst_class']} "
-                f"{row['worst_class_recall_pp']:+.1f} |",
-                flush=True,
-            )
+    print(
+        "| quantization | calibration images | agreement | accuracy drop pp | worst class (pp) "
+        "| top-score ties | agreement counting ties | batch-64 ms |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for name, size in plan:
+        calibration = train_data.subset(data.train, size, seed=42).images
+        row = {"quantization": name, "calibration_images": size}
+        row.update(measure(convert(name, calibration), reference, data))
+        rows.append(row)
+        print(
+            f"| {name} | {size} | {row['agreement'] * 100:.2f}% "
+            f"| {row['accuracy_drop_pp']:+.2f} | {row['worst_class']} "
+            f"{row['worst_class_recall_pp']:+.1f} | {row['top_score_ties']} "
+            f"| {row['agreement_counting_ties'] * 100:.2f}% | {row['batch64_ms']:.1f} |",
+            flush=True,
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench_calibration.json").write_text(json.dumps(rows, indent=2) + "\n")
     print(f"wrote {args.out / 'bench_calibration.json'}")

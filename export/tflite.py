@@ -89,6 +89,24 @@ def convert_int8(model: keras.Model, calibration: np.ndarray, *, per_channel: bo
         return with_serving_signature(_convert(converter))
 
 
+def convert_variant(model: keras.Model, calibration: np.ndarray, variant: str) -> bytes:
+    """Quantizations export does not ship, for benchmarks/bench_calibration.py to show where
+    int8 disagreement comes from: "dynamic-range" (int8 weights, float activations) and
+    "16x8" (int16 activations, int8 weights; TFLite runs it on reference kernels, no XNNPACK).
+    Both keep float input and output."""
+    if variant == "dynamic-range":
+        converter = tf.lite.TFLiteConverter.from_keras_model(_images_input(model))
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif variant == "16x8":
+        converter = _int8_converter(model, calibration)
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+        ]
+    else:
+        raise ValueError(f"unknown variant {variant!r}; choose dynamic-range or 16x8")
+    return _convert(converter)
+
+
 def tensor_specs(model_content: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
     """Input and output specs (dtype, shape, and scale/zero point when quantized)."""
     from fmnist.edge.runtime import select_runtime

@@ -69,7 +69,7 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizer
             warmup_target=config.learning_rate if warmup_steps else None,
             warmup_steps=warmup_steps,
         )
-    if config.lr_schedule == "onecycle":
+    elif config.lr_schedule == "onecycle":
         lr = one_cycle_schedule(config.learning_rate, config.epochs * steps_per_epoch)
     ema = {"use_ema": True, "ema_momentum": config.ema_momentum} if config.ema_momentum else {}
     if config.optimizer == "adam":

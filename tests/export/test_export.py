@@ -147,6 +147,36 @@ def test_residual_model_converts_to_full_integer_int8_that_litert_runs(
     assert (predicted.argmax(1) == expected.argmax(1)).mean() >= 0.9
 
 
+@pytest.mark.parametrize(
+    ("variant", "activation_dtype"), [("dynamic-range", np.float32), ("16x8", np.int16)]
+)
+def test_benchmark_variants_quantize_weights_and_keep_their_activation_type(
+    tiny_run: Path, data_dir: Path, tmp_path: Path, variant: str, activation_dtype: type
+) -> None:
+    model = load_run_model(tiny_run)
+    images = dataset.load_test(data_dir).images[:64]
+    path = tmp_path / "model.tflite"
+    path.write_bytes(tflite.convert_variant(model, images[:16], variant))
+    classifier = Classifier(path)
+    interpreter = classifier.interpreter
+    convolutions = [op for op in interpreter._get_ops_details() if op["op_name"] == "CONV_2D"]
+    assert convolutions
+    # (input, weights, bias) -> output. Dynamic-range conversion leaves weight tensors
+    # under 1,024 values in float, as the tiny model's first convolution.
+    weights = [interpreter._get_tensor_details(op["inputs"][1], 0) for op in convolutions]
+    outputs = [interpreter._get_tensor_details(op["outputs"][0], 0) for op in convolutions]
+    assert np.int8 in {w["dtype"] for w in weights}
+    assert {o["dtype"] for o in outputs} == {activation_dtype}
+    predicted = classifier.predict_proba(images)
+    expected = predict_probabilities(model, images)
+    assert (predicted.argmax(1) == expected.argmax(1)).mean() >= 0.95
+
+
+def test_an_unknown_variant_is_refused(tiny_run: Path) -> None:
+    with pytest.raises(ValueError, match="unknown variant"):
+        tflite.convert_variant(load_run_model(tiny_run), np.zeros((1, 28, 28), np.uint8), "int4")
+
+
 def test_int8_model_runs_in_tflite_runtime_214_with_numpy_1(exported_bundle: Path) -> None:
     python = os.environ.get(TFLITE_RUNTIME_PYTHON)
     if not python:
