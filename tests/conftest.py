@@ -82,6 +82,9 @@ def tiny_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         warmup_epochs=0,
         train_subset=6000,
         early_stopping_patience=2,
+        lr_schedule="cosine",  # two epochs: the defaults' one-cycle and smoothing are for 30
+        learning_rate=2e-3,
+        label_smoothing=0.0,
     )
     run_dir = tmp_path_factory.mktemp("tiny_run")
     data = train_data.load(data_dir, val_fraction=config.val_fraction, seed=config.seed)
@@ -211,6 +214,7 @@ def aborting_tflite(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A version directory whose int8 model.tflite makes TFLite abort the process in
     `allocate_tensors`: x + Dense(x) quantized, then its ADD output scale shrunk 10^7 times,
     which leaves no rescaling multiplier below one (the kernel CHECKs that)."""
+    pytest.importorskip("tensorflow", reason="building the aborting model needs TensorFlow")
     import keras
     import tensorflow as tf
     from tensorflow.lite.python import schema_py_generated as schema
