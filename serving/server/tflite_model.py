@@ -151,7 +151,7 @@ class TfliteModel:
             raise TfliteLoadError(f"{model_file}: truncated or corrupt: {err}") from None
         self._runtime = runtime or select_runtime()
         try:
-            check_in_child(model_file, self._runtime.name)  # an abort must not end the server
+            check_in_child(self._content, self._runtime.name)  # an abort must not end us
         except ModelCrashed as err:
             raise TfliteLoadError(f"{model_file}: {err}") from None
         self._size = max(1, num_interpreters or os.cpu_count() or 1)
