@@ -11,10 +11,11 @@ import resource
 import sys
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
-from fmnist.edge.classifier import Classifier
+from fmnist.edge.classifier import Classifier, probe_model, read_model
 from fmnist.edge.runtime import Runtime
 
 
@@ -70,8 +71,14 @@ def benchmark(
     batch: int = 1,
     warmup: int = 10,
     seed: int = 0,
+    probe: bool = False,
 ) -> BenchResult:
-    """Time the full classify path (quantize, invoke, dequantize) on random images."""
+    """Time the full classify path (quantize, invoke, dequantize) on random images.
+
+    `probe`: try the model in a child process first (see Classifier), outside the timing."""
+    if probe:
+        path = Path(model_path)
+        probe_model(read_model(path), path, runtime)
     images = np.random.default_rng(seed).integers(0, 256, (batch, 28, 28), dtype=np.uint8)
     start = time.perf_counter()
     classifier = Classifier(model_path, num_threads=threads, runtime=runtime)

@@ -16,6 +16,7 @@ import numpy as np
 
 from fmnist.dataset import CLASS_NAMES
 from fmnist.edge.model_check import check_tflite_structure
+from fmnist.edge.model_probe import ModelCrashed, check_in_child
 from fmnist.edge.runtime import Runtime, select_runtime
 from fmnist.errors import UserError
 from fmnist.manifest import MANIFEST_NAME, Manifest, load_manifest
@@ -96,6 +97,32 @@ def resolve_model(model_or_bundle: str | os.PathLike, kind: str = "int8") -> Res
     return ResolvedModel(path, None, CLASS_NAMES)
 
 
+def read_model(path: Path) -> bytes:
+    """The bytes of a TFLite model file; a ModelError if unreadable, not TFLite, truncated
+    or corrupt (checked before any runtime parses it: a runtime trusts its offsets)."""
+    try:
+        content = path.read_bytes()
+    except OSError as err:
+        raise ModelError(f"{path}: cannot read model file: {err.strerror}") from None
+    # A TFLite flatbuffer carries the identifier "TFL3" at byte offset 4.
+    if len(content) < 8 or content[4:8] != b"TFL3":
+        raise ModelError(f"{path}: not a TFLite model (no TFL3 identifier)")
+    try:
+        check_tflite_structure(content)
+    except ValueError as err:
+        raise ModelError(f"{path}: truncated or corrupt TFLite model: {err}") from None
+    return content
+
+
+def probe_model(content: bytes, path: Path, runtime: Runtime) -> None:
+    """A ModelError if loading and running `content` once kills a child process: some
+    TFLite kernels abort instead of raising, and a command should say so and exit 1."""
+    try:
+        check_in_child(content, runtime.name)
+    except ModelCrashed as err:
+        raise ModelError(f"{path}: {err}") from None
+
+
 class Classifier:
     """A loaded TFLite model: `predict_proba(uint8 [N, 28, 28]) -> float32 [N, classes]`."""
 
@@ -106,22 +133,17 @@ class Classifier:
         num_threads: int | None = None,
         runtime: Runtime | None = None,
         class_names: tuple[str, ...] = CLASS_NAMES,
+        probe: bool = False,
     ) -> None:
+        """`probe`: first load and run the model once in a child process (~0.3 s), so that
+        a model that aborts the runtime is a ModelError rather than the end of this process."""
         check_num_threads(num_threads)
         self.path = Path(model_path)
         self.runtime = runtime or select_runtime()
         self.class_names = class_names
-        try:
-            content = self.path.read_bytes()
-        except OSError as err:
-            raise ModelError(f"{self.path}: cannot read model file: {err.strerror}") from None
-        # A TFLite flatbuffer carries the identifier "TFL3" at byte offset 4.
-        if len(content) < 8 or content[4:8] != b"TFL3":
-            raise ModelError(f"{self.path}: not a TFLite model (no TFL3 identifier)")
-        try:
-            check_tflite_structure(content)
-        except ValueError as err:
-            raise ModelError(f"{self.path}: truncated or corrupt TFLite model: {err}") from None
+        content = read_model(self.path)
+        if probe:
+            probe_model(content, self.path, self.runtime)
         try:
             self.interpreter = self.runtime.interpreter_class(
                 model_content=content, num_threads=num_threads

@@ -107,7 +107,11 @@ def _classify(args: argparse.Namespace) -> int:
     names, images = load_inputs(args.images, invert=args.invert)
     print(f"runtime: {runtime}", file=sys.stderr)
     classifier = Classifier(
-        resolved.path, num_threads=args.threads, runtime=runtime, class_names=resolved.class_names
+        resolved.path,
+        num_threads=args.threads,
+        runtime=runtime,
+        class_names=resolved.class_names,
+        probe=True,
     )
     probabilities = classifier.predict_proba(images)
     results = top_k_rows(names, probabilities, resolved.class_names, args.top_k, decimals=6)
@@ -137,6 +141,7 @@ def _bench(args: argparse.Namespace) -> int:
         threads=args.threads,
         runs=args.runs,
         batch=args.batch,
+        probe=True,
     )
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.table())
     return 0
@@ -160,6 +165,7 @@ def _parity(args: argparse.Namespace) -> int:
         kind=args.kind,
         num_threads=args.threads,
         runtime=select_runtime(args.runtime),
+        probe=True,
     )
     print(format_result(result))
     if args.json:

@@ -34,13 +34,21 @@ def run_parity(
     kind: str = "int8",
     num_threads: int | None = None,
     runtime: Runtime | None = None,
+    probe: bool = False,
 ) -> ParityResult:
     """Classify the 10,000 test images with the bundle's `kind` model and compare.
 
-    The tolerance defaults to the one export used (recorded in the manifest).
+    The tolerance defaults to the one export used (recorded in the manifest); `probe`
+    tries the model in a child process first (see Classifier).
     """
     return measure_parity(
-        bundle, data_dir, tolerance, kind=kind, num_threads=num_threads, runtime=runtime
+        bundle,
+        data_dir,
+        tolerance,
+        kind=kind,
+        num_threads=num_threads,
+        runtime=runtime,
+        probe=probe,
     ).result
 
 
@@ -52,6 +60,7 @@ def measure_parity(
     kind: str = "int8",
     num_threads: int | None = None,
     runtime: Runtime | None = None,
+    probe: bool = False,
 ) -> ParityRun:
     """`run_parity`, keeping the probabilities, reference and labels it compared."""
     manifest = load_manifest(bundle)
@@ -66,6 +75,7 @@ def measure_parity(
         num_threads=num_threads,
         runtime=runtime,
         class_names=tuple(manifest.class_names),
+        probe=probe,
     )
     start = time.perf_counter()
     probabilities = classifier.predict_proba(test.images, batch_size=1000)

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from fmnist.export.config import DEFAULT_EQUALIZE_ALPHA
 from fmnist.parity import Tolerance, add_tolerance_args, check_tolerance_args
 
 
@@ -27,6 +28,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     arg("--label", help="version label to point at this version in models.config, e.g. stable")
     arg("--data-dir", type=Path, help="Fashion-MNIST directory (default: the run's)")
     arg("--calibration-size", type=int, default=500, help="int8 calibration images (500)")
+    arg(
+        "--equalize-alpha",
+        type=float,
+        default=DEFAULT_EQUALIZE_ALPHA,
+        metavar="A",
+        help="int8: rescale each ReLU output's channels toward the largest one's range by "
+        f"(max/channel max)**A before calibration, 0 = off ({DEFAULT_EQUALIZE_ALPHA})",
+    )
     add_tolerance_args(parser, defaults=Tolerance())
     arg("--num-versions", type=int, default=2, help="models.config: serve the latest N (2)")
     arg(
@@ -53,6 +62,7 @@ def _export(args: argparse.Namespace) -> int:
         label=args.label,
         data_dir=args.data_dir,
         calibration_size=args.calibration_size,
+        equalize_alpha=args.equalize_alpha,
         tolerance=Tolerance().with_args(args),
         num_versions=args.num_versions,
         serving_base_path=args.serving_base_path,

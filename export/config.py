@@ -10,6 +10,10 @@ from fmnist.errors import UserError
 from fmnist.parity import Tolerance
 
 DEFAULT_MODEL_NAME = "fashion_mnist"
+# Per-channel equalization of ReLU outputs before int8 conversion (export/equalize.py):
+# 0.5 gave the highest and steadiest agreement over three calibration samples (README,
+# "Accuracy"); 0 switches it off.
+DEFAULT_EQUALIZE_ALPHA = 0.5
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _LABEL = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 
@@ -24,6 +28,7 @@ class ExportConfig:
     label: str | None = None  # version label recorded in models.config, e.g. "stable"
     data_dir: Path | None = None  # None: the run's data directory, then the usual lookup
     calibration_size: int = 500  # representative training images for int8 calibration
+    equalize_alpha: float = DEFAULT_EQUALIZE_ALPHA  # int8: ReLU-output equalization, 0 = off
     tolerance: Tolerance = field(default_factory=Tolerance)
     num_versions: int = 2  # models.config policy: serve the latest N versions
     serving_base_path: str | None = None  # where base_path is mounted for the server
@@ -46,6 +51,8 @@ class ExportConfig:
             )
         if self.calibration_size < 1:
             raise UserError(f"--calibration-size must be >= 1, got {self.calibration_size}")
+        if not 0.0 <= self.equalize_alpha <= 1.0:
+            raise UserError(f"--equalize-alpha must be between 0 and 1, got {self.equalize_alpha}")
         if self.num_versions < 1:
             raise UserError(f"--num-versions must be >= 1, got {self.num_versions}")
 

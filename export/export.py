@@ -108,7 +108,7 @@ def export_run(
         calibration = train_data.subset(data.train, config.calibration_size, config.seed).images
         contents = {
             "float32": tflite.convert_float32(model),
-            "int8": tflite.convert_int8(model, calibration),
+            "int8": tflite.convert_int8(model, calibration, equalize_alpha=config.equalize_alpha),
         }
         timings["convert_s"] = time.perf_counter() - clock
         clock = time.perf_counter()
@@ -123,7 +123,11 @@ def export_run(
         failed = [kind for kind, result in parity.items() if not result.passed]
         if failed or config.debug_quantization:
             report = tflite.write_quantization_report(
-                model, calibration, data.test.images[:200], run_dir / DEBUG_DIR
+                model,
+                calibration,
+                data.test.images[:200],
+                run_dir / DEBUG_DIR,
+                equalize_alpha=config.equalize_alpha,
             )
             progress(f"per-layer quantization report: {report}")
         if failed:
@@ -141,7 +145,13 @@ def export_run(
         manifest = write_manifest(
             staging,
             _manifest_fields(config, version, run_dir, data, float_metrics, entries, sm_diff)
-            | {"calibration": {"split": "train", "num_images": len(calibration) + 2}},
+            | {
+                "calibration": {
+                    "split": "train",
+                    "num_images": len(calibration) + 2,
+                    "equalize_alpha": config.equalize_alpha,
+                }
+            },
         )
     bundle_dir = config.model_dir / str(version)
     try:

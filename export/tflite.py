@@ -3,8 +3,10 @@
 The int8 model takes uint8 pixels [N, 28, 28] (the SavedModel's `images` input, so the
 same requests and warm-up records serve both) and returns int8 scores. Calibration data
 always includes an all-black and an all-white image, which pins the input scale to exactly
-1/255 with zero point 0: raw pixels can be fed as they are. Full-integer builtins (no
-float fallback) keep the model loadable by tflite-runtime 2.14 as well as ai-edge-litert.
+1/255 with zero point 0: raw pixels can be fed as they are; the ReLU outputs' channel
+ranges are first evened out in an equivalent float model (export/equalize.py).
+Full-integer builtins (no float fallback) keep the model loadable by tflite-runtime 2.14
+as well as ai-edge-litert.
 The int8 model also carries TF Serving's SignatureDef metadata (`tflite_serving`).
 """
 
@@ -23,6 +25,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from fmnist.export.config import DEFAULT_EQUALIZE_ALPHA
+from fmnist.export.equalize import equalize_activations
 from fmnist.export.tflite_serving import with_serving_signature
 from fmnist.train.model import preprocess
 
@@ -65,21 +69,32 @@ def convert_float32(model: keras.Model) -> bytes:
     return _convert(tf.lite.TFLiteConverter.from_keras_model(_images_input(model)))
 
 
-def _int8_converter(model: keras.Model, calibration: np.ndarray) -> tf.lite.TFLiteConverter:
+def _int8_converter(
+    model: keras.Model, calibration: np.ndarray, equalize_alpha: float
+) -> tf.lite.TFLiteConverter:
+    images = representative_images(calibration)
+    model = equalize_activations(model, images, equalize_alpha)
     converter = tf.lite.TFLiteConverter.from_keras_model(_images_input(model))
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = _dataset(representative_images(calibration))
+    converter.representative_dataset = _dataset(images)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     return converter
 
 
-def convert_int8(model: keras.Model, calibration: np.ndarray, *, per_channel: bool = True) -> bytes:
+def convert_int8(
+    model: keras.Model,
+    calibration: np.ndarray,
+    *,
+    per_channel: bool = True,
+    equalize_alpha: float = DEFAULT_EQUALIZE_ALPHA,
+) -> bytes:
     """Full-integer int8: int8 weights and activations, uint8 input, int8 output.
 
     Convolution weights get one scale per output channel; `per_channel=False` (one scale
     per tensor) is there for benchmarks/bench_calibration.py, which measures the difference.
+    The ReLU outputs are first equalized across channels (`export/equalize.py`; 0 = off).
     """
-    converter = _int8_converter(model, calibration)
+    converter = _int8_converter(model, calibration, equalize_alpha)
     # The converter's only switch for per-tensor weights is private.
     converter._experimental_disable_per_channel = not per_channel
     converter.inference_input_type = tf.uint8
@@ -98,7 +113,7 @@ def convert_variant(model: keras.Model, calibration: np.ndarray, variant: str) -
         converter = tf.lite.TFLiteConverter.from_keras_model(_images_input(model))
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     elif variant == "16x8":
-        converter = _int8_converter(model, calibration)
+        converter = _int8_converter(model, calibration, equalize_alpha=0.0)
         converter.target_spec.supported_ops = [
             tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
         ]
@@ -127,7 +142,11 @@ def tensor_specs(model_content: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def write_quantization_report(
-    model: keras.Model, calibration: np.ndarray, debug_images: np.ndarray, out_dir: Path
+    model: keras.Model,
+    calibration: np.ndarray,
+    debug_images: np.ndarray,
+    out_dir: Path,
+    equalize_alpha: float = DEFAULT_EQUALIZE_ALPHA,
 ) -> Path:
     """Per-layer quantization error (TFLite's QuantizationDebugger) as CSV plus a summary.
 
@@ -136,7 +155,7 @@ def write_quantization_report(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     debugger = tf.lite.experimental.QuantizationDebugger(
-        converter=_int8_converter(model, calibration),
+        converter=_int8_converter(model, calibration, equalize_alpha),
         debug_dataset=_dataset(debug_images),
     )
     debugger.run()

@@ -44,6 +44,9 @@ class TrainConfig:
     # (README, "Accuracy").
     residual: bool = False
     dense_units: int = 256
+    # Upper bound of every ReLU, 0 = none (6 gives MobileNet's ReLU6). A bounded activation
+    # bounds the range int8 has to cover with its 256 levels.
+    relu_max: float = 0.0
     dropout: float = 0.1
     batch_norm: bool = True
     # Keras' default momentum (0.99) leaves short trainings with useless moving statistics.
@@ -99,6 +102,12 @@ class TrainConfig:
             self.first_block_convs,
         )
         _check(self.dense_units >= 1, "dense_units", "must be >= 1", self.dense_units)
+        _check(
+            self.relu_max == 0 or self.relu_max >= 1,
+            "relu_max",
+            "must be 0 (no bound) or >= 1",
+            self.relu_max,
+        )
         _check(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)", self.dropout)
         _check(0.0 < self.bn_momentum < 1.0, "bn_momentum", "must be in (0, 1)", self.bn_momentum)
         _check(

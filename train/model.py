@@ -41,7 +41,7 @@ def build_model(
         x = _conv_block(x, config, config.width * 2**block, convs, name, dtype)
         if config.residual and convs == 2:
             x = _add_shortcut(block_input, x, config, name, dtype)
-        x = keras.layers.ReLU(name=f"{name}_relu{convs}", dtype=dtype)(x)
+        x = keras.layers.ReLU(config.relu_max or None, name=f"{name}_relu{convs}", dtype=dtype)(x)
         x = keras.layers.MaxPooling2D(name=f"{name}_pool", dtype=dtype)(x)
         if config.dropout:
             x = keras.layers.Dropout(config.dropout, name=f"{name}_dropout", dtype=dtype)(x)
@@ -57,7 +57,7 @@ def build_model(
         x = keras.layers.BatchNormalization(
             momentum=config.bn_momentum, name="dense_bn", dtype=dtype
         )(x)
-    x = keras.layers.ReLU(name="dense_relu", dtype=dtype)(x)
+    x = keras.layers.ReLU(config.relu_max or None, name="dense_relu", dtype=dtype)(x)
     if config.dropout:
         x = keras.layers.Dropout(min(0.5, 2 * config.dropout), name="dense_dropout", dtype=dtype)(x)
     outputs = keras.layers.Dense(
@@ -89,7 +89,9 @@ def _conv_block(x, config: TrainConfig, filters: int, convs: int, name: str, dty
     so a residual shortcut can join before it."""
     for conv in range(1, convs + 1):
         if conv > 1:
-            x = keras.layers.ReLU(name=f"{name}_relu{conv - 1}", dtype=dtype)(x)
+            x = keras.layers.ReLU(
+                config.relu_max or None, name=f"{name}_relu{conv - 1}", dtype=dtype
+            )(x)
         x = _conv_bn(x, config, filters, 3, f"{name}_{{kind}}{conv}", dtype)
     return x
 

@@ -213,3 +213,31 @@ def test_parity_fails_with_exit_1_when_one_class_collapses(
     assert "worst class recall  Shirt:" in result.stdout and "drop 3.00 pp (max 1.00)" in (
         result.stdout
     )
+
+
+@pytest.mark.parametrize("command", ["classify", "bench", "parity"])
+def test_a_model_that_aborts_the_runtime_is_a_one_line_error(
+    command: str,
+    edge_bundle: Path,
+    aborting_tflite: Path,
+    data_dir: Path,
+    sample_images: dict,
+    tmp_path: Path,
+) -> None:
+    """A bundle whose int8 model makes TFLite abort in allocate_tensors: every command tries
+    the model in a child process first, so it says why and exits 2 instead of dying."""
+    copy = tmp_path / "aborting"
+    shutil.copytree(edge_bundle, copy)
+    manifest = load_manifest(copy)
+    (copy / manifest.tflite("int8").file).write_bytes(
+        (aborting_tflite / "model.tflite").read_bytes()
+    )
+    fields = {k: v for k, v in manifest.data.items() if k not in ("schema", "schema_version")}
+    write_manifest(copy, fields)  # checksums of the files as they are now
+    args = {
+        "classify": [str(sample_images["folder"] / "a.png")],
+        "bench": ["--runs", "1"],
+        "parity": ["--data-dir", str(data_dir)],
+    }[command]
+    result = edge(command, str(copy), *args)
+    assert_one_line_error(result, "killed the process that loaded it (SIGABRT)")

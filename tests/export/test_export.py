@@ -108,6 +108,7 @@ def test_int8_model_is_full_integer_with_recorded_quantization(exported_bundle: 
         if t["dtype"] == np.float32 and t["index"] not in (inp["index"], out["index"])
     ]
     assert not float_tensors, f"float tensors in the int8 model: {float_tensors}"
+    assert manifest.data["calibration"]["equalize_alpha"] == 0.5  # export's default
     # ~1/4 of float32 plus a fixed overhead that weighs more in this tiny model; the 30%
     # target on the default model is measured by benchmarks/bench_export.py.
     assert manifest.tflite("int8").bytes <= 0.35 * manifest.tflite("float32").bytes
@@ -334,6 +335,9 @@ def test_bad_input_is_one_clear_line_and_leaves_nothing(
     _fails_cleanly(["export", str(tiny_run), *base, "--version", "1"], capsys, "already exists")
     _fails_cleanly(["export", str(tiny_run), *base, "--version", "0"], capsys, "positive")
     _fails_cleanly(["export", str(tiny_run), *base, "--label", "1x"], capsys, "--label")
+    _fails_cleanly(
+        ["export", str(tiny_run), *base, "--equalize-alpha", "2"], capsys, "--equalize-alpha"
+    )
     corrupt = tmp_path / "corrupt-run"
     shutil.copytree(tiny_run, corrupt)
     (corrupt / "model.keras").write_bytes(b"PK\x03\x04 truncated")

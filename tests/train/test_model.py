@@ -37,6 +37,30 @@ def test_residual_blocks_add_a_shortcut_projected_where_the_width_changes() -> N
     assert model.count_params() == plain.count_params() + extra
 
 
+def test_relu_max_bounds_the_ranges_int8_activations_cover() -> None:
+    """ReLU outputs are the int8 tensors whose range starts at 0 (zero point -128); their
+    calibrated ranges stop at relu_max, and go past it without one."""
+    from fmnist.edge.runtime import select_runtime
+    from fmnist.export import tflite
+    from fmnist.train.model import build_model
+
+    images = np.random.default_rng(0).integers(0, 256, (20, 28, 28), dtype=np.uint8)
+
+    def largest_activation_bound(config: TrainConfig) -> float:
+        content = tflite.convert_int8(build_model(config), images, equalize_alpha=0.0)
+        interpreter = select_runtime().interpreter_class(model_content=content)
+        bounds = [
+            (127 - q["zero_points"][0]) * q["scales"][0]
+            for q in (d["quantization_parameters"] for d in interpreter.get_tensor_details())
+            if len(q["scales"]) == 1 and q["zero_points"][0] == -128
+        ]
+        return max(bounds)
+
+    small = {"width": 8, "dense_units": 16}
+    assert largest_activation_bound(TrainConfig(**small)) > 1.5
+    assert largest_activation_bound(TrainConfig(relu_max=1.0, **small)) <= 1.0 + 1 / 255
+
+
 def test_preprocess_scales_raw_pixels() -> None:
     from fmnist.train.model import preprocess
 
@@ -57,6 +81,7 @@ def test_preprocess_scales_raw_pixels() -> None:
         ({"ema_momentum": 1.0}, r"ema_momentum must be in \[0, 1\) \(0 switches EMA off\)"),
         ({"precision": "float16"}, "precision must be one of auto, float32, bfloat16"),
         ({"residual": "yes"}, "residual must be a bool"),
+        ({"relu_max": 0.5}, r"relu_max must be 0 \(no bound\) or >= 1"),
         (
             {"lr_schedule": "one-cycle"},
             "lr_schedule must be one of cosine, onecycle, constant, plateau",
