@@ -59,9 +59,12 @@ def _relu_pairs(model: keras.Model) -> list[tuple[str, str, str]]:
     """(ReLU, its producer, its consumer) names for every unbounded ReLU between a batch
     norm or linear layer and a Conv2D/Dense it alone feeds; [] unless `model` is a chain."""
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-    for previous, layer in itertools.pairwise(layers):
-        if layer.input is not previous.output:  # a branch or a join: not a chain
-            return []
+    try:
+        for previous, layer in itertools.pairwise(layers):
+            if layer.input is not previous.output:  # a branch or a join: not a chain
+                return []
+    except (AttributeError, ValueError):  # a layer called more than once: not a chain
+        return []
     pairs = []
     for index, layer in enumerate(layers):
         if not isinstance(layer, keras.layers.ReLU) or layer.max_value is not None or index == 0:
