@@ -116,7 +116,7 @@ def read_model(path: Path) -> bytes:
 
 def probe_model(content: bytes, path: Path, runtime: Runtime) -> None:
     """A ModelError if loading and running `content` once kills a child process: some
-    TFLite kernels abort instead of raising, and a command should say so and exit 1."""
+    TFLite kernels abort instead of raising, and a command should say so, not die with it."""
     try:
         check_in_child(content, runtime.name)
     except ModelCrashed as err:

@@ -11,8 +11,8 @@ from fmnist.parity import Tolerance
 
 DEFAULT_MODEL_NAME = "fashion_mnist"
 # Per-channel equalization of ReLU outputs before int8 conversion (export/equalize.py):
-# 0.5 gave the highest and steadiest agreement over three calibration samples (README,
-# "Accuracy"); 0 switches it off.
+# 0.5 gave the highest mean int8 agreement over four default-config models and three
+# calibration samples, 99.80% vs 99.74% without (README, "Accuracy"); 0 switches it off.
 DEFAULT_EQUALIZE_ALPHA = 0.5
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _LABEL = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
