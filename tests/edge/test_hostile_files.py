@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import random
+import struct
 import subprocess
 import sys
 from collections.abc import Callable
@@ -188,6 +189,28 @@ def test_parity_json_in_a_missing_directory_is_refused_before_work(
     assert_one_line_error(result, "does not exist (it is not created for you)")
     assert "verdict" not in result.stdout  # refused before classifying 10,000 images
     assert not (tmp_path / "no").exists()
+
+
+def _with_huge_activation(content: bytes) -> bytes:
+    """The model with its first [1, 28, 28, C] tensor shape declaring 10,420,232 channels:
+    what one flipped byte did to a real int8 model (7.6 GiB, 8 GB resident when loaded)."""
+    for channels in range(1, 1025):
+        at = content.find(struct.pack("<5i", 4, 1, 28, 28, channels))
+        if at >= 0:
+            return content[: at + 16] + struct.pack("<i", 10_420_232) + content[at + 20 :]
+    raise AssertionError("no [1, 28, 28, C] tensor shape in the model")
+
+
+@pytest.mark.integration
+def test_a_model_declaring_gigabytes_of_activations_is_refused_before_loading(
+    edge_bundle: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "huge.tflite"
+    path.write_bytes(_with_huge_activation((edge_bundle / "model_int8.tflite").read_bytes()))
+    image = tmp_path / "image.npy"
+    np.save(image, np.zeros((28, 28), np.uint8))
+    result = edge("classify", str(path), str(image))
+    assert_one_line_error(result, "activation tensors declare 7.6 GiB, more than the 1 GiB")
 
 
 FLIPS = 100
