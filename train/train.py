@@ -55,6 +55,10 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
+# Variable names AdamW does not decay: batch norm's gamma and beta, and biases.
+DECAY_EXEMPT = ["gamma", "beta", "bias"]
+
+
 def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     lr: Any = config.learning_rate
     if config.lr_schedule == "cosine":
@@ -74,9 +78,17 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizer
     ema = {"use_ema": True, "ema_momentum": config.ema_momentum} if config.ema_momentum else {}
     if config.optimizer == "adam":
         return keras.optimizers.Adam(lr, **ema)
+    # Keras decouples the decay from the gradient: each step multiplies a kernel by
+    # (1 - weight_decay * current rate), so the decay scales with the schedule.
+    decay = config.weight_decay
     if config.optimizer == "adamw":
-        return keras.optimizers.AdamW(lr, weight_decay=config.weight_decay, **ema)
-    return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, **ema)
+        optimizer = keras.optimizers.AdamW(lr, weight_decay=decay, **ema)
+    else:
+        optimizer = keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, weight_decay=decay, **ema)
+    # Decay shrinks kernels; batch norm's scale and shift and the biases are left free, as
+    # is usual (decaying them only pulls the outputs toward zero).
+    optimizer.exclude_from_weight_decay(var_names=DECAY_EXEMPT)
+    return optimizer
 
 
 def one_cycle_schedule(

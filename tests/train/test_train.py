@@ -182,3 +182,36 @@ def test_one_cycle_rises_for_30_percent_of_the_steps_then_falls_to_almost_zero()
     assert all(a < b for a, b in itertools.pairwise(rates[: peak + 1]))
     assert all(a > b for a, b in itertools.pairwise(rates[peak:]))
     assert rates[-1] == pytest.approx(4e-3 / 250_000, rel=1e-3)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_weight_decay_shrinks_kernels_by_rate_times_decay_and_leaves_norms_and_biases(
+    optimizer: str,
+) -> None:
+    from fmnist.train.config import TrainConfig
+    from fmnist.train.model import build_model
+    from fmnist.train.train import make_optimizer
+
+    config = TrainConfig(
+        width=4,
+        dense_units=8,
+        optimizer=optimizer,
+        weight_decay=0.5,
+        lr_schedule="constant",
+        learning_rate=0.1,
+    )
+    model = build_model(config)
+    for variable in model.trainable_variables:  # no zeros, so every change shows
+        variable.assign(np.full(variable.shape, 2.0, "float32"))
+    # Zero gradients (and no momentum yet): only the decoupled decay moves weights.
+    make_optimizer(config, steps_per_epoch=10).apply_gradients(
+        [(np.zeros(v.shape, "float32"), v) for v in model.trainable_variables]
+    )
+    after = {v.path: float(np.asarray(v).max()) for v in model.trainable_variables}
+    kernels = {path: value for path, value in after.items() if path.endswith("/kernel")}
+    others = {path: value for path, value in after.items() if path not in kernels}
+    assert kernels and list(kernels.values()) == [pytest.approx(2.0 * (1 - 0.5 * 0.1))] * len(
+        kernels
+    )
+    assert {p.rsplit("/", 1)[1] for p in others} == {"gamma", "beta", "bias"}
+    assert set(others.values()) == {2.0}
