@@ -55,7 +55,7 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-# Variable names AdamW does not decay: batch norm's gamma and beta, and biases.
+# Variable names weight decay leaves alone: batch norm's gamma and beta, and biases.
 DECAY_EXEMPT = ["gamma", "beta", "bias"]
 
 
