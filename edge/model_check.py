@@ -85,12 +85,7 @@ class _Flatbuffer:
         return list(struct.unpack_from(f"<{length}i", self.b, start))
 
     def u64(self, table: tuple[int, int, int], index: int) -> int:
-        where = self.field(table, index)
-        if where is None:
-            return 0
-        if where + 8 > len(self.b):
-            raise ValueError(f"field at {where} outside the file")
-        return struct.unpack_from("<Q", self.b, where)[0]
+        return self.scalar(table, index, "<Q")
 
 
 def check_tflite_structure(
