@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from fmnist import __version__, dataset
-from fmnist.edge.classifier import Classifier
+from fmnist.edge.classifier import Classifier, ModelError
 from fmnist.edge.runtime import select_runtime
 from fmnist.errors import EXIT_PARITY_FAILED, UserError
 from fmnist.export import saved_model, tflite
@@ -218,7 +218,13 @@ def _judge(
 ) -> tuple[dict[str, Any], ParityResult]:
     """Run a TFLite model on the test set with the edge runner; its manifest entry and parity."""
     runtime = select_runtime()
-    classifier = Classifier(path, runtime=runtime, class_names=data.class_names)
+    # Probed in a child first: a converted model that aborts TFLite's kernels (as some int8
+    # ADDs do) must be a refusal, not the end of `fmnist export` or the pipeline.
+    try:
+        classifier = Classifier(path, runtime=runtime, class_names=data.class_names, probe=True)
+    except ModelError as err:  # its path is in the staging directory, about to vanish
+        reason = str(err).removeprefix(f"{path}: ")
+        raise ModelError(f"not published: the converted {kind} TFLite model: {reason}") from None
     probabilities = classifier.predict_proba(data.test.images, batch_size=1000)
     result = compare(
         reference,

@@ -297,6 +297,30 @@ def test_fresh_base_path_is_removed_again_when_export_fails(
     assert not base.exists()
 
 
+def test_a_converted_model_that_aborts_tflite_is_refused_not_a_crash(
+    tiny_run: Path, data_dir: Path, tmp_path: Path, aborting_tflite: Path
+) -> None:
+    # In a child process: without the probe, loading this model aborts the exporting process.
+    base = tmp_path / "models"
+    script = (
+        "import sys; from pathlib import Path; from fmnist.cli import main; "
+        "from fmnist.export import tflite; "
+        f"tflite.convert_int8 = lambda *a, **k: Path({str(aborting_tflite / 'model.tflite')!r})"
+        ".read_bytes(); "
+        f"sys.exit(main(['export', {str(tiny_run)!r}, '--base-path', {str(base)!r}, "
+        f"'--data-dir', {str(data_dir)!r}]))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr[-2000:]
+    err = done.stderr.strip().splitlines()
+    assert (
+        "Traceback" not in done.stderr
+        and "not published: the converted int8 TFLite model: the " in err[-1]
+    ), err[-5:]
+    assert err[-1].endswith("interpreter killed the process that loaded it (SIGABRT)")
+    assert not base.exists()
+
+
 def test_int8_outside_tolerance_is_refused_with_a_per_layer_report(
     tiny_run: Path, data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
