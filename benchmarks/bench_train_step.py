@@ -28,7 +28,8 @@ import keras
 from fmnist.train import data as train_data
 from fmnist.train.config import TrainConfig
 from fmnist.train.model import NUM_CLASSES
-from fmnist.train.train import compile_model, cpu_has_bfloat16, seed_everything
+from fmnist.train.precision import cpu_prefers_bfloat16
+from fmnist.train.train import compile_model, seed_everything
 
 # name -> (config overrides, precision)
 VARIANTS: dict[str, tuple[dict, str]] = {
@@ -114,7 +115,7 @@ def main() -> None:
         "rounds": args.rounds,
         "batch_size": base.batch_size,
         "cpus": os.cpu_count(),
-        "cpu_has_bfloat16": cpu_has_bfloat16(),
+        "cpu_prefers_bfloat16": cpu_prefers_bfloat16(),
         "machine": platform.processor() or platform.machine(),
         "rows": rows,
     }

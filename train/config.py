@@ -48,8 +48,9 @@ class TrainConfig:
     # int8 covers with its 256 levels. Off: 6 measured 94.22% and 99.75% int8 agreement
     # (README, "Accuracy"); export's equalization does more for int8 without it.
     relu_max: float = 0.0
-    # 0 measured 94.40% and 94.62% (seeds 44, 45; 94.07% and 94.02% with 0.1), but seed 44's
-    # int8 model fell over the class gate; seeds 42 and 43 unmeasured (README, "Accuracy").
+    # 0 measured 94.56/94.45/94.40/94.62% (seeds 42-45; 94.64/94.39/94.07/94.02% with 0.1):
+    # +0.23 pp, gained on two seeds only, while int8 agreement fell on all four (mean 99.67%
+    # vs 99.80%) and seed 44's int8 model fell over the class gate (README, "Accuracy").
     dropout: float = 0.1
     batch_norm: bool = True
     # Keras' default momentum (0.99) leaves short trainings with useless moving statistics.
@@ -83,9 +84,10 @@ class TrainConfig:
     # smoothing and weight EMA, float32: 93.75% vs 94.13%; README, "Accuracy"): both off.
     ema_momentum: float = 0.0
     # "bfloat16": Keras mixed precision (bfloat16 maths, float32 weights), x1.43 per step
-    # on an Intel CPU with AMX, x1.25 on an AMD EPYC with AVX512-BF16; emulated bfloat16 is
-    # slower, so "auto" picks it only where the CPU has the units. The saved model is
-    # always float32: export and serving never see the difference.
+    # on an Intel CPU with AMX, x1.25 on an AMD EPYC with AVX512-BF16, x0.68 on an Intel
+    # Xeon with AVX512-BF16 but no AMX; "auto" picks it where it measured faster
+    # (train/precision.py). The saved model is always float32: export and serving never
+    # see the difference.
     precision: str = "auto"
     epochs: int = 30
     batch_size: int = 128

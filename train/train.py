@@ -30,6 +30,7 @@ from fmnist.train import data as train_data
 from fmnist.train.config import TrainConfig
 from fmnist.train.distribute import is_multi_worker, prepare_multi_worker_fit, worker_dir
 from fmnist.train.model import NUM_CLASSES, build_model
+from fmnist.train.precision import cpu_prefers_bfloat16
 
 MODEL_FILE = "model.keras"
 CONFIG_FILE = "config.json"
@@ -107,22 +108,13 @@ def one_cycle_schedule(
     )
 
 
-def cpu_has_bfloat16() -> bool:
-    """True on CPUs with bfloat16 matrix units (AMX-BF16 or AVX512-BF16), read from Linux's
-    /proc/cpuinfo; elsewhere False, because emulated bfloat16 is slower than float32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace").split()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
 def resolve_precision(precision: str) -> str:
-    """The precision training will use: "auto" becomes bfloat16 where the CPU has bfloat16
-    units and no GPU is visible (a GPU's own choices are out of scope), else float32."""
+    """The precision training will use: "auto" becomes bfloat16 where it trains faster on
+    this CPU (train/precision.py) and no GPU is visible (a GPU's own choices are out of
+    scope), else float32."""
     if precision != "auto":
         return precision
-    if cpu_has_bfloat16() and not tf.config.list_physical_devices("GPU"):
+    if cpu_prefers_bfloat16() and not tf.config.list_physical_devices("GPU"):
         return "bfloat16"
     return "float32"
 
