@@ -2,8 +2,9 @@
 
     python benchmarks/bench_tta.py --run runs/bench/train/run [--out runs/bench/tta]
 
-Writes the run's model twice with `write_saved_model` (plain, and `flip_average=True`:
-the mean of the image's and its mirror image's probabilities), scores both signatures
+Writes the run's model twice with `write_saved_model` (plain, and wrapped by
+`flip_averaged`: the mean of the image's and its mirror image's probabilities, as
+`fmnist export --flip-average` ships it), scores both signatures
 on the 10,000 test images, then times batch-1 and batch-64 calls of each, interleaved
 round by round so that load on the machine hits both alike. Prints a table of test
 accuracy and median latency with the ratio, and writes OUT/bench_tta.json.
@@ -33,6 +34,7 @@ def main() -> None:
     import tensorflow as tf
 
     from fmnist import dataset
+    from fmnist.export.flip_average import flip_averaged
     from fmnist.export.saved_model import SIGNATURE, signature_outputs, write_saved_model
 
     test = dataset.load_test(dataset.resolve_data_dir(args.data_dir))
@@ -42,7 +44,7 @@ def main() -> None:
     calls = {}
     for name, flip in variants.items():
         path = args.out / name.replace(" ", "_")
-        write_saved_model(model, path, flip_average=flip)
+        write_saved_model(flip_averaged(model) if flip else model, path)
         predicted = signature_outputs(path, test.images)["class_ids"]
         rows[name] = {"test_accuracy": float((predicted == test.labels).mean())}
         calls[name] = tf.saved_model.load(str(path)).signatures[SIGNATURE]

@@ -36,6 +36,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="int8: rescale each ReLU output's channels toward the largest one's range by "
         f"(max/channel max)**A before calibration, 0 = off ({DEFAULT_EQUALIZE_ALPHA})",
     )
+    arg(
+        "--flip-average",
+        action="store_true",
+        help="test-time augmentation: every model of the bundle averages the probabilities "
+        "of the image and its mirror image (two model runs per image: more accurate, up to "
+        "~2x the latency; see the README)",
+    )
     add_tolerance_args(parser, defaults=Tolerance())
     arg("--num-versions", type=int, default=2, help="models.config: serve the latest N (2)")
     arg(
@@ -63,6 +70,7 @@ def _export(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         calibration_size=args.calibration_size,
         equalize_alpha=args.equalize_alpha,
+        flip_average=args.flip_average,
         tolerance=Tolerance().with_args(args),
         num_versions=args.num_versions,
         serving_base_path=args.serving_base_path,

@@ -29,6 +29,7 @@ class ExportConfig:
     data_dir: Path | None = None  # None: the run's data directory, then the usual lookup
     calibration_size: int = 500  # representative training images for int8 calibration
     equalize_alpha: float = DEFAULT_EQUALIZE_ALPHA  # int8: ReLU-output equalization, 0 = off
+    flip_average: bool = False  # every model averages image and mirror (export/flip_average.py)
     tolerance: Tolerance = field(default_factory=Tolerance)
     num_versions: int = 2  # models.config policy: serve the latest N versions
     serving_base_path: str | None = None  # where base_path is mounted for the server

@@ -4,6 +4,7 @@
     B/NAME/N/model_float32.tflite, model_int8.tflite
     B/NAME/N/model.tflite               the int8 model again: TF Serving's --prefer_tflite_model
     B/NAME/N/reference_outputs.npz      float probabilities on the test set (parity)
+    (with --flip-average every model and the reference average image and mirror image)
     B/NAME/N/manifest.json              written last; the contract later stages read
     B/models.config                     TF Serving's model config, updated after publishing
 
@@ -32,6 +33,7 @@ from fmnist.edge.runtime import select_runtime
 from fmnist.errors import EXIT_PARITY_FAILED, UserError
 from fmnist.export import saved_model, tflite
 from fmnist.export.config import ExportConfig
+from fmnist.export.flip_average import flip_averaged
 from fmnist.export.model_config import CONFIG_NAME, read_config, update_models_config
 from fmnist.export.publish import check_writable, next_version, staged_version
 from fmnist.layout import list_versions
@@ -85,15 +87,18 @@ def export_run(
             "it is never overwritten (omit --version to take the next one)"
         )
     model = load_run_model(run_dir)
+    # The float model the bundle serves, and every parity check compares with.
+    served = flip_averaged(model) if config.flip_average else model
     data = _load_data(run_dir, config)
-    progress(f"exporting {run_dir} as {config.name} version {version}")
-    reference = predict_probabilities(model, data.test.images)
+    variant = " with test-time flip averaging" if config.flip_average else ""
+    progress(f"exporting {run_dir} as {config.name} version {version}{variant}")
+    reference = predict_probabilities(served, data.test.images)
     float_metrics = compute_metrics(data.test.labels, reference.argmax(1), data.class_names)
     timings["load_and_reference_s"] = time.perf_counter() - clock
 
     with staged_version(config.model_dir, version) as staging:
         clock = time.perf_counter()
-        saved_model.write_saved_model(model, staging)
+        saved_model.write_saved_model(served, staging)
         saved_model.write_warmup(
             staging,
             config.name,
@@ -107,8 +112,13 @@ def export_run(
         clock = time.perf_counter()
         calibration = train_data.subset(data.train, config.calibration_size, config.seed).images
         contents = {
-            "float32": tflite.convert_float32(model),
-            "int8": tflite.convert_int8(model, calibration, equalize_alpha=config.equalize_alpha),
+            "float32": tflite.convert_float32(served),
+            "int8": tflite.convert_int8(
+                model,
+                calibration,
+                equalize_alpha=config.equalize_alpha,
+                flip_average=config.flip_average,
+            ),
         }
         timings["convert_s"] = time.perf_counter() - clock
         clock = time.perf_counter()
@@ -128,6 +138,7 @@ def export_run(
                 data.test.images[:200],
                 run_dir / DEBUG_DIR,
                 equalize_alpha=config.equalize_alpha,
+                flip_average=config.flip_average,
             )
             progress(f"per-layer quantization report: {report}")
         if failed:
@@ -262,6 +273,7 @@ def _manifest_fields(
             "numpy": np.__version__,
         },
         "source_run": str(run_dir.resolve()),
+        "flip_average": config.flip_average,
         "class_names": list(data.class_names),
         "saved_model": {
             "signature_name": saved_model.SIGNATURE,

@@ -28,12 +28,9 @@ OUTPUTS = {
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 
 
-def write_saved_model(model: keras.Model, path: Path, *, flip_average: bool = False) -> None:
-    """Save `model` behind the uint8 `serving_default` signature at `path`.
-
-    `flip_average` puts test-time augmentation in the graph: the probabilities are the mean
-    of the image's and its mirror image's (two model runs per request; see bench_tta.py).
-    """
+def write_saved_model(model: keras.Model, path: Path) -> None:
+    """Save `model` behind the uint8 `serving_default` signature at `path` (a flip-averaged
+    model, export/flip_average.py, puts test-time augmentation in the graph)."""
     archive = keras.export.ExportArchive()
     archive.track(model)
 
@@ -41,9 +38,6 @@ def write_saved_model(model: keras.Model, path: Path, *, flip_average: bool = Fa
     def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
         pixels = preprocess(images)
         probabilities = model(pixels, training=False)
-        if flip_average:
-            mirrored = tf.reverse(pixels, axis=[2])  # [N, H, W, 1]: axis 2 is the width
-            probabilities = (probabilities + model(mirrored, training=False)) / 2
         return {
             "probabilities": probabilities,
             "class_ids": tf.argmax(probabilities, axis=1, output_type=tf.int64),

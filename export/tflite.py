@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from fmnist.export.config import DEFAULT_EQUALIZE_ALPHA
 from fmnist.export.equalize import equalize_activations
+from fmnist.export.flip_average import flip_averaged
 from fmnist.export.tflite_serving import with_serving_signature
 from fmnist.train.model import preprocess
 
@@ -70,10 +71,12 @@ def convert_float32(model: keras.Model) -> bytes:
 
 
 def _int8_converter(
-    model: keras.Model, calibration: np.ndarray, equalize_alpha: float
+    model: keras.Model, calibration: np.ndarray, equalize_alpha: float, flip_average: bool = False
 ) -> tf.lite.TFLiteConverter:
     images = representative_images(calibration)
-    model = equalize_activations(model, images, equalize_alpha)
+    model = equalize_activations(model, images, equalize_alpha)  # needs the plain chain
+    if flip_average:
+        model = flip_averaged(model)
     converter = tf.lite.TFLiteConverter.from_keras_model(_images_input(model))
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = _dataset(images)
@@ -87,14 +90,16 @@ def convert_int8(
     *,
     per_channel: bool = True,
     equalize_alpha: float = DEFAULT_EQUALIZE_ALPHA,
+    flip_average: bool = False,
 ) -> bytes:
     """Full-integer int8: int8 weights and activations, uint8 input, int8 output.
 
     Convolution weights get one scale per output channel; `per_channel=False` (one scale
     per tensor) is there for benchmarks/bench_calibration.py, which measures the difference.
-    The ReLU outputs are first equalized across channels (`export/equalize.py`; 0 = off).
+    The ReLU outputs are first equalized across channels (`export/equalize.py`; 0 = off),
+    then `flip_average` wraps the model in test-time flip averaging (export/flip_average.py).
     """
-    converter = _int8_converter(model, calibration, equalize_alpha)
+    converter = _int8_converter(model, calibration, equalize_alpha, flip_average)
     # The converter's only switch for per-tensor weights is private.
     converter._experimental_disable_per_channel = not per_channel
     converter.inference_input_type = tf.uint8
@@ -147,6 +152,7 @@ def write_quantization_report(
     debug_images: np.ndarray,
     out_dir: Path,
     equalize_alpha: float = DEFAULT_EQUALIZE_ALPHA,
+    flip_average: bool = False,
 ) -> Path:
     """Per-layer quantization error (TFLite's QuantizationDebugger) as CSV plus a summary.
 
@@ -155,7 +161,7 @@ def write_quantization_report(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     debugger = tf.lite.experimental.QuantizationDebugger(
-        converter=_int8_converter(model, calibration, equalize_alpha),
+        converter=_int8_converter(model, calibration, equalize_alpha, flip_average),
         debug_dataset=_dataset(debug_images),
     )
     debugger.run()

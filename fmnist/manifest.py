@@ -12,6 +12,8 @@ Schema, version 1 (every path is relative to the bundle, POSIX separators):
     model_name        str            model_version   int
     created_at        ISO 8601 UTC   producer        {package: version}
     class_names       [10 str]
+    flip_average      bool, optional (absent = false): every model of the bundle and the
+                      reference average an image's and its mirror image's probabilities
     saved_model       {signature_name, inputs: {name: spec}, outputs: {name: spec}, ...}
     float_metrics     {accuracy, macro_precision, macro_recall, macro_f1}
     tflite            {"int8"|"float32": {file, input: spec, output: spec, metrics, parity}}

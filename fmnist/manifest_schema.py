@@ -105,6 +105,7 @@ MANIFEST_SCHEMA: dict[str, Any] = {
         "model_version": {"type": "integer", "minimum": 0, "maximum": INT64_MAX},
         "created_at": {"type": "string", "maxLength": 64},
         "producer": {"type": "object", "additionalProperties": {"type": "string"}},
+        "flip_average": {"type": "boolean"},  # optional: bundles before it had none
         "class_names": {"type": "array", "minItems": 1, "maxItems": 1000, "items": _NAME},
         "saved_model": {
             "type": "object",

@@ -77,18 +77,56 @@ def test_saved_model_equals_keras_on_the_test_set(
     np.testing.assert_allclose(reference, keras_probs, atol=1e-6, rtol=0)
 
 
-def test_flip_average_variant_averages_the_image_and_its_mirror(
-    tiny_run: Path, data_dir: Path, tmp_path: Path
+@pytest.fixture(scope="module")
+def flip_average_bundle(
+    tiny_run: Path, data_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """`tiny_run` exported with `fmnist export --flip-average` (test-time flip averaging)."""
+    base = tmp_path_factory.mktemp("flip") / "models"
+    argv = ["export", str(tiny_run), "--base-path", str(base), "--data-dir", str(data_dir)]
+    loose = ["--min-agreement", "0.98", "--max-class-recall-drop", str(TINY_CLASS_DROP)]
+    assert main([*argv, "--flip-average", "--calibration-size", "200", *loose]) == 0
+    return base / "fashion_mnist" / "1"
+
+
+def test_flip_average_reference_is_the_mean_over_image_and_mirror(
+    flip_average_bundle: Path, tiny_run: Path, data_dir: Path
 ) -> None:
-    images = dataset.load_test(data_dir).images[:64]
+    test = dataset.load_test(data_dir)
     model = load_run_model(tiny_run)
-    saved_model.write_saved_model(model, tmp_path / "tta", flip_average=True)
-    served = saved_model.signature_outputs(tmp_path / "tta", images)
     expected = (
-        predict_probabilities(model, images) + predict_probabilities(model, images[:, :, ::-1])
+        predict_probabilities(model, test.images)
+        + predict_probabilities(model, test.images[:, :, ::-1])
     ) / 2
-    np.testing.assert_allclose(served["probabilities"], expected, atol=1e-5, rtol=0)
-    np.testing.assert_array_equal(served["class_ids"], expected.argmax(1))
+    manifest = load_manifest(flip_average_bundle)
+    assert manifest.data["flip_average"] is True
+    np.testing.assert_allclose(manifest.load_reference(), expected, atol=1e-6, rtol=0)
+    accuracy = (expected.argmax(1) == test.labels).mean()
+    assert manifest.float_metrics["accuracy"] == pytest.approx(accuracy)
+
+
+# int8: the two branches' activations are calibrated apart (on images and on mirror images),
+# so their scores may differ by a few output steps (~0.004 each).
+@pytest.mark.parametrize(
+    ("kind", "atol"), [("saved_model", 1e-5), ("float32", 1e-5), ("int8", 0.02)]
+)
+def test_flip_average_models_answer_an_image_and_its_mirror_alike(
+    flip_average_bundle: Path, exported_bundle: Path, data_dir: Path, kind: str, atol: float
+) -> None:
+    images = dataset.load_test(data_dir).images[:256]
+    mirrored = np.ascontiguousarray(images[:, :, ::-1])
+
+    def predict(bundle: Path, batch: np.ndarray) -> np.ndarray:
+        if kind == "saved_model":
+            return saved_model.signature_outputs(bundle, batch)["probabilities"]
+        model = Classifier(load_manifest(bundle).tflite(kind).path, runtime=select_runtime())
+        return model.predict_proba(batch, batch_size=256)
+
+    flipped = predict(flip_average_bundle, images)
+    np.testing.assert_allclose(flipped, predict(flip_average_bundle, mirrored), atol=atol)
+    # The plain bundle is not mirror-symmetric: the check above can tell the two apart.
+    plain_gap = np.abs(predict(exported_bundle, images) - predict(exported_bundle, mirrored))
+    assert plain_gap.max() > 5 * atol
 
 
 def test_int8_model_is_full_integer_with_recorded_quantization(exported_bundle: Path) -> None:
@@ -178,7 +216,10 @@ def test_an_unknown_variant_is_refused(tiny_run: Path) -> None:
         tflite.convert_variant(load_run_model(tiny_run), np.zeros((1, 28, 28), np.uint8), "int4")
 
 
-def test_int8_model_runs_in_tflite_runtime_214_with_numpy_1(exported_bundle: Path) -> None:
+@pytest.mark.parametrize("bundle", ["exported_bundle", "flip_average_bundle"])
+def test_int8_model_runs_in_tflite_runtime_214_with_numpy_1(
+    bundle: str, request: pytest.FixtureRequest
+) -> None:
     python = os.environ.get(TFLITE_RUNTIME_PYTHON)
     if not python:
         pytest.skip(f"set {TFLITE_RUNTIME_PYTHON} to a tflite-runtime 2.14 + numpy<2 python")
@@ -191,7 +232,7 @@ def test_int8_model_runs_in_tflite_runtime_214_with_numpy_1(exported_bundle: Pat
         "print(json.dumps([tflite_runtime.__version__, np.__version__,"
         " it.get_tensor(o['index']).tolist()]))\n"
     )
-    model = exported_bundle / tflite.INT8_FILE
+    model = request.getfixturevalue(bundle) / tflite.INT8_FILE
     done = subprocess.run(
         [python, "-c", script, str(model)], capture_output=True, text=True, timeout=120
     )

@@ -156,6 +156,11 @@ MALFORMED = [
         "manifest.saved_model.inputs.images must be object",
     ),
     (
+        "flip_average not a boolean",
+        _set("flip_average", "yes"),
+        "manifest.flip_average must be boolean",
+    ),
+    (
         "producer nested deeply",
         _set("producer", _nested(200)),
         "manifest.producer.a must be string",
