@@ -90,6 +90,7 @@ class TrainConfig:
     # see the difference.
     precision: str = "auto"
     epochs: int = 30
+    # 64 measured 94.11% like 128 (seed 44, float32) and trained 4% slower (README).
     batch_size: int = 128
     early_stopping_patience: int = 8
     # After the monitored run, train a fresh model on training + validation images for the
