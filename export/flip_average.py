@@ -2,9 +2,9 @@
 
 Fashion-MNIST's classes look the same mirrored (training flips images too), so the mean of
 the probabilities for an image and for its mirror image is a better answer than either:
-+0.38 pp test accuracy on one model, for x1.23 (batch 1) to x1.81 (batch 64) of the
-SavedModel's latency (README, "Accuracy"; benchmarks/bench_tta.py). That cost keeps it off
-by default. When it is on, every model of the bundle (SavedModel, both TFLite models) and
++0.19 to +0.38 pp test accuracy on three models, for twice the int8 TFLite latency and up
+to x1.81 of the SavedModel's (README, "Accuracy"; benchmarks/bench_tta.py). That cost keeps
+it off by default. When it is on, every model of the bundle (SavedModel, both TFLite models) and
 the float reference outputs average the two, so parity still compares like with like.
 """
 
