@@ -143,6 +143,11 @@ class Manifest:
         )
 
     @property
+    def flip_average(self) -> bool:
+        """Whether every model of the bundle averages an image's and its mirror's answers."""
+        return bool(self.data.get("flip_average", False))
+
+    @property
     def float_metrics(self) -> dict[str, Any]:
         return self.data["float_metrics"]
 

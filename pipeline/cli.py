@@ -26,6 +26,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     arg("--config", type=Path, metavar="FILE", help="TOML/JSON training config overrides")
     arg("--download", action="store_true", help="fetch the data through Keras if missing")
     arg("--overwrite", action="store_true", help="replace the outputs of an earlier run in DIR")
+    arg(
+        "--flip-average",
+        action="store_true",
+        help="export with test-time flip averaging (as `fmnist export --flip-average`): "
+        "every model averages the image and its mirror image; the report's float figures "
+        "are the averaged model's",
+    )
     add_tolerance_args(parser, defaults=Tolerance())
     arg("--latency-runs", type=int, help="requests per latency measurement (200; quick 50)")
     parser.set_defaults(handler=_pipeline, precheck=_precheck)
@@ -48,6 +55,7 @@ def _pipeline(args: argparse.Namespace) -> int:
         quick=args.quick,
         train_config=args.config,
         tolerance=Tolerance().with_args(args),
+        flip_average=args.flip_average,
         latency_runs=args.latency_runs or (50 if args.quick else 200),
         download=args.download,
     )

@@ -16,6 +16,7 @@ class PipelineConfig:
     train_config: Path | None = None  # TOML/JSON overriding TrainConfig fields
     model_name: str = "fashion_mnist"
     tolerance: Tolerance = field(default_factory=Tolerance)
+    flip_average: bool = False  # export every model with test-time flip averaging
     latency_runs: int = 200
     download: bool = False
     verbose: bool = True  # Keras' per-epoch log lines

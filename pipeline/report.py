@@ -38,6 +38,20 @@ def _mb(num_bytes: int) -> str:
     return f"{num_bytes / 1e6:.2f} MB" if num_bytes >= 1e5 else f"{num_bytes / 1e3:.1f} kB"
 
 
+def _flip_average_note(report: dict[str, Any]) -> str:
+    """What "float model" means in a report of a flip-averaged export ("" otherwise)."""
+    if not report.get("flip_average"):
+        return ""
+    alone = report.get("model_alone_metrics")
+    if alone is None:  # export refused the bundle before the averaged model was measured
+        return "Asked for test-time flip averaging; these are the trained model's own figures."
+    return (
+        "Exported with test-time flip averaging: every model averages the probabilities of an "
+        "image and its mirror image, and every check below compares with this averaged float "
+        f"model. The trained model alone: {_pct(alone['accuracy'])} accuracy."
+    )
+
+
 def build_sections(report: dict[str, Any]) -> list[Section]:
     """The report's sections; a pipeline stopped early (`report["failure"]`) has fewer."""
     data, training = report["data"], report["training"]
@@ -88,6 +102,7 @@ def build_sections(report: dict[str, Any]) -> list[Section]:
         ),
         Section(
             "Float model on the test set",
+            text=_flip_average_note(report),
             tables=[
                 Table(
                     ["accuracy", "macro precision", "macro recall", "macro F1"],

@@ -112,6 +112,13 @@ def run_pipeline(
     served, latency = _serve(config, manifest, data, runtime, stages)
     edge = _edge_parity(config, manifest.bundle_dir, data, runtime, stages)
     int8_metrics = manifest.tflite("int8").metrics
+    flipped = {}
+    if manifest.flip_average:  # every parity check compared with the averaged float model
+        flipped = {
+            "float_metrics": _reference_metrics(edge, data.class_names),
+            "model_alone_metrics": float_metrics,
+        }
+        float_metrics = flipped["float_metrics"]
     with stages("report"):
         _draw_float_vs_int8(config, edge, float_metrics, int8_metrics, data.class_names)
     parity = [*served, edge.result]
@@ -134,6 +141,7 @@ def run_pipeline(
         "artifacts": [{"name": name, **e.to_dict()} for name, e in manifest.files.items()],
         "latency": latency,
         "figures": dict(FIGURES),
+        **flipped,
     }
     paths = write_report(config.out_dir, report)
     return PipelineResult(out_dir=config.out_dir, report=report, paths=paths)
@@ -186,6 +194,7 @@ def _export(
         name=config.model_name,
         data_dir=data.data_dir,
         tolerance=config.tolerance,
+        flip_average=config.flip_average,
     )
     with stages("export"):
         try:
@@ -267,6 +276,15 @@ def _edge_parity(
     return run
 
 
+def _reference_metrics(edge: ParityRun, class_names: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Test metrics of the bundle's float reference (the flip-averaged float model)."""
+    from fmnist.train.evaluate import compute_metrics, text_report
+
+    predicted = edge.reference.argmax(1)
+    metrics = compute_metrics(edge.labels, predicted, class_names)
+    return metrics | {"classification_report": text_report(edge.labels, predicted, class_names)}
+
+
 def _draw_float_vs_int8(
     config: PipelineConfig,
     edge: ParityRun,
@@ -306,6 +324,7 @@ def _report_head(
         "schema_version": 1,
         "title": f"fmnist-deploy pipeline report: {config.model_name}",
         "quick": config.quick,
+        "flip_average": config.flip_average,
         "machine": {"python": sys.version.split()[0]},
         "data": {
             "data_dir": str(data.data_dir),

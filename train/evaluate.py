@@ -83,6 +83,15 @@ def load_run_model(run_dir: Path) -> Any:
         raise UserError(f"{path}: cannot load the Keras model: {err}") from None
 
 
+def text_report(
+    labels: np.ndarray, predicted: np.ndarray, class_names: list[str] | tuple[str, ...]
+) -> str:
+    """scikit-learn's classification report, four digits."""
+    return classification_report(
+        labels, predicted, target_names=list(class_names), digits=4, zero_division=0
+    )
+
+
 def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> dict:
     """Evaluate RUN/model.keras on the 10,000 test images; write metrics, report and plots."""
     from fmnist.train.train import HISTORY_FILE, RUN_FILE
@@ -100,9 +109,7 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
     predicted = probabilities.argmax(axis=1)
     metrics = compute_metrics(test.labels, predicted, class_names)
     (run_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
-    report = classification_report(
-        test.labels, predicted, target_names=list(class_names), digits=4, zero_division=0
-    )
+    report = text_report(test.labels, predicted, class_names)
     (run_dir / REPORT_FILE).write_text(report)
 
     matrix = confusion_matrix(test.labels, predicted, labels=list(range(len(class_names))))

@@ -99,7 +99,7 @@ def test_flip_average_reference_is_the_mean_over_image_and_mirror(
         + predict_probabilities(model, test.images[:, :, ::-1])
     ) / 2
     manifest = load_manifest(flip_average_bundle)
-    assert manifest.data["flip_average"] is True
+    assert manifest.flip_average is True
     np.testing.assert_allclose(manifest.load_reference(), expected, atol=1e-6, rtol=0)
     accuracy = (expected.argmax(1) == test.labels).mean()
     assert manifest.float_metrics["accuracy"] == pytest.approx(accuracy)

@@ -135,6 +135,27 @@ def test_pipeline_exits_1_when_a_parity_check_fails(data_dir: Path, tmp_path: Pa
     assert "data:image/png;base64," in (out / "report.html").read_text()
 
 
+def test_flip_average_pipeline_reports_the_averaged_float_model(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    tiny = tmp_path / "tiny.toml"
+    tiny.write_text("[train]\nwidth = 4\ndense_units = 16\nepochs = 1\ntrain_subset = 3000\n")
+    out = tmp_path / "out"
+    args = ["--data-dir", str(data_dir), "--out", str(out), "--config", str(tiny)]
+    loose = ["--min-agreement", "0", "--max-accuracy-drop", "100", "--max-class-recall-drop", "100"]
+    done = _fmnist("pipeline", *args, *loose, "--flip-average", "--latency-runs", "3")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    manifest = json.loads((out / "models" / "fashion_mnist" / "1" / "manifest.json").read_text())
+    assert report["flip_average"] is True and manifest["flip_average"] is True
+    # The float figures are those of the model every parity check compared with ...
+    assert report["float_metrics"]["accuracy"] == manifest["float_metrics"]["accuracy"]
+    # ... and the trained model's own are kept beside them.
+    alone = json.loads((out / "run" / "metrics.json").read_text())
+    assert report["model_alone_metrics"]["accuracy"] == alone["accuracy"]
+    assert "Exported with test-time flip averaging" in (out / "report.md").read_text()
+
+
 def test_missing_data_directory_is_a_usage_error(tmp_path: Path) -> None:
     done = _fmnist("pipeline", "--data-dir", str(tmp_path / "none"), "--out", str(tmp_path / "o"))
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr

@@ -52,6 +52,13 @@ def test_tolerance_is_the_recorded_one(make_bundle) -> None:
     assert manifest.tolerance == Tolerance(max_accuracy_drop_pp=2.0, min_agreement=0.9)
 
 
+@pytest.mark.parametrize(("changes", "expected"), [({}, False), ({"flip_average": True}, True)])
+def test_flip_average_is_false_unless_recorded(make_bundle, changes, expected) -> None:
+    manifest = _manifest(make_bundle, **changes)
+    assert ("flip_average" in manifest.data) is bool(changes)  # {}: an older bundle's manifest
+    assert manifest.flip_average is expected
+
+
 def test_scalar_fields(make_bundle, fields) -> None:
     manifest = load_manifest(make_bundle())
     assert manifest.model_name == fields["model_name"]
