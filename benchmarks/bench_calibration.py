@@ -4,20 +4,21 @@ the int8 model's disagreement with the float model comes from.
     python benchmarks/bench_calibration.py --run runs/bench/train/run [--sizes 100 500 2000]
         [--seeds 42 43 44]
 
-Converts the run's model to full-integer int8 the way `fmnist export` does (stratified,
-so class-balanced, training images plus an all-0 and an all-255 image), once per
-calibration size and weight granularity (both with export's equalization of ReLU
-output ranges, export/equalize.py), runs each with the edge runner on the 10,000
-test images and compares it with the float model: top-1 agreement, accuracy drop, the
-worst class's recall change, and how many images' two best scores tie (argmax then takes
-the lower class index) with the agreement if such a tie counted as agreeing. Then, at the
-first calibration size: export's int8 on the other calibration samples (`--seeds`; which
-images calibrate moves agreement by ~0.1 pp), the same at other equalization strengths
-(alpha 0 = none) with a mean and range per strength, and two quantizations export does not
-ship (first seed): int8 weights with float
-activations ("dynamic-range") and int16 activations ("16x8"), which split the int8 model's
+Converts the run's model to full-integer int8 the way `fmnist export` does (stratified, so
+class-balanced, images from the training part of the run's own split, plus an all-0 and an
+all-255 image), once per calibration size and weight granularity (both with export's
+equalization of ReLU output ranges, export/equalize.py), runs each with the edge runner on
+the 10,000 test images and compares it with the float model: top-1 agreement, accuracy
+drop, the worst class's recall change, and how many images' two best scores tie (argmax
+then takes the lower class index) with the agreement if such a tie counted as agreeing.
+Then, at the first calibration size: export's int8 on the other calibration samples
+(`--seeds`; which images calibrate moves agreement by ~0.1 pp), the same at other
+equalization strengths (alpha 0 = none) with a mean and range per strength, and two
+quantizations export does not ship (first seed): int8 weights with float activations
+("dynamic-range") and int16 activations ("16x8"), which split the int8 model's
 disagreement into its weights' and its activations' share. Latency is the median of 10
-single-thread runs of a 64-image batch. Prints a table and writes OUT/bench_calibration.json.
+single-thread runs of a 64-image batch. Prints a table and writes
+OUT/bench_calibration.json.
 """
 
 from __future__ import annotations
@@ -92,8 +93,16 @@ def main() -> None:
     from fmnist.export import tflite
     from fmnist.train import data as train_data
     from fmnist.train.evaluate import load_run_model, predict_probabilities
+    from fmnist.train.train import CONFIG_FILE
 
-    data = train_data.load(args.data_dir)
+    # The run's own split, as export uses: calibration images come from its training part,
+    # never from the validation images a run with another seed held out.
+    run_config = json.loads((args.run / CONFIG_FILE).read_text())
+    data = train_data.load(
+        args.data_dir,
+        val_fraction=run_config.get("val_fraction", 0.1),
+        seed=run_config.get("seed", 42),
+    )
     model = load_run_model(args.run)
     reference = predict_probabilities(model, data.test.images)
     first, size = args.seeds[0], args.sizes[0]

@@ -2,8 +2,9 @@
 
     python benchmarks/bench_train_step.py [--steps 60] [--rounds 5] [--data-dir D]
 
-Each variant (the default config in float32 and bfloat16, with residual blocks, and wider,
-narrower or deeper in bfloat16) trains the same `steps` batches of real augmented images
+Each variant (the default config in float32 and bfloat16, each also with Keras' own
+batch norm instead of the fused kernel, with residual blocks, and wider, narrower or
+deeper in bfloat16) trains the same `steps` batches of real augmented images
 per round; rounds interleave the variants, so a machine that speeds up or slows down
 affects all of them alike. Prints images/s at each variant's median step time (steps, not
 rounds: see _StepTimer) and its ratio to the first variant, and writes
@@ -35,6 +36,9 @@ from fmnist.train.train import compile_model, seed_everything
 VARIANTS: dict[str, tuple[dict, str]] = {
     "float32": ({}, "float32"),
     "bfloat16": ({}, "bfloat16"),
+    # Keras' own batch norm in training, before the fused kernel (train/model.py).
+    "float32, Keras batch norm": ({"fused_batch_norm": False}, "float32"),
+    "bfloat16, Keras batch norm": ({"fused_batch_norm": False}, "bfloat16"),
     "bfloat16 + residual": ({"residual": True}, "bfloat16"),
     # Width/depth trade-offs (issue 14): their cost per step sets the epochs a fixed
     # training budget allows.

@@ -123,7 +123,7 @@ def compile_model(
     config: TrainConfig, steps_per_epoch: int, precision: str = "float32"
 ) -> keras.Model:
     dtype = "mixed_bfloat16" if precision == "bfloat16" else "float32"
-    model = build_model(config, dtype=dtype)
+    model = build_model(config, dtype=dtype, for_training=True)
     model.compile(
         optimizer=make_optimizer(config, steps_per_epoch),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
@@ -132,9 +132,10 @@ def compile_model(
     return model
 
 
-def as_float32(model: keras.Model, config: TrainConfig) -> keras.Model:
-    """The same network and weights in a float32 model: mixed precision keeps float32
-    variables, so this loses nothing, and export and serving only ever see float32."""
+def as_saved_model(model: keras.Model, config: TrainConfig) -> keras.Model:
+    """The same network and weights in a float32 model of Keras' own layers: mixed
+    precision keeps float32 variables and the fused batch norm Keras' weights, so this
+    loses nothing; export, serving and anyone loading model.keras need nothing of ours."""
     float_model = build_model(config)
     float_model.set_weights(model.get_weights())
     return float_model
@@ -250,8 +251,7 @@ def train(
         wall_time += refit["wall_time_s"]
         images_seen += best_epoch * len(all_images)
 
-    if precision != "float32":
-        model = as_float32(model, config)
+    model = as_saved_model(model, config)
     model.save(run_dir / MODEL_FILE)
     (run_dir / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     run_info = {

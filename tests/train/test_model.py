@@ -23,6 +23,55 @@ def test_model_outputs_probabilities_for_every_image() -> None:
         assert model.input_shape == (None, 28, 28, 1)
 
 
+def test_fused_batch_norm_trains_like_keras_batch_norm() -> None:
+    """Same outputs, gradients and moving statistics over three training steps."""
+    import keras
+    import tensorflow as tf
+
+    from fmnist.train.model import FusedBatchNormalization
+
+    rng = np.random.default_rng(0)
+    shape = (16, 7, 7, 8)
+    layers = [
+        cls(momentum=0.9) for cls in (keras.layers.BatchNormalization, FusedBatchNormalization)
+    ]
+    gamma, beta = rng.uniform(0.5, 2.0, shape[-1]), rng.normal(size=shape[-1])
+    for layer in layers:
+        layer.build(shape)
+        layer.gamma.assign(gamma)
+        layer.beta.assign(beta)
+    for _ in range(3):
+        x = tf.constant(rng.normal(3.0, 2.0, shape), tf.float32)
+        weights = tf.constant(rng.normal(size=shape), tf.float32)  # a loss with real gradients
+        results = []
+        for layer in layers:
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = layer(x, training=True)
+                loss = tf.reduce_sum(y * weights)
+            grads = tape.gradient(loss, [x, layer.gamma, layer.beta])
+            results.append([y, *grads])
+        for keras_value, fused_value in zip(*results, strict=True):
+            np.testing.assert_allclose(fused_value, keras_value, rtol=1e-4, atol=1e-4)
+    keras_layer, fused_layer = layers
+    np.testing.assert_allclose(fused_layer.moving_mean, keras_layer.moving_mean, rtol=1e-5)
+    np.testing.assert_allclose(fused_layer.moving_variance, keras_layer.moving_variance, rtol=1e-5)
+
+
+def test_only_training_models_use_the_fused_batch_norm() -> None:
+    import keras
+
+    from fmnist.train.model import FusedBatchNormalization, build_model
+
+    def kinds(model: keras.Model) -> set[type]:
+        return {type(x) for x in model.layers if isinstance(x, keras.layers.BatchNormalization)}
+
+    assert kinds(build_model(TrainConfig(), for_training=True)) == {FusedBatchNormalization}
+    assert kinds(build_model(TrainConfig())) == {keras.layers.BatchNormalization}
+    unfused = TrainConfig(fused_batch_norm=False)
+    assert kinds(build_model(unfused, for_training=True)) == {keras.layers.BatchNormalization}
+
+
 def test_residual_blocks_add_a_shortcut_projected_where_the_width_changes() -> None:
     from fmnist.train.model import build_model
 

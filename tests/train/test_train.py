@@ -44,6 +44,15 @@ def test_tiny_run_beats_chance_and_writes_its_artifacts(tiny_run: Path) -> None:
     assert {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"} <= set(header)
 
 
+def test_saved_model_has_keras_own_batch_norm(tiny_run: Path) -> None:
+    """Training's fused batch norm stays out of model.keras: plain Keras loads it."""
+    import keras
+
+    model = keras.models.load_model(tiny_run / "model.keras")
+    kinds = {type(x) for x in model.layers if isinstance(x, keras.layers.BatchNormalization)}
+    assert kinds == {keras.layers.BatchNormalization}
+
+
 def test_same_seed_same_weights(data_dir: Path, tmp_path: Path) -> None:
     from fmnist.train import data as train_data
     from fmnist.train.config import TrainConfig
