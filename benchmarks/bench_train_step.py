@@ -40,6 +40,9 @@ VARIANTS: dict[str, tuple[dict, str]] = {
     "float32, Keras batch norm": ({"fused_batch_norm": False}, "float32"),
     "bfloat16, Keras batch norm": ({"fused_batch_norm": False}, "bfloat16"),
     "bfloat16 + residual": ({"residual": True}, "bfloat16"),
+    # The third max-pool before `pool_padding = "same"`: a 3x3 map instead of 4x4.
+    "bfloat16, valid pooling": ({"pool_padding": "valid"}, "bfloat16"),
+    "float32, valid pooling": ({"pool_padding": "valid"}, "float32"),
     # Width/depth trade-offs (issue 14): their cost per step sets the epochs a fixed
     # training budget allows.
     "bfloat16, width 24": ({"width": 24}, "bfloat16"),

@@ -93,7 +93,9 @@ def build_model(
         if config.residual and convs == 2:
             x = _add_shortcut(block_input, x, config, name, dtype, batch_norm_layer)
         x = keras.layers.ReLU(config.relu_max or None, name=f"{name}_relu{convs}", dtype=dtype)(x)
-        x = keras.layers.MaxPooling2D(name=f"{name}_pool", dtype=dtype)(x)
+        x = keras.layers.MaxPooling2D(
+            padding=config.pool_padding, name=f"{name}_pool", dtype=dtype
+        )(x)
         if config.dropout:
             x = keras.layers.Dropout(config.dropout, name=f"{name}_dropout", dtype=dtype)(x)
     x = keras.layers.Flatten(name="flatten", dtype=dtype)(x)

@@ -86,6 +86,17 @@ def test_residual_blocks_add_a_shortcut_projected_where_the_width_changes() -> N
     assert model.count_params() == plain.count_params() + extra
 
 
+@pytest.mark.parametrize(("padding", "side"), [("same", 4), ("valid", 3)])
+def test_pool_padding_decides_whether_the_7x7_map_keeps_its_last_row(
+    padding: str, side: int
+) -> None:
+    from fmnist.train.model import build_model
+
+    model = build_model(TrainConfig(pool_padding=padding))
+    assert model.get_layer("block2_pool").output.shape[1:3] == (7, 7)
+    assert model.get_layer("block3_pool").output.shape[1:3] == (side, side)
+
+
 def test_relu_max_bounds_the_ranges_int8_activations_cover() -> None:
     """ReLU outputs are the int8 tensors whose range starts at 0 (zero point -128); their
     calibrated ranges stop at relu_max, and go past it without one."""
@@ -131,6 +142,7 @@ def test_preprocess_scales_raw_pixels() -> None:
         ({"precision": "float16"}, "precision must be one of auto, float32, bfloat16"),
         ({"residual": "yes"}, "residual must be a bool"),
         ({"relu_max": 0.5}, r"relu_max must be 0 \(no bound\) or >= 1"),
+        ({"pool_padding": "full"}, "pool_padding must be one of same, valid"),
         (
             {"lr_schedule": "one-cycle"},
             "lr_schedule must be one of cosine, onecycle, constant, plateau",
