@@ -1,14 +1,14 @@
 """Training throughput of config variants, measured side by side in one process.
 
-    python benchmarks/bench_train_step.py [--steps 60] [--rounds 5] [--data-dir D]
+    python benchmarks/bench_train_step.py [--steps 64] [--rounds 5] [--data-dir D]
 
-Each variant (the default config in float32 and bfloat16, each also with Keras' own
-batch norm instead of the fused kernel, with residual blocks, and wider, narrower or
-deeper in bfloat16) trains the same `steps` batches of real augmented images
-per round; rounds interleave the variants, so a machine that speeds up or slows down
-affects all of them alike. Prints images/s at each variant's median step time (steps, not
-rounds: see _StepTimer) and its ratio to the first variant, and writes
-OUT/bench_train_step.json. Accuracy needs full runs: benchmarks/bench_train.py.
+Each variant (the default config in float32 and bfloat16, each also with one step per
+call into the graph instead of 32 and with Keras' own batch norm instead of the fused
+kernel, with residual blocks, and wider, narrower or deeper in bfloat16) trains the same
+`steps` batches of real augmented images per round; rounds interleave the variants, so a
+machine that speeds up or slows down affects all of them alike. Prints images/s at each
+variant's median step time (steps, not rounds: see _StepTimer) and its ratio to the first
+variant, and writes OUT/bench_train_step.json. Accuracy needs full runs: benchmarks/bench_train.py.
 """
 
 from __future__ import annotations
@@ -36,6 +36,9 @@ from fmnist.train.train import compile_model, seed_everything
 VARIANTS: dict[str, tuple[dict, str]] = {
     "float32": ({}, "float32"),
     "bfloat16": ({}, "bfloat16"),
+    # One training step per call into the graph instead of the defaults' 32 (train/config.py).
+    "bfloat16, one step per call": ({"steps_per_execution": 1}, "bfloat16"),
+    "float32, one step per call": ({"steps_per_execution": 1}, "float32"),
     # Keras' own batch norm in training, before the fused kernel (train/model.py).
     "float32, Keras batch norm": ({"fused_batch_norm": False}, "float32"),
     "bfloat16, Keras batch norm": ({"fused_batch_norm": False}, "bfloat16"),
@@ -54,7 +57,8 @@ VARIANTS: dict[str, tuple[dict, str]] = {
 
 class _StepTimer(keras.callbacks.Callback):
     """Appends each training step's duration: a median of steps ignores the stalls of a
-    few seconds this host sometimes shows between epochs, which a round's total would not."""
+    few seconds this host sometimes shows between epochs, which a round's total would not.
+    Keras calls it once per call into the graph, so a call's time is shared by its steps."""
 
     def __init__(self, durations: list[float]) -> None:
         super().__init__()
@@ -62,15 +66,19 @@ class _StepTimer(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         self.start = time.perf_counter()
+        self.first_step = batch
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        self.durations.append(time.perf_counter() - self.start)
+        steps = batch - self.first_step + 1
+        self.durations += [(time.perf_counter() - self.start) / steps] * steps
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path)
-    parser.add_argument("--steps", type=int, default=60, help="batches per round")
+    parser.add_argument(
+        "--steps", type=int, default=64, help="batches per round (rounded up to whole calls)"
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--out", type=Path, default=Path("runs/bench/train_step"))
@@ -78,6 +86,9 @@ def main() -> None:
 
     base = TrainConfig()
     seed_everything(base.seed)
+    # Whole calls of the defaults' steps_per_execution: Keras times a short last call as a
+    # full one.
+    args.steps = math.ceil(args.steps / base.steps_per_execution) * base.steps_per_execution
     data = train_data.load(args.data_dir)
     ds = train_data.make_dataset(
         data.train,

@@ -24,6 +24,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("cosine", "onecycle", "constant", "plateau")
 PRECISIONS = ("auto", "float32", "bfloat16")
 POOL_PADDINGS = ("same", "valid")
+SHIFT_INTERPOLATIONS = ("nearest", "bilinear")
 
 
 class ConfigError(UserError):
@@ -87,6 +88,10 @@ class TrainConfig:
     # Augmentation: shifts of up to 2 px and horizontal flips, then (with probability
     # `random_erasing`) one random rectangle of 2-25% of the image blacked out.
     augment: bool = True
+    # How a shift resamples the image: "bilinear" (Keras' default) moves it by fractions of
+    # a pixel, blurring it, while the test images are never blurred; "nearest" moves it
+    # by whole pixels (0, ±1 or ±2) and keeps it sharp.
+    shift_interpolation: str = "nearest"
     random_erasing: float = 0.0
     # Weight EMA (Polyak averaging), 0 = off: validation, early stopping and the saved model
     # use the averaged weights. It averages ~1/(1 - momentum) steps: only for long runs.
@@ -100,6 +105,9 @@ class TrainConfig:
     # see the difference.
     precision: str = "auto"
     epochs: int = 30
+    # Training steps per call into the compiled graph: the same maths, minus Python's
+    # overhead between steps (x1.09 in images/s at 32 vs 1 on 2 cores; README, "Accuracy").
+    steps_per_execution: int = 32
     # 64 measured 94.11% like 128 (seed 44, float32) and trained 4% slower (README).
     batch_size: int = 128
     early_stopping_patience: int = 8
@@ -167,6 +175,12 @@ class TrainConfig:
             self.label_smoothing,
         )
         _check(
+            self.shift_interpolation in SHIFT_INTERPOLATIONS,
+            "shift_interpolation",
+            f"must be one of {', '.join(SHIFT_INTERPOLATIONS)}",
+            self.shift_interpolation,
+        )
+        _check(
             0.0 <= self.random_erasing <= 1.0,
             "random_erasing",
             "must be in [0, 1]",
@@ -186,6 +200,12 @@ class TrainConfig:
         )
         _check(self.epochs >= 1, "epochs", "must be >= 1", self.epochs)
         _check(self.batch_size >= 1, "batch_size", "must be >= 1", self.batch_size)
+        _check(
+            self.steps_per_execution >= 1,
+            "steps_per_execution",
+            "must be >= 1",
+            self.steps_per_execution,
+        )
         _check(
             self.early_stopping_patience >= 1,
             "early_stopping_patience",

@@ -110,12 +110,14 @@ def make_dataset(
     num_classes: int,
     training: bool,
     augment: bool = False,
+    shift_interpolation: str = "nearest",
     random_erasing: float = 0.0,
     seed: int = 42,
 ):
     """A tf.data pipeline of (float image [B,28,28,1] in [0,1], one-hot label) batches.
 
-    Augmentation (random shifts of up to 2 px, horizontal flips and, with probability
+    Augmentation (random shifts of up to 2 px, resampled with `shift_interpolation`,
+    horizontal flips and, with probability
     `random_erasing`, one black rectangle) runs on training batches only; the validation
     and test pipelines see the images unchanged.
     """
@@ -135,7 +137,12 @@ def make_dataset(
     if training and augment:
         layers = [
             keras.layers.RandomTranslation(
-                2 / 28, 2 / 28, fill_mode="constant", fill_value=0.0, seed=seed
+                2 / 28,
+                2 / 28,
+                fill_mode="constant",
+                interpolation=shift_interpolation,
+                fill_value=0.0,
+                seed=seed,
             ),
             keras.layers.RandomFlip("horizontal", seed=seed + 1),
         ]

@@ -128,6 +128,7 @@ def compile_model(
         optimizer=make_optimizer(config, steps_per_epoch),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"],
+        steps_per_execution=config.steps_per_execution,
     )
     return model
 
@@ -154,6 +155,7 @@ def _model_and_dataset(
         num_classes=NUM_CLASSES,
         training=True,
         augment=config.augment,
+        shift_interpolation=config.shift_interpolation,
         random_erasing=config.random_erasing,
         seed=config.seed,
     )

@@ -126,3 +126,28 @@ def test_random_erasing_blacks_out_the_inside_of_training_images_only(
     images = next(iter(batches))[0].numpy()
     share = float((images[:, 3:-3, 3:-3, 0] == 0).any(axis=(1, 2)).mean())
     assert erased_share[0] <= share <= erased_share[1]
+
+
+@pytest.mark.parametrize(
+    ("interpolation", "grey_pixels"),
+    [
+        ("nearest", False),  # whole-pixel shifts: every pixel is still black or white
+        ("bilinear", True),  # fractional shifts blend neighbours: greys appear
+    ],
+)
+def test_shift_interpolation_decides_whether_shifted_images_stay_sharp(
+    interpolation: str, grey_pixels: bool
+) -> None:
+    # A black-and-white checkerboard: any blend of two neighbours is grey.
+    board = (np.indices((28, 28)).sum(axis=0) % 2 * 255).astype(np.uint8)
+    images = Split(np.repeat(board[None], 64, axis=0), np.zeros(64, np.uint8))
+    batches = make_dataset(
+        images,
+        batch_size=64,
+        num_classes=10,
+        training=True,
+        augment=True,
+        shift_interpolation=interpolation,
+    )
+    pixels = next(iter(batches))[0].numpy()
+    assert bool(((pixels > 0.01) & (pixels < 0.99)).any()) == grey_pixels

@@ -144,6 +144,11 @@ def test_preprocess_scales_raw_pixels() -> None:
         ({"relu_max": 0.5}, r"relu_max must be 0 \(no bound\) or >= 1"),
         ({"pool_padding": "full"}, "pool_padding must be one of same, valid"),
         (
+            {"shift_interpolation": "cubic"},
+            "shift_interpolation must be one of nearest, bilinear",
+        ),
+        ({"steps_per_execution": 0}, "steps_per_execution must be >= 1"),
+        (
             {"lr_schedule": "one-cycle"},
             "lr_schedule must be one of cosine, onecycle, constant, plateau",
         ),

@@ -70,6 +70,32 @@ def test_same_seed_same_weights(data_dir: Path, tmp_path: Path) -> None:
     assert any(not np.array_equal(a, c) for a, c in zip(first, third, strict=True))
 
 
+def test_steps_per_execution_changes_the_speed_not_the_steps_or_the_weights(
+    data_dir: Path,
+) -> None:
+    """1,000 images in batches of 128 are 8 steps, which 3 steps per call split 3 + 3 + 2:
+    the short last call still runs, and the weights come out as with one step per call."""
+    from fmnist.train import data as train_data
+    from fmnist.train.config import TrainConfig
+    from fmnist.train.model import NUM_CLASSES
+    from fmnist.train.train import compile_model, seed_everything
+
+    split = train_data.subset(train_data.load(data_dir).train, 1000, seed=0)
+    weights = []
+    for steps_per_execution in (1, 3):
+        config = TrainConfig(width=4, dense_units=8, steps_per_execution=steps_per_execution)
+        seed_everything(config.seed)
+        dataset = train_data.make_dataset(
+            split, batch_size=128, num_classes=NUM_CLASSES, training=True, augment=True
+        )
+        model = compile_model(config, steps_per_epoch=8)
+        model.fit(dataset, epochs=1, verbose=0, shuffle=False)
+        assert int(model.optimizer.iterations) == 8
+        weights.append(model.get_weights())
+    for one_step, three_steps in zip(*weights, strict=True):
+        np.testing.assert_allclose(one_step, three_steps, rtol=1e-5, atol=1e-6)
+
+
 def test_metrics_agree_with_scikit_learn_on_a_known_case() -> None:
     labels = np.array([0, 0, 1, 1, 2, 2, 2])
     predicted = np.array([0, 1, 1, 1, 2, 0, 2])
