@@ -162,8 +162,10 @@ def _model_and_dataset(
     steps_per_epoch = math.ceil(len(split) / config.batch_size)
     if strategy is None:
         return compile_model(config, steps_per_epoch, precision), dataset
+    # Keras' multi-step loop fails under tf.distribute strategies (TF 2.21: "You must feed a
+    # value for placeholder tensor 'while/cond/Placeholder'"), so they run a step per call.
     with strategy.scope():
-        model = compile_model(config, steps_per_epoch, precision)
+        model = compile_model(config.replace(steps_per_execution=1), steps_per_epoch, precision)
     if is_multi_worker(strategy):
         prepare_multi_worker_fit(model, strategy, dataset)
     return model, dataset
