@@ -2,7 +2,7 @@
 
 Fashion-MNIST's classes look the same mirrored (training flips images too), so the mean of
 the probabilities for an image and for its mirror image is a better answer than either:
-+0.15 to +0.38 pp test accuracy on seven models (the four default ones: 94.63% on average),
++0.05 to +0.38 pp test accuracy on eleven models (the four default ones: 94.76% on average),
 for twice the int8 TFLite latency and up to x1.81 of the SavedModel's (README, "Accuracy";
 benchmarks/bench_tta.py). That cost keeps it off by default. When it is on, every model of
 the bundle (SavedModel, both TFLite models) and the float reference outputs average the two,

@@ -90,7 +90,8 @@ class TrainConfig:
     augment: bool = True
     # How a shift resamples the image: "bilinear" (Keras' default) moves it by fractions of
     # a pixel, blurring it, while the test images are never blurred; "nearest" moves it
-    # by whole pixels (0, ±1 or ±2) and keeps it sharp.
+    # by whole pixels (0, ±1 or ±2) and keeps it sharp. "nearest" measured 94.57% test vs
+    # 94.385% over seeds 42-45 (every seed gained), int8 agreement 99.74% vs 99.79% (README).
     shift_interpolation: str = "nearest"
     random_erasing: float = 0.0
     # Weight EMA (Polyak averaging), 0 = off: validation, early stopping and the saved model
@@ -106,7 +107,7 @@ class TrainConfig:
     precision: str = "auto"
     epochs: int = 30
     # Training steps per call into the compiled graph: the same maths, minus Python's
-    # overhead between steps (x1.09 in images/s at 32 vs 1 on 2 cores; README, "Accuracy").
+    # overhead between steps (x1.07-1.09 in images/s at 32 vs 1 on 2 cores; README, "Accuracy").
     # tf.distribute strategies ignore it (one step per call: Keras' loop fails under them).
     steps_per_execution: int = 32
     # 64 measured 94.11% like 128 (seed 44, float32) and trained 4% slower (README).
