@@ -64,6 +64,35 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         return tf.cast(outputs, self.compute_dtype)
 
 
+class FastDropout(keras.layers.Dropout):
+    """Keras' dropout with a cheaper mask: each random 32-bit word decides two units.
+
+    Dropout took 12-17% of a bfloat16 training step on 2 cores, and drawing one random
+    number per unit is most of its own cost (README, "Accuracy"). A unit is dropped when
+    its 16-bit half of a word is below rate * 65536, so every unit still drops
+    independently with the configured rate (to 1/65536) in float32 and bfloat16 alike;
+    Keras' own draws a bfloat16 uniform under mixed precision, whose 128 levels turn a
+    rate of 0.05 into 0.0548. Like the fused batch norm, only training uses it: at
+    inference dropout does nothing either way.
+    """
+
+    def call(self, inputs, training=False):
+        if not training or not 0 < self.rate < 1 or self.noise_shape is not None:
+            return super().call(inputs, training=training)
+        # Keras' seed generator (one fresh seed per step); stateless ops take int32 seeds.
+        seed = tf.cast(tf.math.floormod(self.seed_generator.next(), tf.int32.max - 1), tf.int32)
+        shape = tf.shape(inputs)
+        units = tf.reduce_prod(shape)
+        words = tf.random.stateless_uniform(
+            [(units + 1) // 2], seed=seed, minval=None, maxval=None, dtype=tf.uint32
+        )
+        halves = tf.reshape(tf.bitcast(words, tf.uint16), [-1])[:units]
+        keep = tf.reshape(halves >= round(self.rate * 65536), shape)
+        # The scaled mask holds constants only: the gradient is the incoming one times it.
+        scale = tf.constant(1 / (1 - self.rate), inputs.dtype)
+        return inputs * tf.where(keep, scale, tf.zeros_like(scale))
+
+
 def build_model(
     config: TrainConfig,
     num_classes: int = NUM_CLASSES,
@@ -75,14 +104,16 @@ def build_model(
 
     `dtype` is a Keras dtype policy ("mixed_bfloat16" for training in bfloat16); the
     softmax stays float32 either way, so probabilities keep their precision.
-    `for_training` builds batch norm as FusedBatchNormalization (if the config's
-    `fused_batch_norm` says so); the model to save or export has Keras' own layers.
+    `for_training` builds batch norm as FusedBatchNormalization and dropout as FastDropout
+    (if the config's `fused_batch_norm` and `fast_dropout` say so); the model to save or
+    export has Keras' own layers.
     """
     batch_norm_layer = (
         FusedBatchNormalization
         if for_training and config.fused_batch_norm
         else keras.layers.BatchNormalization
     )
+    dropout_layer = FastDropout if for_training and config.fast_dropout else keras.layers.Dropout
     inputs = keras.Input(shape=IMAGE_SHAPE, name="image")
     x = inputs
     for block in range(config.depth):
@@ -97,7 +128,7 @@ def build_model(
             padding=config.pool_padding, name=f"{name}_pool", dtype=dtype
         )(x)
         if config.dropout:
-            x = keras.layers.Dropout(config.dropout, name=f"{name}_dropout", dtype=dtype)(x)
+            x = dropout_layer(config.dropout, name=f"{name}_dropout", dtype=dtype)(x)
     x = keras.layers.Flatten(name="flatten", dtype=dtype)(x)
     x = keras.layers.Dense(
         config.dense_units,
@@ -110,7 +141,7 @@ def build_model(
         x = batch_norm_layer(momentum=config.bn_momentum, name="dense_bn", dtype=dtype)(x)
     x = keras.layers.ReLU(config.relu_max or None, name="dense_relu", dtype=dtype)(x)
     if config.dropout:
-        x = keras.layers.Dropout(min(0.5, 2 * config.dropout), name="dense_dropout", dtype=dtype)(x)
+        x = dropout_layer(min(0.5, 2 * config.dropout), name="dense_dropout", dtype=dtype)(x)
     outputs = keras.layers.Dense(
         num_classes, activation="softmax", name="probabilities", dtype="float32"
     )(x)

@@ -58,18 +58,65 @@ def test_fused_batch_norm_trains_like_keras_batch_norm() -> None:
     np.testing.assert_allclose(fused_layer.moving_variance, keras_layer.moving_variance, rtol=1e-5)
 
 
-def test_only_training_models_use_the_fused_batch_norm() -> None:
+@pytest.mark.parametrize(
+    ("keras_layer", "ours", "field"),
+    [
+        ("BatchNormalization", "FusedBatchNormalization", "fused_batch_norm"),
+        ("Dropout", "FastDropout", "fast_dropout"),
+    ],
+)
+def test_only_training_models_use_our_layers(keras_layer: str, ours: str, field: str) -> None:
     import keras
 
-    from fmnist.train.model import FusedBatchNormalization, build_model
+    from fmnist.train import model as model_module
+
+    keras_class, our_class = getattr(keras.layers, keras_layer), getattr(model_module, ours)
 
     def kinds(model: keras.Model) -> set[type]:
-        return {type(x) for x in model.layers if isinstance(x, keras.layers.BatchNormalization)}
+        return {type(x) for x in model.layers if isinstance(x, keras_class)}
 
-    assert kinds(build_model(TrainConfig(), for_training=True)) == {FusedBatchNormalization}
-    assert kinds(build_model(TrainConfig())) == {keras.layers.BatchNormalization}
-    unfused = TrainConfig(fused_batch_norm=False)
-    assert kinds(build_model(unfused, for_training=True)) == {keras.layers.BatchNormalization}
+    build = model_module.build_model
+    assert kinds(build(TrainConfig(**{field: True}), for_training=True)) == {our_class}
+    assert kinds(build(TrainConfig(**{field: True}))) == {keras_class}
+    assert kinds(build(TrainConfig(**{field: False}), for_training=True)) == {keras_class}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("rate", [0.05, 0.3])
+def test_fast_dropout_drops_each_unit_independently_at_the_rate(dtype: str, rate: float) -> None:
+    """The dropped share is the rate (within 5 standard errors), a word's two halves drop
+    independently, kept units are scaled by 1/(1 - rate), and each step draws a new mask."""
+    import tensorflow as tf
+
+    from fmnist.train.model import FastDropout
+
+    layer = FastDropout(rate, seed=1, dtype=f"mixed_{dtype}" if dtype == "bfloat16" else dtype)
+    x = tf.ones([400, 50, 50], dtype)
+    first, second = (np.asarray(tf.cast(layer(x, training=True), tf.float32)) for _ in range(2))
+    dropped = first == 0
+    margin = 5 * np.sqrt(rate * (1 - rate) / dropped.size)
+    assert abs(dropped.mean() - rate) < margin
+    pairs = dropped.reshape(-1, 2)  # the two halves of each random word
+    assert abs(np.mean(pairs[:, 0] & pairs[:, 1]) - rate**2) < 5 * np.sqrt(rate**2 / pairs.size)
+    kept = np.unique(first[~dropped])
+    np.testing.assert_allclose(kept, [1 / (1 - rate)], rtol=1e-2)  # bfloat16 keeps 8 bits
+    assert (second == 0).mean() == pytest.approx(rate, abs=margin)
+    assert not np.array_equal(dropped, second == 0)
+
+
+def test_fast_dropout_passes_gradients_through_kept_units_only() -> None:
+    import tensorflow as tf
+
+    from fmnist.train.model import FastDropout
+
+    layer = FastDropout(0.5, seed=3)
+    x = tf.constant(np.random.default_rng(0).normal(size=(64, 32)), tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x, training=True)
+    gradient = np.asarray(tape.gradient(y, x))
+    np.testing.assert_allclose(gradient, np.where(np.asarray(y) == 0, 0.0, 2.0))
+    np.testing.assert_array_equal(layer(x, training=False), x)
 
 
 def test_residual_blocks_add_a_shortcut_projected_where_the_width_changes() -> None:
