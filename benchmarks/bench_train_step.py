@@ -4,8 +4,8 @@
 
 Each variant (the default config in float32 and bfloat16, each also with one step per
 call into the graph instead of 32, with Keras' own batch norm instead of the fused kernel
-and with FastDropout instead of Keras' own dropout, without dropout, with residual blocks,
-and wider, narrower or deeper in bfloat16) trains the same
+and with FastDropout instead of Keras' own dropout, without dropout or without it after
+the first block, with residual blocks, and wider, narrower or deeper in bfloat16) trains the same
 `steps` batches of real augmented images per round; rounds interleave the variants, so a
 machine that speeds up or slows down affects all of them alike. Prints images/s at each
 variant's median step time (steps, not rounds: see _StepTimer) and its ratio to the first
@@ -47,6 +47,7 @@ VARIANTS: dict[str, tuple[dict, str]] = {
     "float32, FastDropout": ({"fast_dropout": True}, "float32"),
     "bfloat16, FastDropout": ({"fast_dropout": True}, "bfloat16"),
     "bfloat16, no dropout": ({"dropout": 0.0}, "bfloat16"),
+    "bfloat16, no block-1 dropout": ({"first_block_dropout": False}, "bfloat16"),
     "bfloat16 + residual": ({"residual": True}, "bfloat16"),
     # The third max-pool before `pool_padding = "same"`: a 3x3 map instead of 4x4.
     "bfloat16, valid pooling": ({"pool_padding": "valid"}, "bfloat16"),

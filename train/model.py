@@ -127,7 +127,7 @@ def build_model(
         x = keras.layers.MaxPooling2D(
             padding=config.pool_padding, name=f"{name}_pool", dtype=dtype
         )(x)
-        if config.dropout:
+        if config.dropout and (block > 0 or config.first_block_dropout):
             x = dropout_layer(config.dropout, name=f"{name}_dropout", dtype=dtype)(x)
     x = keras.layers.Flatten(name="flatten", dtype=dtype)(x)
     x = keras.layers.Dense(

@@ -133,6 +133,17 @@ def test_residual_blocks_add_a_shortcut_projected_where_the_width_changes() -> N
     assert model.count_params() == plain.count_params() + extra
 
 
+@pytest.mark.parametrize(("first_block_dropout", "blocks"), [(True, [1, 2, 3]), (False, [2, 3])])
+def test_first_block_dropout_decides_whether_block_1_drops_units(
+    first_block_dropout: bool, blocks: list[int]
+) -> None:
+    from fmnist.train.model import build_model
+
+    model = build_model(TrainConfig(first_block_dropout=first_block_dropout))
+    dropouts = [layer.name for layer in model.layers if layer.name.endswith("_dropout")]
+    assert dropouts == [f"block{b}_dropout" for b in blocks] + ["dense_dropout"]
+
+
 @pytest.mark.parametrize(("padding", "side"), [("same", 4), ("valid", 3)])
 def test_pool_padding_decides_whether_the_7x7_map_keeps_its_last_row(
     padding: str, side: int
