@@ -2,22 +2,27 @@
 the int8 model's disagreement with the float model comes from.
 
     python benchmarks/bench_calibration.py --run runs/bench/train/run [--sizes 100 500 2000]
-        [--seeds 42 43 44] [--export-only]
+        [--seeds 42 43 44] [--export-only] [--compare-bias-correction] [--per-layer]
 
 Converts the run's model to full-integer int8 the way `fmnist export` does (stratified, so
 class-balanced, images from the training part of the run's own split, plus an all-0 and an
 all-255 image), once per calibration size and weight granularity (both with export's
-equalization of ReLU output ranges, export/equalize.py), runs each with the edge runner on
+equalization of ReLU output ranges, export/equalize.py, and its bias correction,
+export/bias_correction.py), runs each with the edge runner on
 the 10,000 test images and compares it with the float model: top-1 agreement, accuracy
 drop, the worst class's recall change, and how many images' two best scores tie (argmax
 then takes the lower class index) with the agreement if such a tie counted as agreeing.
 Then, at the first calibration size: export's int8 on the other calibration samples
 (`--seeds`; which images calibrate moves agreement by ~0.1 pp), the same at other
-equalization strengths (alpha 0 = none) with a mean and range per strength, and two
+equalization strengths (alpha 0 = none) with a mean and range per strength, the same
+without bias correction (`--compare-bias-correction` adds only these rows to --export-only), and two
 quantizations export does not ship (first seed): int8 weights with float activations
 ("dynamic-range") and int16 activations ("16x8"), which split the int8 model's
-disagreement into its weights' and its activations' share. Latency is the median of 10
-single-thread runs of a 64-image batch. Prints a table and writes
+disagreement into its weights' and its activations' share. `--per-layer` instead asks
+which layer's int8 costs the agreement: export's conversion (first size and seed, float
+input and output) with each weighted layer (and the softmax) kept in float in turn, and
+with only that one in int8 (TFLite's QuantizationDebugger, denylisted nodes). Latency
+is the median of 10 single-thread runs of a 64-image batch. Prints a table and writes
 OUT/bench_calibration.json.
 """
 
@@ -38,6 +43,35 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 LATENCY_BATCH, LATENCY_RUNS = 64, 10
 VARIANTS = ("dynamic-range", "16x8")  # not shipped: where int8 disagreement comes from
 OTHER_ALPHAS = (0.0, 0.75, 1.0)  # equalization strengths beside export's default
+UNCORRECTED = "per-channel, no bias correction"  # export's conversion before bias correction
+LAYER_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "SOFTMAX")  # --per-layer
+
+
+def per_layer_models(converter) -> list[tuple[str, bytes]]:
+    """The converter's int8 model, then each LAYER_OPS op kept in float and alone in int8."""
+    import tensorflow as tf
+
+    debugging = tf.lite.experimental
+    debugger = debugging.QuantizationDebugger(
+        converter=converter, debug_dataset=converter.representative_dataset
+    )
+    interpreter = tf.lite.Interpreter(model_content=debugger.calibrated_model)
+    tensors = interpreter.get_tensor_details()
+    layers = []  # (a readable label, the op's output tensor: how the debugger names nodes)
+    for op in interpreter._get_ops_details():
+        if op["op_name"] in LAYER_OPS:
+            node = tensors[op["outputs"][0]]["name"]  # e.g. "model/block1_relu1_1/Relu;..."
+            layers.append((f"{op['op_name']} {'/'.join(node.split(';')[0].split('/')[-2:])}", node))
+
+    def quantized(denylisted: list[str]) -> bytes:
+        debugger.options = debugging.QuantizationDebugOptions(denylisted_nodes=denylisted)
+        return debugger.get_nondebug_quantized_model()
+
+    models = [("all int8 (float input and output)", quantized([]))]
+    for label, node in layers:
+        models.append((f"{label} in float", quantized([node])))
+        models.append((f"only {label} in int8", quantized([n for _, n in layers if n != node])))
+    return models
 
 
 def measure(content: bytes, reference: np.ndarray, data) -> dict:
@@ -93,10 +127,22 @@ def main() -> None:
         help="only export's conversion, once per calibration seed at the first size "
         "(3 conversions instead of 15 with three seeds: a few minutes per model)",
     )
+    parser.add_argument(
+        "--compare-bias-correction",
+        action="store_true",
+        help="with --export-only: also convert without bias correction, per calibration seed",
+    )
+    parser.add_argument(
+        "--per-layer",
+        action="store_true",
+        help="only the per-layer rows: which layer's int8 costs agreement (first size and "
+        "seed; with --compare-bias-correction also without bias correction)",
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/bench/calibration"))
     args = parser.parse_args()
 
     from fmnist.export import tflite
+    from fmnist.export.config import Int8Options
     from fmnist.train import data as train_data
     from fmnist.train.evaluate import load_run_model, predict_probabilities
     from fmnist.train.train import CONFIG_FILE
@@ -112,23 +158,40 @@ def main() -> None:
     model = load_run_model(args.run)
     reference = predict_probabilities(model, data.test.images)
     first, size = args.seeds[0], args.sizes[0]
-    if args.export_only:
+    converted: dict[str, bytes] = {}
+    if args.per_layer:
+        calibration = train_data.subset(data.train, size, seed=first).images
+        for corrected in (True, False) if args.compare_bias_correction else (True,):
+            options = Int8Options(bias_correction=corrected)  # float input and output
+            converter = tflite._int8_converter(model, calibration, options)
+            suffix = "" if corrected else ", no bias correction"
+            converted |= {f"{n}{suffix}": c for n, c in per_layer_models(converter)}
+        plan = [(name, size, first) for name in converted]
+    elif args.export_only:
         plan = [("per-channel", size, seed) for seed in args.seeds]
+        if args.compare_bias_correction:
+            plan += [(UNCORRECTED, size, seed) for seed in args.seeds]
     else:
         plan = [(w, n, first) for w in ("per-channel", "per-tensor") for n in args.sizes]
         plan += [("per-channel", size, seed) for seed in args.seeds[1:]]
         plan += [
             (f"per-channel, alpha {a:g}", size, seed) for a in OTHER_ALPHAS for seed in args.seeds
         ]
+        plan += [(UNCORRECTED, size, seed) for seed in args.seeds]
         plan += [(variant, size, first) for variant in VARIANTS]
 
     def convert(name: str, calibration: np.ndarray) -> bytes:
+        if name in converted:
+            return converted[name]
         if name in VARIANTS:
             return tflite.convert_variant(model, calibration, name)
+        if name == UNCORRECTED:
+            return tflite.convert_int8(model, calibration, Int8Options(bias_correction=False))
         if name.startswith("per-channel, alpha "):
             alpha = float(name.rsplit(" ", 1)[1])
-            return tflite.convert_int8(model, calibration, equalize_alpha=alpha)
-        return tflite.convert_int8(model, calibration, per_channel=name == "per-channel")
+            return tflite.convert_int8(model, calibration, Int8Options(equalize_alpha=alpha))
+        per_channel = name == "per-channel"
+        return tflite.convert_int8(model, calibration, Int8Options(per_channel=per_channel))
 
     rows = []
     print(
@@ -148,9 +211,14 @@ def main() -> None:
             f"| {row['agreement_counting_ties'] * 100:.2f}% | {row['batch64_ms']:.1f} |",
             flush=True,
         )
-    if len(args.seeds) > 1:  # export's strength (the per-channel rows) and the others
-        alphas = () if args.export_only else OTHER_ALPHAS
-        for name in ["per-channel", *(f"per-channel, alpha {a:g}" for a in alphas)]:
+    # Means over the calibration samples: export's strength (the per-channel rows) and others.
+    if len(args.seeds) > 1 and not args.per_layer:
+        names = ["per-channel"]
+        if not args.export_only:
+            names += [f"per-channel, alpha {a:g}" for a in OTHER_ALPHAS]
+        if not args.export_only or args.compare_bias_correction:
+            names.append(UNCORRECTED)
+        for name in names:
             found = [
                 r["agreement"] * 100
                 for r in rows

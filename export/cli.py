@@ -37,6 +37,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         f"(max/channel max)**A before calibration, 0 = off ({DEFAULT_EQUALIZE_ALPHA})",
     )
     arg(
+        "--no-bias-correction",
+        dest="bias_correction",
+        action="store_false",
+        help="int8: keep the biases as trained instead of subtracting the mean shift that "
+        "rounding the weights to int8 causes on the calibration images",
+    )
+    arg(
         "--flip-average",
         action="store_true",
         help="test-time augmentation: every model of the bundle averages the probabilities "
@@ -70,6 +77,7 @@ def _export(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         calibration_size=args.calibration_size,
         equalize_alpha=args.equalize_alpha,
+        bias_correction=args.bias_correction,
         flip_average=args.flip_average,
         tolerance=Tolerance().with_args(args),
         num_versions=args.num_versions,

@@ -113,12 +113,7 @@ def export_run(
         calibration = train_data.subset(data.train, config.calibration_size, config.seed).images
         contents = {
             "float32": tflite.convert_float32(served),
-            "int8": tflite.convert_int8(
-                model,
-                calibration,
-                equalize_alpha=config.equalize_alpha,
-                flip_average=config.flip_average,
-            ),
+            "int8": tflite.convert_int8(model, calibration, config.int8),
         }
         timings["convert_s"] = time.perf_counter() - clock
         clock = time.perf_counter()
@@ -137,8 +132,7 @@ def export_run(
                 calibration,
                 data.test.images[:200],
                 run_dir / DEBUG_DIR,
-                equalize_alpha=config.equalize_alpha,
-                flip_average=config.flip_average,
+                config.int8,
             )
             progress(f"per-layer quantization report: {report}")
         if failed:
@@ -161,6 +155,7 @@ def export_run(
                     "split": "train",
                     "num_images": len(calibration) + 2,
                     "equalize_alpha": config.equalize_alpha,
+                    "bias_correction": config.bias_correction,
                 }
             },
         )

@@ -4,7 +4,8 @@ The int8 model takes uint8 pixels [N, 28, 28] (the SavedModel's `images` input, 
 same requests and warm-up records serve both) and returns int8 scores. Calibration data
 always includes an all-black and an all-white image, which pins the input scale to exactly
 1/255 with zero point 0: raw pixels can be fed as they are; the ReLU outputs' channel
-ranges are first evened out in an equivalent float model (export/equalize.py).
+ranges are first evened out in an equivalent float model (export/equalize.py), then the
+biases absorb the mean shift int8 weight rounding causes (export/bias_correction.py).
 Full-integer builtins (no float fallback) keep the model loadable by tflite-runtime 2.14
 as well as ai-edge-litert.
 The int8 model also carries TF Serving's SignatureDef metadata (`tflite_serving`).
@@ -25,7 +26,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from fmnist.export.config import DEFAULT_EQUALIZE_ALPHA
+from fmnist.export.bias_correction import correct_rounding_bias
+from fmnist.export.config import Int8Options
 from fmnist.export.equalize import equalize_activations
 from fmnist.export.flip_average import flip_averaged
 from fmnist.export.tflite_serving import with_serving_signature
@@ -71,37 +73,35 @@ def convert_float32(model: keras.Model) -> bytes:
 
 
 def _int8_converter(
-    model: keras.Model, calibration: np.ndarray, equalize_alpha: float, flip_average: bool = False
+    model: keras.Model, calibration: np.ndarray, options: Int8Options
 ) -> tf.lite.TFLiteConverter:
     images = representative_images(calibration)
-    model = equalize_activations(model, images, equalize_alpha)  # needs the plain chain
-    if flip_average:
+    model = equalize_activations(model, images, options.equalize_alpha)  # needs a plain chain
+    if options.bias_correction:  # after equalization: it corrects what the converter rounds
+        model = correct_rounding_bias(model, images, per_channel=options.per_channel)
+    if options.flip_average:
         model = flip_averaged(model)
     converter = tf.lite.TFLiteConverter.from_keras_model(_images_input(model))
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = _dataset(images)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    # The converter's only switch for per-tensor weights is private.
+    converter._experimental_disable_per_channel = not options.per_channel
     return converter
 
 
 def convert_int8(
-    model: keras.Model,
-    calibration: np.ndarray,
-    *,
-    per_channel: bool = True,
-    equalize_alpha: float = DEFAULT_EQUALIZE_ALPHA,
-    flip_average: bool = False,
+    model: keras.Model, calibration: np.ndarray, options: Int8Options | None = None
 ) -> bytes:
     """Full-integer int8: int8 weights and activations, uint8 input, int8 output.
 
-    Convolution weights get one scale per output channel; `per_channel=False` (one scale
-    per tensor) is there for benchmarks/bench_calibration.py, which measures the difference.
-    The ReLU outputs are first equalized across channels (`export/equalize.py`; 0 = off),
-    then `flip_average` wraps the model in test-time flip averaging (export/flip_average.py).
+    With export's `options` (the defaults): weights get one scale per output channel (one
+    per tensor is there for benchmarks/bench_calibration.py, which measures the
+    difference), the ReLU outputs are first equalized across channels (export/equalize.py),
+    the biases corrected for weight rounding (export/bias_correction.py), and
+    `flip_average` wraps the model in test-time flip averaging (export/flip_average.py).
     """
-    converter = _int8_converter(model, calibration, equalize_alpha, flip_average)
-    # The converter's only switch for per-tensor weights is private.
-    converter._experimental_disable_per_channel = not per_channel
+    converter = _int8_converter(model, calibration, options or Int8Options())
     converter.inference_input_type = tf.uint8
     converter.inference_output_type = tf.int8
     with warnings.catch_warnings():  # the uint8 input's range is known: [0, 255] -> [0, 1]
@@ -113,12 +113,14 @@ def convert_variant(model: keras.Model, calibration: np.ndarray, variant: str) -
     """Quantizations export does not ship, for benchmarks/bench_calibration.py to show where
     int8 disagreement comes from: "dynamic-range" (int8 weights, float activations) and
     "16x8" (int16 activations, int8 weights; TFLite runs it on reference kernels, no XNNPACK).
-    Both keep float input and output."""
+    Both keep float input and output and the model's own weights (no equalization or bias
+    correction)."""
     if variant == "dynamic-range":
         converter = tf.lite.TFLiteConverter.from_keras_model(_images_input(model))
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     elif variant == "16x8":
-        converter = _int8_converter(model, calibration, equalize_alpha=0.0)
+        as_trained = Int8Options(equalize_alpha=0.0, bias_correction=False)
+        converter = _int8_converter(model, calibration, as_trained)
         converter.target_spec.supported_ops = [
             tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
         ]
@@ -151,8 +153,7 @@ def write_quantization_report(
     calibration: np.ndarray,
     debug_images: np.ndarray,
     out_dir: Path,
-    equalize_alpha: float = DEFAULT_EQUALIZE_ALPHA,
-    flip_average: bool = False,
+    options: Int8Options | None = None,
 ) -> Path:
     """Per-layer quantization error (TFLite's QuantizationDebugger) as CSV plus a summary.
 
@@ -161,7 +162,7 @@ def write_quantization_report(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     debugger = tf.lite.experimental.QuantizationDebugger(
-        converter=_int8_converter(model, calibration, equalize_alpha, flip_average),
+        converter=_int8_converter(model, calibration, options or Int8Options()),
         debug_dataset=_dataset(debug_images),
     )
     debugger.run()

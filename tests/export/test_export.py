@@ -81,11 +81,13 @@ def test_saved_model_equals_keras_on_the_test_set(
 def flip_average_bundle(
     tiny_run: Path, data_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
-    """`tiny_run` exported with `fmnist export --flip-average` (test-time flip averaging)."""
+    """`tiny_run` exported with `fmnist export --flip-average` (test-time flip averaging);
+    also with `--no-bias-correction`, so one export checks that option too."""
     base = tmp_path_factory.mktemp("flip") / "models"
     argv = ["export", str(tiny_run), "--base-path", str(base), "--data-dir", str(data_dir)]
     loose = ["--min-agreement", "0.98", "--max-class-recall-drop", str(TINY_CLASS_DROP)]
-    assert main([*argv, "--flip-average", "--calibration-size", "200", *loose]) == 0
+    options = ["--flip-average", "--no-bias-correction", "--calibration-size", "200"]
+    assert main([*argv, *options, *loose]) == 0
     return base / "fashion_mnist" / "1"
 
 
@@ -103,6 +105,10 @@ def test_flip_average_reference_is_the_mean_over_image_and_mirror(
     np.testing.assert_allclose(manifest.load_reference(), expected, atol=1e-6, rtol=0)
     accuracy = (expected.argmax(1) == test.labels).mean()
     assert manifest.float_metrics["accuracy"] == pytest.approx(accuracy)
+
+
+def test_no_bias_correction_is_recorded_in_the_manifest(flip_average_bundle: Path) -> None:
+    assert load_manifest(flip_average_bundle).data["calibration"]["bias_correction"] is False
 
 
 # int8: the two branches' activations are calibrated apart (on images and on mirror images),
@@ -147,6 +153,7 @@ def test_int8_model_is_full_integer_with_recorded_quantization(exported_bundle: 
     ]
     assert not float_tensors, f"float tensors in the int8 model: {float_tensors}"
     assert manifest.data["calibration"]["equalize_alpha"] == 0.5  # export's default
+    assert manifest.data["calibration"]["bias_correction"] is True  # export's default
     # ~1/4 of float32 plus a fixed overhead that weighs more in this tiny model; the 30%
     # target on the default model is measured by benchmarks/bench_export.py.
     assert manifest.tflite("int8").bytes <= 0.35 * manifest.tflite("float32").bytes

@@ -160,12 +160,13 @@ def test_relu_max_bounds_the_ranges_int8_activations_cover() -> None:
     calibrated ranges stop at relu_max, and go past it without one."""
     from fmnist.edge.runtime import select_runtime
     from fmnist.export import tflite
+    from fmnist.export.config import Int8Options
     from fmnist.train.model import build_model
 
     images = np.random.default_rng(0).integers(0, 256, (20, 28, 28), dtype=np.uint8)
 
     def largest_activation_bound(config: TrainConfig) -> float:
-        content = tflite.convert_int8(build_model(config), images, equalize_alpha=0.0)
+        content = tflite.convert_int8(build_model(config), images, Int8Options(equalize_alpha=0.0))
         interpreter = select_runtime().interpreter_class(model_content=content)
         bounds = [
             (127 - q["zero_points"][0]) * q["scales"][0]
