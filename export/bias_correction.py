@@ -18,6 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from fmnist.export.equalize import is_channel_batch_norm
 from fmnist.train.model import preprocess
 
 _INT8_MAX = 127  # TFLite's symmetric int8 weights: scale = max |w| / 127 per output channel
@@ -38,19 +39,17 @@ def correct_rounding_bias(
     layers = [(copy.get_layer(name), bn and copy.get_layer(bn)) for name, bn in targets]
     means = _input_means([layer for layer, _ in layers], copy, images)
     for (layer, norm), mean in zip(layers, means, strict=True):
-        kernel = layer.get_weights()[0].astype(np.float64)
+        kernel, *bias = layer.get_weights()
         scale = np.ones(kernel.shape[-1])
         if norm is not None:
-            gamma, _, _, variance = norm.get_weights()
+            gamma, beta, moving_mean, variance = norm.get_weights()
             scale = gamma.astype(np.float64) / np.sqrt(variance.astype(np.float64) + norm.epsilon)
-        error = rounding_error(kernel * scale, per_channel)
+        error = rounding_error(kernel.astype(np.float64) * scale, per_channel)
         shift = mean @ error.reshape(-1, kernel.shape[-1])
         if norm is not None:
-            gamma, beta, *stats = norm.get_weights()
-            norm.set_weights([gamma, (beta - shift).astype(np.float32), *stats])
+            norm.set_weights([gamma, (beta - shift).astype(np.float32), moving_mean, variance])
         else:
-            kernel32, bias = layer.get_weights()
-            layer.set_weights([kernel32, (bias - shift).astype(np.float32)])
+            layer.set_weights([kernel, (bias[0] - shift).astype(np.float32)])
     return copy
 
 
@@ -80,16 +79,11 @@ def _correctable(model: keras.Model) -> list[tuple[str, str | None]]:
         consumers = _consumers(model, layer)
         norm = consumers[0] if len(consumers) == 1 else None
         linear = layer.activation in (None, keras.activations.linear)
-        if isinstance(norm, keras.layers.BatchNormalization) and linear and _folds(norm):
+        if norm is not None and linear and is_channel_batch_norm(norm):
             found.append((layer.name, norm.name))
         elif layer.use_bias:
             found.append((layer.name, None))
     return found
-
-
-def _folds(norm: keras.layers.BatchNormalization) -> bool:
-    """A batch norm over the channels with both gamma and beta: the kind this module folds."""
-    return norm.scale and norm.center and norm.axis in (-1, len(norm.input.shape) - 1)
 
 
 def _consumers(model: keras.Model, layer: keras.layers.Layer) -> list[keras.layers.Layer]:

@@ -82,9 +82,19 @@ def _relu_pairs(model: keras.Model) -> list[tuple[str, str, str]]:
     return pairs
 
 
+def is_channel_batch_norm(layer: keras.layers.Layer) -> bool:
+    """A batch norm over the last (channel) axis with both gamma and beta."""
+    return (
+        isinstance(layer, keras.layers.BatchNormalization)
+        and layer.scale
+        and layer.center
+        and layer.axis in (-1, len(layer.input.shape) - 1)
+    )
+
+
 def _is_scalable_producer(layer: keras.layers.Layer) -> bool:
     if isinstance(layer, keras.layers.BatchNormalization):
-        return layer.scale and layer.center and layer.axis in (-1, len(layer.input.shape) - 1)
+        return is_channel_batch_norm(layer)
     if isinstance(layer, keras.layers.Conv2D | keras.layers.Dense):
         return layer.activation in (None, keras.activations.linear)
     return False
