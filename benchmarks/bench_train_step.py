@@ -3,9 +3,8 @@
     python benchmarks/bench_train_step.py [--steps 64] [--rounds 5] [--data-dir D]
 
 Each variant (the default config in float32 and bfloat16, each also with one step per
-call into the graph instead of 32, with Keras' own batch norm instead of the fused kernel
-and with FastDropout instead of Keras' own dropout, without dropout or without it after
-the first block, with residual blocks, and wider, narrower or deeper in bfloat16) trains the same
+call into the graph instead of 32 and with Keras' own batch norm instead of the fused
+kernel, without dropout, and wider, narrower or deeper in bfloat16) trains the same
 `steps` batches of real augmented images per round; rounds interleave the variants, so a
 machine that speeds up or slows down affects all of them alike. Prints images/s at each
 variant's median step time (steps, not rounds: see _StepTimer) and its ratio to the first
@@ -43,17 +42,8 @@ VARIANTS: dict[str, tuple[dict, str]] = {
     # Keras' own batch norm in training, before the fused kernel (train/model.py).
     "float32, Keras batch norm": ({"fused_batch_norm": False}, "float32"),
     "bfloat16, Keras batch norm": ({"fused_batch_norm": False}, "bfloat16"),
-    # FastDropout (train/model.py) instead of Keras' own dropout in training, and none.
-    "float32, FastDropout": ({"fast_dropout": True}, "float32"),
-    "bfloat16, FastDropout": ({"fast_dropout": True}, "bfloat16"),
     "bfloat16, no dropout": ({"dropout": 0.0}, "bfloat16"),
-    "bfloat16, no block-1 dropout": ({"first_block_dropout": False}, "bfloat16"),
-    "bfloat16 + residual": ({"residual": True}, "bfloat16"),
-    # The third max-pool before `pool_padding = "same"`: a 3x3 map instead of 4x4.
-    "bfloat16, valid pooling": ({"pool_padding": "valid"}, "bfloat16"),
-    "float32, valid pooling": ({"pool_padding": "valid"}, "float32"),
-    # Width/depth trade-offs (issue 14): their cost per step sets the epochs a fixed
-    # training budget allows.
+    # Width and depth: their cost per step sets the epochs a fixed training budget allows.
     "bfloat16, width 24": ({"width": 24}, "bfloat16"),
     "bfloat16, width 48": ({"width": 48}, "bfloat16"),
     "bfloat16, 2 convs in block 1": ({"first_block_convs": 2}, "bfloat16"),

@@ -83,13 +83,6 @@ def split_train_validation(split: Split, val_fraction: float, seed: int) -> tupl
     )
 
 
-def concat(*splits: Split) -> Split:
-    """One split holding all the images of `splits` (the refit on training + validation)."""
-    return Split(
-        np.concatenate([s.images for s in splits]), np.concatenate([s.labels for s in splits])
-    )
-
-
 def subset(split: Split, size: int, seed: int) -> Split:
     """A stratified subset of `size` images (quick runs and tuning trials)."""
     if size >= len(split):
@@ -110,16 +103,14 @@ def make_dataset(
     num_classes: int,
     training: bool,
     augment: bool = False,
-    shift_interpolation: str = "nearest",
     random_erasing: float = 0.0,
     seed: int = 42,
 ):
     """A tf.data pipeline of (float image [B,28,28,1] in [0,1], one-hot label) batches.
 
-    Augmentation (random shifts of up to 2 px, resampled with `shift_interpolation`,
-    horizontal flips and, with probability
-    `random_erasing`, one black rectangle) runs on training batches only; the validation
-    and test pipelines see the images unchanged.
+    Augmentation (random shifts by whole pixels, up to 2, horizontal flips and, with
+    probability `random_erasing`, one black rectangle) runs on training batches only; the
+    validation and test pipelines see the images unchanged.
     """
     import keras
     import tensorflow as tf
@@ -140,7 +131,7 @@ def make_dataset(
                 2 / 28,
                 2 / 28,
                 fill_mode="constant",
-                interpolation=shift_interpolation,
+                interpolation="nearest",  # whole pixels: as sharp as the test images
                 fill_value=0.0,
                 seed=seed,
             ),

@@ -6,7 +6,6 @@
     RUN/config.json      the effective TrainConfig
     RUN/run.json         data, split, timing and parameter facts about the run
     RUN/history.csv      per-epoch loss/accuracy (train and validation) and learning rate
-    RUN/refit_history.csv  the same for the refit on all training images (`refit` only)
     RUN/tensorboard/     TensorBoard logs
 """
 
@@ -36,7 +35,6 @@ MODEL_FILE = "model.keras"
 CONFIG_FILE = "config.json"
 RUN_FILE = "run.json"
 HISTORY_FILE = "history.csv"
-REFIT_HISTORY_FILE = "refit_history.csv"
 
 
 @dataclass
@@ -155,7 +153,6 @@ def _model_and_dataset(
         num_classes=NUM_CLASSES,
         training=True,
         augment=config.augment,
-        shift_interpolation=config.shift_interpolation,
         random_erasing=config.random_erasing,
         seed=config.seed,
     )
@@ -242,19 +239,6 @@ def train(
     best_epoch = int(np.argmin(hist["val_loss"])) + 1
     images_seen = epochs_run * len(train_split)
 
-    refit = None
-    if config.refit:
-        all_images = train_data.concat(train_split, data.validation)
-        start = time.perf_counter()
-        model = _refit(config, all_images, best_epoch, precision, strategy, run_dir, verbose)
-        refit = {
-            "epochs": best_epoch,
-            "images": len(all_images),
-            "wall_time_s": time.perf_counter() - start,
-        }
-        wall_time += refit["wall_time_s"]
-        images_seen += best_epoch * len(all_images)
-
     model = as_saved_model(model, config)
     model.save(run_dir / MODEL_FILE)
     (run_dir / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
@@ -277,7 +261,6 @@ def train(
         "best_epoch": best_epoch,
         "best_val_loss": hist["val_loss"][best_epoch - 1],
         "best_val_accuracy": hist["val_accuracy"][best_epoch - 1],
-        "refit": refit,
         "wall_time_s": wall_time,
         "images_per_s": images_seen / wall_time,
         "strategy": type(strategy).__name__ if strategy else None,
@@ -293,33 +276,3 @@ def train(
         wall_time_s=wall_time,
         images_per_s=run_info["images_per_s"],
     )
-
-
-def _refit(
-    config: TrainConfig,
-    split: train_data.Split,
-    epochs: int,
-    precision: str,
-    strategy: tf.distribute.Strategy | None,
-    run_dir: Path,
-    verbose: int | str,
-) -> keras.Model:
-    """A fresh model trained on `split` (training + validation images) for `epochs`, the
-    count validation chose, with the learning-rate schedule fitted to that many epochs.
-    Nothing is held out any more, so there is no early stopping."""
-    seed_everything(config.seed)
-    config = config.replace(epochs=epochs)
-    model, dataset = _model_and_dataset(config, split, precision, strategy)
-    model.fit(
-        dataset,
-        epochs=epochs,
-        callbacks=[
-            _LearningRateLogger(),
-            keras.callbacks.CSVLogger(str(run_dir / REFIT_HISTORY_FILE)),
-        ],
-        verbose=verbose,
-        shuffle=False,
-    )
-    if config.ema_momentum:
-        model.optimizer.finalize_variable_values(model.trainable_variables)
-    return model

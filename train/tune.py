@@ -85,7 +85,6 @@ def tune(
             warmup_epochs=min(base.warmup_epochs, settings.epochs - 1),
             train_subset=settings.train_subset,
             ema_momentum=0.0,  # a short trial has too few steps for the weight average
-            refit=False,  # trials are scored on validation; best_config keeps the user's choice
         )
         start = time.perf_counter()
         result = train(

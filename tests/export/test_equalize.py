@@ -55,15 +55,13 @@ def test_each_channel_range_moves_toward_the_largest_by_alpha(
         np.testing.assert_allclose(new[live], expected, rtol=1e-4)
 
 
-@pytest.mark.parametrize(
-    "config", [TrainConfig(residual=True, **SMALL), TrainConfig(relu_max=6.0, **SMALL)]
-)
+@pytest.mark.parametrize("model", ["residual_model", "bounded_relu_model"])
 def test_models_it_cannot_rescale_exactly_are_returned_as_they_are(
-    config: TrainConfig, images: np.ndarray
+    model: str, images: np.ndarray, request: pytest.FixtureRequest
 ) -> None:
     # A residual Add mixes two paths' channels; a bounded ReLU does not commute with scaling.
-    model = build_model(config)
-    assert equalize_activations(model, images, alpha=0.75) is model
+    built = request.getfixturevalue(model)
+    assert equalize_activations(built, images, alpha=0.75) is built
 
 
 def test_alpha_zero_changes_nothing(images: np.ndarray) -> None:

@@ -173,13 +173,9 @@ def test_both_tflite_models_run_in_litert_and_agree_with_the_reference(
 
 
 def test_residual_model_converts_to_full_integer_int8_that_litert_runs(
-    data_dir: Path, tmp_path: Path
+    data_dir: Path, tmp_path: Path, residual_model: keras.Model
 ) -> None:
-    from fmnist.train.config import TrainConfig
-    from fmnist.train.model import build_model
-
-    keras.utils.set_random_seed(0)
-    model = build_model(TrainConfig(width=8, residual=True))
+    model = residual_model
     images = dataset.load_test(data_dir).images[:256]
     path = tmp_path / "model_int8.tflite"
     path.write_bytes(tflite.convert_int8(model, images[:32]))

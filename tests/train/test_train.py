@@ -172,34 +172,6 @@ def test_bfloat16_training_saves_a_float32_model_with_the_trained_weights(
     assert accuracy == pytest.approx(result.history["val_accuracy"][-1], abs=0.01)
 
 
-def test_refit_saves_a_model_trained_on_all_images_for_the_chosen_epochs(
-    data_dir: Path, tmp_path: Path
-) -> None:
-    import keras
-
-    from fmnist.train import data as train_data
-    from fmnist.train.config import TrainConfig
-    from fmnist.train.train import train
-
-    config = TrainConfig(width=4, dense_units=8, epochs=2, train_subset=1000, warmup_epochs=0)
-    data = train_data.load(data_dir)
-    monitored = train(config, data, tmp_path / "monitored", verbose=0)
-    refitted = train(config.replace(refit=True), data, tmp_path / "refit", verbose=0)
-    run = json.loads((tmp_path / "refit" / "run.json").read_text())
-    assert run["best_epoch"] == monitored.best_epoch
-    assert (run["refit"]["epochs"], run["refit"]["images"]) == (monitored.best_epoch, 7000)
-    rows = (tmp_path / "refit" / "refit_history.csv").read_text().splitlines()[1:]
-    assert len(rows) == monitored.best_epoch
-    saved = keras.models.load_model(tmp_path / "refit" / "model.keras").get_weights()
-    for a, b in zip(saved, refitted.model.get_weights(), strict=True):
-        np.testing.assert_array_equal(a, b)
-    # Same seed, so the monitored phase equals the plain run: a different saved model is
-    # the refit one.
-    assert any(
-        not np.array_equal(a, b) for a, b in zip(saved, monitored.model.get_weights(), strict=True)
-    )
-
-
 def test_one_cycle_rises_for_30_percent_of_the_steps_then_falls_to_almost_zero() -> None:
     from fmnist.train.config import TrainConfig
     from fmnist.train.train import make_optimizer
