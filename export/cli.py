@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="test-time augmentation: every model of the bundle averages the probabilities "
         "of the image and its mirror image (two model runs per image: more accurate, up to "
-        "~2x the latency; see the README)",
+        "~2x the latency; see docs/accuracy.md)",
     )
     add_tolerance_args(parser, defaults=Tolerance())
     arg("--num-versions", type=int, default=2, help="models.config: serve the latest N (2)")
@@ -67,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from fmnist.export.config import ExportConfig
+    from fmnist.export.config import ExportConfig, Int8Options
 
     config = ExportConfig(
         base_path=args.base_path,
@@ -76,9 +76,11 @@ def _export(args: argparse.Namespace) -> int:
         label=args.label,
         data_dir=args.data_dir,
         calibration_size=args.calibration_size,
-        equalize_alpha=args.equalize_alpha,
-        bias_correction=args.bias_correction,
-        flip_average=args.flip_average,
+        int8=Int8Options(
+            equalize_alpha=args.equalize_alpha,
+            bias_correction=args.bias_correction,
+            flip_average=args.flip_average,
+        ),
         tolerance=Tolerance().with_args(args),
         num_versions=args.num_versions,
         serving_base_path=args.serving_base_path,

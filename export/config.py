@@ -10,9 +10,7 @@ from fmnist.errors import UserError
 from fmnist.parity import Tolerance
 
 DEFAULT_MODEL_NAME = "fashion_mnist"
-# Per-channel equalization of ReLU outputs before int8 conversion (export/equalize.py):
-# 0.5 gave the highest mean int8 agreement over four default-config models and three
-# calibration samples, 99.80% vs 99.74% without (README, "Accuracy"); 0 switches it off.
+# Evens out ReLU-output channel ranges before int8 calibration (export/equalize.py); 0 = off.
 DEFAULT_EQUALIZE_ALPHA = 0.5
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _LABEL = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
@@ -20,15 +18,21 @@ _LABEL = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 
 @dataclass(frozen=True)
 class Int8Options:
-    """How the float model becomes the int8 one (export/tflite.py); each default is measured
-    in the README's "Accuracy"."""
+    """How the float model becomes the int8 one (export/tflite.py). docs/accuracy.md has
+    what each default measured against its alternatives."""
 
     equalize_alpha: float = DEFAULT_EQUALIZE_ALPHA  # ReLU-output equalization, 0 = off
-    # Biases absorb the mean shift int8 weight rounding causes (export/bias_correction.py):
-    # the default model's agreement rose from 99.74-99.78% to 99.80-99.86%.
+    # Biases absorb the mean shift that rounding the weights to int8 causes
+    # (export/bias_correction.py): it matters most for the first convolution on raw pixels.
     bias_correction: bool = True
     per_channel: bool = True  # one weight scale per output channel; False: one per tensor
-    flip_average: bool = False  # test-time flip averaging around the model (flip_average.py)
+    # Test-time flip averaging (export/flip_average.py). It wraps every model of the bundle,
+    # not only the int8 one: ExportConfig reads it from here for all of them.
+    flip_average: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.equalize_alpha <= 1.0:
+            raise UserError(f"--equalize-alpha must be between 0 and 1, got {self.equalize_alpha}")
 
 
 @dataclass(frozen=True)
@@ -41,9 +45,7 @@ class ExportConfig:
     label: str | None = None  # version label recorded in models.config, e.g. "stable"
     data_dir: Path | None = None  # None: the run's data directory, then the usual lookup
     calibration_size: int = 500  # representative training images for int8 calibration
-    equalize_alpha: float = DEFAULT_EQUALIZE_ALPHA  # int8: ReLU-output equalization, 0 = off
-    bias_correction: bool = True  # int8: correct biases for weight rounding (Int8Options)
-    flip_average: bool = False  # every model averages image and mirror (export/flip_average.py)
+    int8: Int8Options = field(default_factory=Int8Options)
     tolerance: Tolerance = field(default_factory=Tolerance)
     num_versions: int = 2  # models.config policy: serve the latest N versions
     serving_base_path: str | None = None  # where base_path is mounted for the server
@@ -66,18 +68,21 @@ class ExportConfig:
             )
         if self.calibration_size < 1:
             raise UserError(f"--calibration-size must be >= 1, got {self.calibration_size}")
-        if not 0.0 <= self.equalize_alpha <= 1.0:
-            raise UserError(f"--equalize-alpha must be between 0 and 1, got {self.equalize_alpha}")
         if self.num_versions < 1:
             raise UserError(f"--num-versions must be >= 1, got {self.num_versions}")
 
+    # Read-only views of `int8` for export/export.py, which reads them from the config.
     @property
-    def int8(self) -> Int8Options:
-        return Int8Options(
-            equalize_alpha=self.equalize_alpha,
-            bias_correction=self.bias_correction,
-            flip_average=self.flip_average,
-        )
+    def flip_average(self) -> bool:
+        return self.int8.flip_average
+
+    @property
+    def equalize_alpha(self) -> float:
+        return self.int8.equalize_alpha
+
+    @property
+    def bias_correction(self) -> bool:
+        return self.int8.bias_correction
 
     @property
     def model_dir(self) -> Path:

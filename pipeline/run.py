@@ -186,7 +186,7 @@ def _export(
     config: PipelineConfig, data: FashionMNIST, head: dict[str, Any], stages: _Stages
 ) -> ExportResult:
     """Publish the bundle; if the parity gate refuses, report what it measured and stop."""
-    from fmnist.export.config import ExportConfig
+    from fmnist.export.config import ExportConfig, Int8Options
     from fmnist.export.export import ParityRefused, export_run
 
     export_config = ExportConfig(
@@ -194,7 +194,7 @@ def _export(
         name=config.model_name,
         data_dir=data.data_dir,
         tolerance=config.tolerance,
-        flip_average=config.flip_average,
+        int8=Int8Options(flip_average=config.flip_average),
     )
     with stages("export"):
         try:
