@@ -3,13 +3,12 @@
 TFLite rounds each output channel's weights (batch norm folded in) to int8 with one scale,
 max |w| / 127. The rounding error d moves that channel's output by d . x, and over the
 images its mean part, d . E[x], is a systematic shift, not noise: pixels and ReLU outputs
-are never negative, so E[x] is far from 0. On the default model the first convolution's
-int8 weights (nine per channel, on raw pixels) alone cost 0.2 pp of agreement.
-Subtracting d . E[x] (E[x] over the calibration images) from the bias the converter folds,
-a batch norm's beta or the layer's own bias, removes the shift, won most of that back
-(README, "Accuracy"), and leaves the float model almost unchanged. The idea is Nagel et
-al.'s bias correction ("Data-Free Quantization", 2019), here with the input means
-measured instead of derived from batch-norm statistics.
+are never negative, so E[x] is far from 0; it hurts most in the first convolution (nine
+weights per channel, on raw pixels). Subtracting d . E[x] (E[x] over the calibration
+images) from the bias the converter folds, a batch norm's beta or the layer's own bias,
+removes the shift and leaves the float model almost unchanged (docs/accuracy.md has what it
+gained). The idea is Nagel et al.'s bias correction ("Data-Free Quantization", 2019), here
+with the input means measured instead of derived from batch-norm statistics.
 """
 
 from __future__ import annotations

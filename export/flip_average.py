@@ -1,12 +1,10 @@
 """Test-time flip averaging: an opt-in variant of the whole bundle (`fmnist export --flip-average`).
 
 Fashion-MNIST's classes look the same mirrored (training flips images too), so the mean of
-the probabilities for an image and for its mirror image is a better answer than either:
-+0.05 to +0.38 pp test accuracy on eleven models (the four default ones: 94.76% on average),
-for twice the int8 TFLite latency and up to x1.81 of the SavedModel's (README, "Accuracy";
-benchmarks/bench_tta.py). That cost keeps it off by default. When it is on, every model of
-the bundle (SavedModel, both TFLite models) and the float reference outputs average the two,
-so parity still compares like with like.
+the probabilities for an image and for its mirror image is a better answer than either; it
+costs twice the work per image, which keeps it off by default (docs/accuracy.md). When it is
+on, every model of the bundle (SavedModel, both TFLite models) and the float reference
+outputs average the two, so parity still compares like with like.
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
 """Whether bfloat16 training pays off on this CPU, read from Linux's /proc/cpuinfo.
 
-bfloat16 units alone do not decide it. Per training step against float32
-(benchmarks/bench_train_step.py): x1.43 on an Intel CPU with AMX, x1.25 on an AMD EPYC with
-AVX512-BF16, but x0.68 on an Intel Xeon with AVX512-BF16 and no AMX; emulated bfloat16 is
-slower still. So "auto" takes bfloat16 on AMX, or on AVX512-BF16 from AMD, and float32
-everywhere else. No TensorFlow here: the rule is unit-tested on cpuinfo text.
+bfloat16 units alone do not decide it: an Intel Xeon with AVX512-BF16 but no AMX trains
+bfloat16 slower than float32 (benchmarks/bench_train_step.py; docs/accuracy.md). So "auto"
+takes bfloat16 on AMX, or on AVX512-BF16 from AMD, and float32 everywhere else. No
+TensorFlow here: the rule is unit-tested on cpuinfo text.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ CPUINFO = Path("/proc/cpuinfo")
 
 def bfloat16_pays(cpuinfo: str) -> bool:
     """True if the CPU described by `cpuinfo` (the text of /proc/cpuinfo) trains faster in
-    bfloat16 than in float32, by the measurements above."""
+    bfloat16 than in float32, by the rule above."""
     flags: set[str] = set()
     vendor = ""
     for line in cpuinfo.splitlines():
