@@ -71,19 +71,6 @@ class ExportConfig:
         if self.num_versions < 1:
             raise UserError(f"--num-versions must be >= 1, got {self.num_versions}")
 
-    # Read-only views of `int8` for export/export.py, which reads them from the config.
-    @property
-    def flip_average(self) -> bool:
-        return self.int8.flip_average
-
-    @property
-    def equalize_alpha(self) -> float:
-        return self.int8.equalize_alpha
-
-    @property
-    def bias_correction(self) -> bool:
-        return self.int8.bias_correction
-
     @property
     def model_dir(self) -> Path:
         return self.base_path / self.name

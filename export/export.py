@@ -88,9 +88,9 @@ def export_run(
         )
     model = load_run_model(run_dir)
     # The float model the bundle serves, and every parity check compares with.
-    served = flip_averaged(model) if config.flip_average else model
+    served = flip_averaged(model) if config.int8.flip_average else model
     data = _load_data(run_dir, config)
-    variant = " with test-time flip averaging" if config.flip_average else ""
+    variant = " with test-time flip averaging" if config.int8.flip_average else ""
     progress(f"exporting {run_dir} as {config.name} version {version}{variant}")
     reference = predict_probabilities(served, data.test.images)
     float_metrics = compute_metrics(data.test.labels, reference.argmax(1), data.class_names)
@@ -154,8 +154,8 @@ def export_run(
                 "calibration": {
                     "split": "train",
                     "num_images": len(calibration) + 2,
-                    "equalize_alpha": config.equalize_alpha,
-                    "bias_correction": config.bias_correction,
+                    "equalize_alpha": config.int8.equalize_alpha,
+                    "bias_correction": config.int8.bias_correction,
                 }
             },
         )
@@ -268,7 +268,7 @@ def _manifest_fields(
             "numpy": np.__version__,
         },
         "source_run": str(run_dir.resolve()),
-        "flip_average": config.flip_average,
+        "flip_average": config.int8.flip_average,
         "class_names": list(data.class_names),
         "saved_model": {
             "signature_name": saved_model.SIGNATURE,

@@ -1,7 +1,8 @@
 """`B/models.config`: TF Serving's text-format ModelServerConfig, kept in step with exports.
 
-Read and written with the official `tensorflow_serving.config` protos, so a file TF
-Serving rejects is never produced; other models in the file are left as they are.
+Read and written as TF Serving's own ModelServerConfig message (the project's declaration
+of it, `serving/wire`), so a file TF Serving rejects is never produced; other models in
+the file are left as they are.
 """
 
 from __future__ import annotations
@@ -10,17 +11,17 @@ import os
 from pathlib import Path
 
 from google.protobuf import text_format
-from tensorflow_serving.config import model_server_config_pb2
 
 from fmnist.errors import UserError
 from fmnist.layout import list_versions
+from fmnist.serving.wire.messages import ModelServerConfig
 
 CONFIG_NAME = "models.config"
 
 
-def read_config(path: Path) -> model_server_config_pb2.ModelServerConfig:
+def read_config(path: Path) -> ModelServerConfig:
     """Parse a models.config (an empty config if the file does not exist)."""
-    config = model_server_config_pb2.ModelServerConfig()
+    config = ModelServerConfig()
     if path.is_file():
         try:
             text_format.Parse(path.read_text(), config)

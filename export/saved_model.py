@@ -17,6 +17,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from fmnist.serving.wire import messages as pb
+from fmnist.serving.wire.tensor_proto import to_tensor_proto
+from fmnist.serving.wire.tfrecord import read_records, write_records
 from fmnist.train.model import preprocess
 
 SIGNATURE = "serving_default"
@@ -62,31 +65,19 @@ def write_warmup(
     path: Path, model_name: str, images: np.ndarray, batch_sizes: tuple[int, ...]
 ) -> Path:
     """TF Serving's warmup file: a TFRecord of PredictionLogs with real Predict requests."""
-    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
-
     warmup = path / WARMUP_FILE
     warmup.parent.mkdir(parents=True, exist_ok=True)
-    with tf.io.TFRecordWriter(str(warmup)) as writer:
-        for batch in batch_sizes:
-            request = predict_pb2.PredictRequest(
-                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=SIGNATURE)
-            )
-            chunk = images[:batch]
-            request.inputs["images"].CopyFrom(tf.make_tensor_proto(chunk, dtype=tf.uint8))
-            log = prediction_log_pb2.PredictionLog(
-                predict_log=prediction_log_pb2.PredictLog(request=request)
-            )
-            writer.write(log.SerializeToString())
+    records = []
+    for batch in batch_sizes:
+        log = pb.PredictionLog()
+        request = log.predict_log.request
+        request.model_spec.name, request.model_spec.signature_name = model_name, SIGNATURE
+        request.inputs["images"].CopyFrom(to_tensor_proto(images[:batch].astype(np.uint8)))
+        records.append(log.SerializeToString())
+    write_records(warmup, records)
     return warmup
 
 
 def read_warmup(path: Path) -> list[Any]:
     """The PredictionLogs in a warmup file (for checks and tests)."""
-    from tensorflow_serving.apis import prediction_log_pb2
-
-    logs = []
-    for record in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
-        log = prediction_log_pb2.PredictionLog()
-        log.ParseFromString(record)
-        logs.append(log)
-    return logs
+    return [pb.PredictionLog.FromString(record) for record in read_records(path)]

@@ -13,10 +13,11 @@ scale and zero point are in the manifest). The interpreter ignores metadata.
 from __future__ import annotations
 
 from flatbuffers import flexbuffers
-from tensorflow.core.framework import types_pb2
-from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.tools import flatbuffer_utils
+
+from fmnist.serving.wire import dtypes
+from fmnist.serving.wire.messages import SignatureDef, TensorInfo
 
 METADATA_NAME = "signature_defs_metadata"
 SIGNATURE = "serving_default"
@@ -25,14 +26,14 @@ INPUT_ALIAS, OUTPUT_ALIAS = "images", "scores"
 
 # TFLite TensorType -> TF DataType, for the types our models use.
 _DTYPES = {
-    schema.TensorType.UINT8: types_pb2.DT_UINT8,
-    schema.TensorType.INT8: types_pb2.DT_INT8,
-    schema.TensorType.FLOAT32: types_pb2.DT_FLOAT,
+    schema.TensorType.UINT8: dtypes.DT_UINT8,
+    schema.TensorType.INT8: dtypes.DT_INT8,
+    schema.TensorType.FLOAT32: dtypes.DT_FLOAT,
 }
 
 
-def _tensor_info(tensor: schema.TensorT) -> meta_graph_pb2.TensorInfo:
-    info = meta_graph_pb2.TensorInfo(name=tensor.name.decode(), dtype=_DTYPES[tensor.type])
+def _tensor_info(tensor: schema.TensorT) -> TensorInfo:
+    info = TensorInfo(name=tensor.name.decode(), dtype=_DTYPES[tensor.type])
     shape = tensor.shapeSignature if tensor.shapeSignature is not None else tensor.shape
     for size in shape:
         info.tensor_shape.dim.add(size=int(size))
@@ -44,7 +45,7 @@ def with_serving_signature(content: bytes) -> bytes:
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
     subgraph = model.subgraphs[0]
     (inp,), (out,) = subgraph.inputs, subgraph.outputs
-    signature = meta_graph_pb2.SignatureDef(method_name=PREDICT_METHOD)
+    signature = SignatureDef(method_name=PREDICT_METHOD)
     signature.inputs[INPUT_ALIAS].CopyFrom(_tensor_info(subgraph.tensors[inp]))
     signature.outputs[OUTPUT_ALIAS].CopyFrom(_tensor_info(subgraph.tensors[out]))
     serialized = signature.SerializeToString()

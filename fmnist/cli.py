@@ -29,6 +29,12 @@ STAGE_CLIS = (
 
 # Commands that never touch TensorFlow (the others import it once, quietly, up front).
 TF_FREE_COMMANDS = {"data"}
+# The smallest extra that brings a module, for the error a missing one gives.
+EXTRA_OF_MODULE = {
+    **dict.fromkeys(("grpc", "google", "requests"), "client"),
+    **dict.fromkeys(("ai_edge_litert", "tflite_runtime", "tornado", "prometheus_client"), "edge"),
+    **dict.fromkeys(("flatbuffers", "google_crc32c"), "edge"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,10 +59,11 @@ def run(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace, 
     except OSError as err:  # a path the user gave: unwritable, a directory, a full disk
         print(f"{prog}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    except ModuleNotFoundError as err:  # e.g. `fmnist train` on an edge-only install
+    except ModuleNotFoundError as err:  # e.g. `fmnist train` on a `[client]` install
+        extra = EXTRA_OF_MODULE.get((err.name or "").split(".")[0], "tf")
         print(
-            f"{prog}: error: needs {err.name!r}, which is not installed; install the full "
-            "project with: pip install 'fmnist-deploy[tf]'",
+            f"{prog}: error: needs {err.name!r}, which is not installed; install it with: "
+            f"pip install 'fmnist-deploy[{extra}]'",
             file=sys.stderr,
         )
         return EXIT_USAGE

@@ -15,7 +15,7 @@ __all__ = ["GrpcClient", "Prediction", "RestClient", "ServingError", "check_imag
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy: the gRPC client loads TensorFlow's protos, the REST client does not.
+    # Lazy: each client imports only its own transport (grpcio or requests).
     if name == "GrpcClient":
         from fmnist.serving.client.grpc_client import GrpcClient
 

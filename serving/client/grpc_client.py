@@ -1,6 +1,6 @@
-"""`GrpcClient`: TF Serving's gRPC PredictionService and ModelService through the official
-stubs, tensors as `tensor_content`. The stubs' protos live in the `tensorflow` package, so
-importing this loads it.
+"""`GrpcClient`: TF Serving's gRPC PredictionService and ModelService, tensors as
+`tensor_content`. The messages are the project's own (`serving/wire/messages.py`, the same
+bytes as TF Serving's), so it needs grpcio and protobuf, not TensorFlow.
 """
 
 from __future__ import annotations
@@ -10,14 +10,6 @@ from typing import Any
 
 import grpc
 from google.protobuf import json_format
-from tensorflow_serving.apis import (
-    get_model_metadata_pb2,
-    get_model_status_pb2,
-    model_pb2,
-    model_service_pb2_grpc,
-    predict_pb2,
-    prediction_service_pb2_grpc,
-)
 
 from fmnist.errors import UserError
 from fmnist.serving.client.base import (
@@ -27,12 +19,13 @@ from fmnist.serving.client.base import (
     _check_choice,
     _Client,
 )
+from fmnist.serving.wire import messages as pb
 from fmnist.serving.wire import tensor_proto
 from fmnist.serving.wire.status import StatusError
 
 
 class GrpcClient(_Client):
-    """TF Serving's gRPC PredictionService and ModelService through the official stubs."""
+    """TF Serving's gRPC PredictionService and ModelService."""
 
     api = "gRPC"
 
@@ -58,14 +51,21 @@ class GrpcClient(_Client):
                 ("grpc.max_reconnect_backoff_ms", max(int(self.max_backoff * 1000), 100)),
             ],
         )
-        self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
-        self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
+        self._methods = {
+            method: self._channel.unary_unary(
+                f"/{service}/{method}",
+                request_serializer=request.SerializeToString,
+                response_deserializer=response.FromString,
+            )
+            for service in (pb.PREDICTION_SERVICE, pb.MODEL_SERVICE)
+            for method, (request, response) in pb.SERVICES[service].items()
+        }
 
     def _spec(
         self, version: int | None, label: str | None, signature: str | None = None
-    ) -> model_pb2.ModelSpec:
+    ) -> pb.ModelSpec:
         _check_choice(version, label)
-        spec = model_pb2.ModelSpec(name=self.model_name)
+        spec = pb.ModelSpec(name=self.model_name)
         if signature:
             spec.signature_name = signature
         if version is not None:
@@ -97,29 +97,32 @@ class GrpcClient(_Client):
         return self._call(attempt, where, timeout, retries)
 
     def _predict_batch(self, inputs, version, label, signature):
-        request = predict_pb2.PredictRequest(model_spec=self._spec(version, label, signature))
+        request = pb.PredictRequest(model_spec=self._spec(version, label, signature))
         for name, value in inputs.items():
             request.inputs[name].CopyFrom(_tensor_proto(value))
-        response = self._rpc(self._predict.Predict, request, self._where(version, label))
+        response = self._rpc(self._methods["Predict"], request, self._where(version, label))
         outputs = {name: _ndarray(proto) for name, proto in response.outputs.items()}
         spec = response.model_spec
         return outputs, (spec.version.value if spec.HasField("version") else None)
 
     def metadata(self, *, version=None, label=None):
-        request = get_model_metadata_pb2.GetModelMetadataRequest(
+        request = pb.GetModelMetadataRequest(
             model_spec=self._spec(version, label), metadata_field=["signature_def"]
         )
-        response = self._rpc(self._predict.GetModelMetadata, request, self._where(version, label))
-        return json_format.MessageToDict(response, preserving_proto_field_name=True)
+        where = self._where(version, label)
+        response = self._rpc(self._methods["GetModelMetadata"], request, where)
+        return json_format.MessageToDict(
+            response, preserving_proto_field_name=True, descriptor_pool=pb.POOL
+        )
 
     def _status(self, version, label, timeout, retries):
-        request = get_model_status_pb2.GetModelStatusRequest(model_spec=self._spec(version, label))
+        request = pb.GetModelStatusRequest(model_spec=self._spec(version, label))
         where = self._where(version, label)
-        response = self._rpc(self._models.GetModelStatus, request, where, timeout, retries)
+        response = self._rpc(self._methods["GetModelStatus"], request, where, timeout, retries)
         return [
             {
                 "version": int(s.version),
-                "state": get_model_status_pb2.ModelVersionStatus.State.Name(s.state),
+                "state": pb.ModelVersionStatus.State.Name(s.state),
                 "error_code": int(s.status.error_code),
                 "error_message": s.status.error_message,
             }

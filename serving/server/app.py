@@ -7,9 +7,10 @@ turns NOT_SERVING, both listeners close, gRPC calls still waiting for their requ
 answered UNAVAILABLE, in-flight requests finish (up to the grace period), models unload,
 and the process exits 0.
 
-Without TensorFlow (a TFLite-only install), `--prefer_tflite_model` versions serve over
-REST: TF is imported only to load a SavedModel, and gRPC (which needs TF Serving's protos)
-is left out with one logged line; the ready line then says `gRPC disabled`.
+Without TensorFlow (an `[edge]` install), `--prefer_tflite_model` versions serve over gRPC
+and REST alike: TF is imported only to load a SavedModel. Where grpcio is missing (32-bit
+Pi OS without Debian's python3-grpcio), gRPC is left out with one logged line and the ready
+line says `gRPC disabled`.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from fmnist.serving.server import ports
 from fmnist.serving.server.config import ServerConfig
 from fmnist.serving.server.tflite_model import TFLITE_FILE
 
-GRPC_NEEDS_TF = (
-    "gRPC API needs TensorFlow's protos (pip install 'fmnist-deploy[tf]'); serving REST only"
+GRPC_NEEDS_GRPCIO = (
+    "gRPC API needs grpcio (pip install grpcio; on 32-bit Raspberry Pi OS: apt install "
+    "python3-grpcio); serving REST only"
 )
 SAVED_MODEL_NEEDS_TF = (
     "a SavedModel needs TensorFlow, which is not installed (pip install 'fmnist-deploy[tf]'); "
@@ -87,7 +89,7 @@ class ModelServer:
         self.grpc = self._grpc_server()
         if self.grpc is None and config.rest_port is None:
             raise UserError(
-                f"nothing to serve: {GRPC_NEEDS_TF.split(';')[0]}, and REST is disabled "
+                f"nothing to serve: {GRPC_NEEDS_GRPCIO.split(' (')[0]}, and REST is disabled "
                 "(--rest_api_port 0)"
             )
         self.rest = None
@@ -111,13 +113,13 @@ class ModelServer:
         self._config_poller: threading.Thread | None = None
 
     def _grpc_server(self) -> Any:
-        """The gRPC server, or None (logged) when grpc or TF Serving's protos are missing."""
+        """The gRPC server, or None (logged) when grpcio is missing."""
         config = self.config
         try:
             from fmnist.serving.server import grpc_api
             from fmnist.serving.server.grpc_server import GrpcServer
         except ImportError as err:
-            log_info(f"{GRPC_NEEDS_TF} (missing: {err.name or err})")
+            log_info(f"{GRPC_NEEDS_GRPCIO} (missing: {err.name or err})")
             return None
         return GrpcServer(
             [
@@ -239,7 +241,7 @@ def version_loader(prefer_tflite: bool) -> Callable[[Path], Any]:
             return TfliteModel(version_dir)
         try:
             from fmnist.serving.server.saved_model import SavedModelVersion
-        except ModuleNotFoundError:  # tensorflow or tensorflow_serving is not installed
+        except ModuleNotFoundError:  # tensorflow is not installed
             raise RuntimeError(SAVED_MODEL_NEEDS_TF) from None
         except ImportError as err:
             raise RuntimeError(f"TensorFlow is installed but fails to import: {err}") from None

@@ -1,10 +1,9 @@
 """The model server's typed configuration, from TF Serving's flags and config files.
 
-Model config files are text-format `tensorflow.serving.ModelServerConfig` (parsed with
-the official protos); the monitoring config is text-format `MonitoringConfig`. Both
-are read here so that a bad file is a one-line user error before anything loads.
-protobuf is imported only to read such files, so `--model_base_path` alone works on a
-TFLite-only install that has no protobuf (tflite-runtime brings none).
+Model config files are text-format `tensorflow.serving.ModelServerConfig`; the monitoring
+config is text-format `MonitoringConfig`; batching parameters `BatchingParameters` (all
+TF Serving's own messages, as the project declares them in `serving/wire`). They are read
+here so that a bad file is a one-line user error before anything loads.
 """
 
 from __future__ import annotations
@@ -95,7 +94,9 @@ def read_batching_parameters_file(path: str | None) -> BatchingConfig:
     only the wrapper fields that are present); a bad file or value is a UserError."""
     if path is None:
         return BatchingConfig()
-    proto = _batching_parameters_class()()
+    from fmnist.serving.wire.messages import BatchingParameters
+
+    proto = BatchingParameters()
     _parse_text(path, proto, "batching parameters file")
     values = {
         name: getattr(proto, name).value
@@ -124,66 +125,6 @@ def read_batching_parameters_file(path: str | None) -> BatchingConfig:
     except ValueError as err:
         raise UserError(f"invalid batching parameters file '{path}': {err}") from None
     return config
-
-
-def _batching_parameters_class():
-    """tensorflow.serving.BatchingParameters: the official message when TensorFlow Serving's
-    servables protos are importable (the pip package ships none), else the same schema
-    (session_bundle_config.proto: field names, numbers and wrapper types) declared here,
-    so a TFLite-only install without TensorFlow reads the same files."""
-    try:
-        from tensorflow_serving.servables.tensorflow import session_bundle_config_pb2
-    except ImportError:
-        pass
-    else:
-        return session_bundle_config_pb2.BatchingParameters
-    try:
-        from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, wrappers_pb2
-    except ImportError:
-        raise UserError(
-            "--batching_parameters_file needs the protobuf package to read text-format "
-            "BatchingParameters (pip install protobuf)"
-        ) from None
-
-    fields = descriptor_pb2.FieldDescriptorProto
-    file_proto = descriptor_pb2.FileDescriptorProto(
-        name="fmnist/serving/batching_parameters.proto",
-        package="tensorflow.serving",
-        syntax="proto3",
-        dependency=[wrappers_pb2.DESCRIPTOR.name],
-    )
-    message = file_proto.message_type.add(name="BatchingParameters")
-    for name, number, wrapper in (
-        ("max_batch_size", 1, "Int64Value"),
-        ("batch_timeout_micros", 2, "Int64Value"),
-        ("max_enqueued_batches", 3, "Int64Value"),
-        ("num_batch_threads", 4, "Int64Value"),
-        ("thread_pool_name", 5, "StringValue"),
-        ("enable_large_batch_splitting", 8, "BoolValue"),
-        ("max_execution_batch_size", 9, "Int64Value"),
-    ):
-        message.field.add(
-            name=name,
-            number=number,
-            type=fields.TYPE_MESSAGE,
-            type_name=f".google.protobuf.{wrapper}",
-            label=fields.LABEL_OPTIONAL,
-        )
-    message.field.add(
-        name="allowed_batch_sizes", number=6, type=fields.TYPE_INT64, label=fields.LABEL_REPEATED
-    )
-    message.field.add(
-        name="pad_variable_length_inputs",
-        number=7,
-        type=fields.TYPE_BOOL,
-        label=fields.LABEL_OPTIONAL,
-    )
-    pool = descriptor_pool.DescriptorPool()
-    pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
-    pool.Add(file_proto)
-    return message_factory.GetMessageClass(
-        pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters")
-    )
 
 
 def parse_grpc_channel_arguments(text: str) -> tuple[tuple[str, int | str], ...]:
@@ -222,7 +163,9 @@ def single_model(name: str, base_path: str | os.PathLike) -> tuple[ModelConfig, 
 
 def read_model_config_file(path: str | os.PathLike) -> tuple[ModelConfig, ...]:
     """Models from a text-format ModelServerConfig (`model_config_list { config {...} }`)."""
-    config = model_server_config_class()()
+    from fmnist.serving.wire.messages import ModelServerConfig
+
+    config = ModelServerConfig()
     _parse_text(path, config, "model config file")
     return models_from_proto(config, str(path))
 
@@ -272,7 +215,9 @@ def _policy(proto) -> VersionPolicy:
 
 def read_monitoring_config_file(path: str | os.PathLike) -> str | None:
     """The Prometheus path a MonitoringConfig enables, or None if it leaves Prometheus off."""
-    config = _monitoring_config_class()()
+    from fmnist.serving.wire.messages import MonitoringConfig
+
+    config = MonitoringConfig()
     _parse_text(path, config, "monitoring config file")
     prometheus = config.prometheus_config
     if not prometheus.enable:
@@ -301,107 +246,3 @@ def _parse_text(path: str | os.PathLike, message, what: str) -> None:
             f"Error parsing text-format {message.DESCRIPTOR.full_name}: {where}{reason} "
             f"(invalid {what}: '{path}')"
         ) from None
-
-
-def model_server_config_class():
-    """tensorflow.serving.ModelServerConfig: the official message with TensorFlow installed,
-    else the part of its schema this server reads (model_server_config.proto and
-    file_system_storage_path_source.proto: names and numbers, checked against the official
-    ones by a test), so a TFLite-only install reads the same config files."""
-    try:
-        from tensorflow_serving.config import model_server_config_pb2
-    except ImportError:
-        pass
-    else:
-        return model_server_config_pb2.ModelServerConfig
-    return declared_model_server_config()
-
-
-def declared_model_server_config():
-    """ModelServerConfig as declared here, for installs without TensorFlow Serving's protos."""
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-
-    fields = descriptor_pb2.FieldDescriptorProto
-    optional, repeated = fields.LABEL_OPTIONAL, fields.LABEL_REPEATED
-    file_proto = descriptor_pb2.FileDescriptorProto(
-        name="fmnist/serving/model_server_config.proto", package="tensorflow.serving"
-    )
-    file_proto.syntax = "proto3"
-    policy_name = ".tensorflow.serving.FileSystemStoragePathSourceConfig.ServableVersionPolicy"
-    source = file_proto.message_type.add(name="FileSystemStoragePathSourceConfig")
-    policy = source.nested_type.add(name="ServableVersionPolicy")
-    policy.oneof_decl.add(name="policy_choice")
-    policy.nested_type.add(name="Latest").field.add(
-        name="num_versions", number=1, type=fields.TYPE_UINT32, label=optional
-    )
-    policy.nested_type.add(name="All")
-    policy.nested_type.add(name="Specific").field.add(
-        name="versions", number=1, type=fields.TYPE_INT64, label=repeated
-    )
-    for name, number, kind in (("latest", 100, "Latest"), ("all", 101, "All")):
-        policy.field.add(
-            name=name, number=number, type=fields.TYPE_MESSAGE, label=optional,
-            type_name=f"{policy_name}.{kind}", oneof_index=0,
-        )  # fmt: skip
-    policy.field.add(
-        name="specific", number=102, type=fields.TYPE_MESSAGE, label=optional,
-        type_name=f"{policy_name}.Specific", oneof_index=0,
-    )  # fmt: skip
-    model = file_proto.message_type.add(name="ModelConfig")
-    for name, number in (("name", 1), ("base_path", 2), ("model_platform", 4)):
-        model.field.add(name=name, number=number, type=fields.TYPE_STRING, label=optional)
-    model.field.add(
-        name="model_version_policy", number=7, type=fields.TYPE_MESSAGE, label=optional,
-        type_name=policy_name,
-    )  # fmt: skip
-    labels = model.nested_type.add(name="VersionLabelsEntry")
-    labels.options.map_entry = True
-    labels.field.add(name="key", number=1, type=fields.TYPE_STRING, label=optional)
-    labels.field.add(name="value", number=2, type=fields.TYPE_INT64, label=optional)
-    model.field.add(
-        name="version_labels", number=8, type=fields.TYPE_MESSAGE, label=repeated,
-        type_name=".tensorflow.serving.ModelConfig.VersionLabelsEntry",
-    )  # fmt: skip
-    file_proto.message_type.add(name="ModelConfigList").field.add(
-        name="config", number=1, type=fields.TYPE_MESSAGE, label=repeated,
-        type_name=".tensorflow.serving.ModelConfig",
-    )  # fmt: skip
-    server = file_proto.message_type.add(name="ModelServerConfig")
-    server.oneof_decl.add(name="config")
-    server.field.add(
-        name="model_config_list", number=1, type=fields.TYPE_MESSAGE, label=optional,
-        type_name=".tensorflow.serving.ModelConfigList", oneof_index=0,
-    )  # fmt: skip
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(file_proto)
-    return message_factory.GetMessageClass(
-        pool.FindMessageTypeByName("tensorflow.serving.ModelServerConfig")
-    )
-
-
-def _monitoring_config_class():
-    """tensorflow.serving.MonitoringConfig: the pip package ships no monitoring_config_pb2,
-    so its two-message schema (TF Serving's monitoring_config.proto) is declared here."""
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-
-    fields = descriptor_pb2.FieldDescriptorProto
-    file_proto = descriptor_pb2.FileDescriptorProto(
-        name="fmnist/serving/monitoring_config.proto", package="tensorflow.serving", syntax="proto3"
-    )
-    prometheus = file_proto.message_type.add(name="PrometheusConfig")
-    prometheus.field.add(name="enable", number=1, type=fields.TYPE_BOOL)
-    prometheus.field.add(name="path", number=2, type=fields.TYPE_STRING)
-    file_proto.message_type.add(name="MonitoringConfig").field.add(
-        name="prometheus_config",
-        number=1,
-        type=fields.TYPE_MESSAGE,
-        type_name=".tensorflow.serving.PrometheusConfig",
-    )
-    for message in file_proto.message_type:
-        for entry in message.field:
-            entry.label = fields.LABEL_OPTIONAL
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(file_proto)
-    return message_factory.GetMessageClass(
-        pool.FindMessageTypeByName("tensorflow.serving.MonitoringConfig")
-    )

@@ -1,5 +1,6 @@
 """TF Serving's gRPC services, PredictionService and ModelService, as plain functions
-request -> response that `grpc_server` runs on its worker pool.
+request -> response that `grpc_server` runs on its worker pool (no grpcio import here:
+warm-up replays requests through these functions on installs without it).
 
 Each call holds its servable (so a version being retired finishes the request), records
 metrics, and fails with a `StatusError` carrying TF Serving's status code.
@@ -11,26 +12,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
 from google.protobuf import message
-from tensorflow_serving.apis import (
-    classification_pb2,
-    get_model_metadata_pb2,
-    get_model_status_pb2,
-    inference_pb2,
-    input_pb2,
-    model_management_pb2,
-    predict_pb2,
-    regression_pb2,
-)
 
 from fmnist.serving.server import responses
 from fmnist.serving.server.metrics import Metrics
 from fmnist.serving.server.registry import Servable, ServableRegistry
+from fmnist.serving.wire import messages as pb
 from fmnist.serving.wire import tensor_proto
-from fmnist.serving.wire.status import StatusError, invalid_argument
+from fmnist.serving.wire.status import Code, StatusError, invalid_argument
 
-SERVICE_NAMES = ("tensorflow.serving.PredictionService", "tensorflow.serving.ModelService")
+SERVICE_NAMES = (pb.PREDICTION_SERVICE, pb.MODEL_SERVICE)
 
 
 @dataclass(frozen=True)
@@ -46,9 +37,7 @@ class Method:
         try:
             return self.request.FromString(raw)
         except message.DecodeError:  # gRPC's own wording for an unparseable request
-            raise StatusError(
-                grpc.StatusCode.INTERNAL, "Exception deserializing request!"
-            ) from None
+            raise StatusError(Code.INTERNAL, "Exception deserializing request!") from None
 
 
 class _Api:
@@ -100,7 +89,7 @@ class _Api:
             raise
         except Exception as err:  # a bug must not take the server down: report INTERNAL
             self.metrics.finish(record, "INTERNAL")
-            raise StatusError(grpc.StatusCode.INTERNAL, f"{type(err).__name__}: {err}") from None
+            raise StatusError(Code.INTERNAL, f"{type(err).__name__}: {err}") from None
         self.metrics.finish(record, "OK")
         return response
 
@@ -111,32 +100,17 @@ class PredictionService(_Api):
     name = SERVICE_NAMES[0]
 
     def methods(self) -> dict[str, Method]:
-        return {
-            "Predict": Method(
-                predict_pb2.PredictRequest, predict_pb2.PredictResponse, self.predict
-            ),
-            "Classify": Method(
-                classification_pb2.ClassificationRequest,
-                classification_pb2.ClassificationResponse,
-                self.classify,
-            ),
-            "Regress": Method(
-                regression_pb2.RegressionRequest, regression_pb2.RegressionResponse, self.regress
-            ),
-            "GetModelMetadata": Method(
-                get_model_metadata_pb2.GetModelMetadataRequest,
-                get_model_metadata_pb2.GetModelMetadataResponse,
-                self.metadata,
-            ),
-            "MultiInference": Method(
-                inference_pb2.MultiInferenceRequest,
-                inference_pb2.MultiInferenceResponse,
-                self.multi_inference,
-            ),
+        calls = {
+            "Predict": self.predict,
+            "Classify": self.classify,
+            "Regress": self.regress,
+            "GetModelMetadata": self.metadata,
+            "MultiInference": self.multi_inference,
         }
+        return _methods(self.name, calls)
 
-    def predict(self, request: predict_pb2.PredictRequest, deadline: float | None):
-        def handle(servable: Servable, request: predict_pb2.PredictRequest):
+    def predict(self, request: pb.PredictRequest, deadline: float | None):
+        def handle(servable: Servable, request: pb.PredictRequest):
             inputs = {
                 alias: tensor_proto.to_ndarray(proto, self.max_tensor_bytes, name=alias)
                 for alias, proto in request.inputs.items()
@@ -147,7 +121,7 @@ class PredictionService(_Api):
                 list(request.output_filter),
                 deadline=deadline,
             )
-            response = predict_pb2.PredictResponse()
+            response = pb.PredictResponse()
             responses.fill_model_spec(response.model_spec, servable, signature)
             for alias, value in outputs.items():
                 tensor_proto.fill_tensor_proto(value, response.outputs[alias])
@@ -155,13 +129,11 @@ class PredictionService(_Api):
 
         return self._serve("predict", request, handle)
 
-    def classify(self, request: classification_pb2.ClassificationRequest, deadline: float | None):
-        return self._examples(
-            "classify", request, classification_pb2.ClassificationResponse, deadline
-        )
+    def classify(self, request: pb.ClassificationRequest, deadline: float | None):
+        return self._examples("classify", request, pb.ClassificationResponse, deadline)
 
-    def regress(self, request: regression_pb2.RegressionRequest, deadline: float | None):
-        return self._examples("regress", request, regression_pb2.RegressionResponse, deadline)
+    def regress(self, request: pb.RegressionRequest, deadline: float | None):
+        return self._examples("regress", request, pb.RegressionResponse, deadline)
 
     def _examples(self, method: str, request: Any, response_type: type, deadline: float | None):
         """Classify or Regress: the request's tf.Examples through the version's signature."""
@@ -180,15 +152,15 @@ class PredictionService(_Api):
 
         return self._serve(method, request, handle)
 
-    def multi_inference(self, request: inference_pb2.MultiInferenceRequest, deadline):
-        def handle(servable: Servable, request: inference_pb2.MultiInferenceRequest):
+    def multi_inference(self, request: pb.MultiInferenceRequest, deadline):
+        def handle(servable: Servable, request: pb.MultiInferenceRequest):
             return run_multi_inference(servable.model, request, servable.version, deadline)
 
         return self._serve(
             "multi_inference", request, handle, validate=check_tasks, spec_of=_first_task_spec
         )
 
-    def metadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest, _deadline):
+    def metadata(self, request: pb.GetModelMetadataRequest, _deadline):
         return self._serve(
             "metadata",
             request,
@@ -203,20 +175,10 @@ class ModelService(_Api):
     name = SERVICE_NAMES[1]
 
     def methods(self) -> dict[str, Method]:
-        return {
-            "GetModelStatus": Method(
-                get_model_status_pb2.GetModelStatusRequest,
-                get_model_status_pb2.GetModelStatusResponse,
-                self.status,
-            ),
-            "HandleReloadConfigRequest": Method(
-                model_management_pb2.ReloadConfigRequest,
-                model_management_pb2.ReloadConfigResponse,
-                self.reload_config,
-            ),
-        }
+        calls = {"GetModelStatus": self.status, "HandleReloadConfigRequest": self.reload_config}
+        return _methods(self.name, calls)
 
-    def reload_config(self, request: model_management_pb2.ReloadConfigRequest, _deadline):
+    def reload_config(self, request: pb.ReloadConfigRequest, _deadline):
         record = self.metrics.start("grpc", "reload_config")
         try:
             response = _reload(self.registry, request)
@@ -226,8 +188,8 @@ class ModelService(_Api):
         self.metrics.finish(record, "OK")
         return response
 
-    def status(self, request: get_model_status_pb2.GetModelStatusRequest, _deadline):
-        def handle(_, request: get_model_status_pb2.GetModelStatusRequest):
+    def status(self, request: pb.GetModelStatusRequest, _deadline):
+        def handle(_, request: pb.GetModelStatusRequest):
             spec = request.model_spec
             # As in TF Serving, only an explicit version narrows the answer; labels don't.
             version = spec.version.value if spec.HasField("version") else None
@@ -236,14 +198,22 @@ class ModelService(_Api):
         return self._serve("status", request, handle, acquire=False)
 
 
-def _first_task_spec(request: inference_pb2.MultiInferenceRequest) -> Any:
+def _methods(service: str, calls: dict[str, Callable[[Any, float | None], Any]]):
+    """The service's methods (`messages.SERVICES`) with their calls."""
+    return {
+        name: Method(request, response, calls[name])
+        for name, (request, response) in pb.SERVICES[service].items()
+    }
+
+
+def _first_task_spec(request: pb.MultiInferenceRequest) -> Any:
     """TF Serving serves a MultiInference from the servable of its first task's ModelSpec."""
     if not request.tasks:
         raise invalid_argument("Expected at least one task")
     return request.tasks[0].model_spec
 
 
-def check_tasks(request: inference_pb2.MultiInferenceRequest) -> None:
+def check_tasks(request: pb.MultiInferenceRequest) -> None:
     """TF Serving's request-level MultiInference checks, before any model runs."""
     model_name = ""
     for task in request.tasks:
@@ -259,31 +229,31 @@ def check_tasks(request: inference_pb2.MultiInferenceRequest) -> None:
 
 def run_multi_inference(
     model: Any,
-    request: inference_pb2.MultiInferenceRequest,
+    request: pb.MultiInferenceRequest,
     version: int | None = None,
     deadline: float | None = None,
-) -> inference_pb2.MultiInferenceResponse:
+) -> pb.MultiInferenceResponse:
     """Every task of a MultiInferenceRequest over its shared Input, in one model run."""
     if not request.tasks:
         raise invalid_argument("Expected at least one task")
     check_tasks(request)
     tasks = [(t.model_spec.signature_name, t.method_name) for t in request.tasks]
     results = model.multi_inference(tasks, serialized_examples(request.input), deadline=deadline)
-    response = inference_pb2.MultiInferenceResponse()
+    response = pb.MultiInferenceResponse()
     for task, (signature_name, result) in zip(request.tasks, results, strict=True):
         entry = response.results.add()
         entry.model_spec.name = task.model_spec.name
         entry.model_spec.signature_name = signature_name
         if version is not None:
             entry.model_spec.version.value = version
-        if isinstance(result, classification_pb2.ClassificationResult):
+        if isinstance(result, pb.ClassificationResult):
             entry.classification_result.CopyFrom(result)
         else:
             entry.regression_result.CopyFrom(result)
     return response
 
 
-def serialized_examples(request_input: input_pb2.Input) -> list[bytes]:
+def serialized_examples(request_input: pb.Input) -> list[bytes]:
     """tf.Examples of a Classify/Regress Input, serialized; a context is prepended to each
     example's bytes, which protobuf parsing merges (example features win), as TF Serving does."""
     kind = request_input.WhichOneof("kind")
@@ -296,7 +266,7 @@ def serialized_examples(request_input: input_pb2.Input) -> list[bytes]:
     return []
 
 
-def _reload(registry: ServableRegistry, request: model_management_pb2.ReloadConfigRequest):
+def _reload(registry: ServableRegistry, request: pb.ReloadConfigRequest):
     """Serve the request's ModelServerConfig from now on (blocks until its models loaded)."""
     from fmnist.errors import UserError
     from fmnist.serving.server.config import models_from_proto
@@ -311,4 +281,4 @@ def _reload(registry: ServableRegistry, request: model_management_pb2.ReloadConf
     except UserError as err:
         raise invalid_argument(str(err)) from None
     registry.reload(models)
-    return model_management_pb2.ReloadConfigResponse()
+    return pb.ReloadConfigResponse()

@@ -19,14 +19,13 @@ from typing import Any, Protocol
 
 import grpc
 import grpc.aio
-from grpc_health.v1 import health_pb2
 
 from fmnist.serving.server.grpc_api import SERVICE_NAMES, Method
+from fmnist.serving.wire import messages as pb
 from fmnist.serving.wire.status import Code, StatusError
 
 _MESSAGE_LIMIT = 1024  # TF Serving truncates gRPC error messages here, keeping trailers small
-_HEALTH = "grpc.health.v1.Health"
-Status = health_pb2.HealthCheckResponse
+Status = pb.HealthCheckResponse
 
 
 class Service(Protocol):
@@ -198,19 +197,19 @@ class GrpcServer:
         health = self.health
 
         async def check(_requests, context):
-            request = health_pb2.HealthCheckRequest.FromString(await self._receive(context))
+            request = pb.HealthCheckRequest.FromString(await self._receive(context))
             status = health.status.get(request.service)
             if status is None:
                 await context.abort(grpc.StatusCode.NOT_FOUND)  # as grpc_health answers
             return Status(status=status)
 
         async def watch(_requests, context):
-            request = health_pb2.HealthCheckRequest.FromString(await self._receive(context))
+            request = pb.HealthCheckRequest.FromString(await self._receive(context))
             await health.watch(request.service, context.write)
 
         serialize = Status.SerializeToString
         return grpc.method_handlers_generic_handler(
-            _HEALTH,
+            pb.HEALTH_SERVICE,
             {
                 "Check": grpc.stream_unary_rpc_method_handler(check, None, serialize),
                 "Watch": grpc.stream_stream_rpc_method_handler(watch, None, serialize),

@@ -6,7 +6,7 @@ predict formats, `{"b64": ...}` binary values, classify/regress on JSON tf.Examp
 status and metadata as protobuf JSON, and `{"error": ...}` with a mapped HTTP status.
 The HTTP transport lives in `http_server`, so this module is plain, testable logic. It
 needs no TensorFlow (a TFLite-only install serves REST): models are read through their
-plain-data `signatures`, and only classify/regress import TF's tf.Example protos.
+plain-data `signatures`, and classify/regress build the project's own tf.Example messages.
 """
 
 from __future__ import annotations
@@ -343,18 +343,11 @@ def _examples(doc: dict[str, Any], method: str) -> tuple[Features | None, list[F
 
 def _serialized_examples(parsed: tuple[Features | None, list[Features]]) -> list[bytes]:
     """Serialized tf.Examples, the context's bytes before each (protobuf merges concatenated
-    messages). Needs TensorFlow's protos: without them, a clear UNIMPLEMENTED."""
-    try:
-        from tensorflow.core.example import example_pb2
-    except ImportError:
-        raise StatusError(
-            Code.UNIMPLEMENTED,
-            "classify and regress need TensorFlow's tf.Example protos, which are not installed "
-            "(pip install 'fmnist-deploy[tf]'); predict, status and metadata work without them",
-        ) from None
+    messages)."""
+    from fmnist.serving.wire.messages import Example
 
     def serialize(features: Features) -> bytes:
-        example = example_pb2.Example()
+        example = Example()
         for name, (kind, values) in features.items():
             feature = example.features.feature[name]  # present even with no values
             if kind is not None:

@@ -20,11 +20,11 @@ import numpy as np
 import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, saved_model_pb2
-from tensorflow_serving.apis import classification_pb2, regression_pb2
 
 from fmnist.serving.server import validation
 from fmnist.serving.server.validation import TensorSpec
 from fmnist.serving.wire import dtypes, tensor_proto
+from fmnist.serving.wire import messages as pb
 from fmnist.serving.wire.signature import (
     CLASSIFY_METHOD,
     DEFAULT_SIGNATURE,
@@ -36,7 +36,7 @@ from fmnist.serving.wire.status import Code, StatusError, failed_precondition, i
 
 SERVE_TAG = "serve"
 _MAX_CALLABLES = 64
-ExampleResult = classification_pb2.ClassificationResult | regression_pb2.RegressionResult
+ExampleResult = pb.ClassificationResult | pb.RegressionResult
 
 
 class LoadError(Exception):
@@ -68,8 +68,12 @@ class SavedModelVersion:
     def __init__(self, version_dir: Path):
         self.path = version_dir
         meta_graph = read_meta_graph(version_dir)
-        # A plain dict: indexing a protobuf map with a missing key would insert it.
-        self.signature_defs: dict[str, meta_graph_pb2.SignatureDef] = dict(meta_graph.signature_def)
+        # As the project's wire messages (what metadata answers carry), in a plain dict:
+        # indexing a protobuf map with a missing key would insert it.
+        self.signature_defs: dict[str, pb.SignatureDef] = {
+            name: pb.SignatureDef.FromString(proto.SerializeToString())
+            for name, proto in meta_graph.signature_def.items()
+        }
         # The same signatures as plain data: what the REST API and its JSON answers read.
         self.signatures: dict[str, Signature] = {
             name: from_signature_def(proto) for name, proto in self.signature_defs.items()
@@ -173,7 +177,7 @@ class SavedModelVersion:
     def _feeds(
         self,
         signature_name: str,
-        signature: meta_graph_pb2.SignatureDef,
+        signature: pb.SignatureDef,
         inputs: Mapping[str, np.ndarray],
     ) -> dict[str, np.ndarray]:
         """Graph tensor name -> value for the signature's inputs (defaults fill the missing
@@ -200,7 +204,7 @@ class SavedModelVersion:
         check_method: bool = False,
         *,
         deadline: float | None = None,
-    ) -> tuple[str, classification_pb2.ClassificationResult]:
+    ) -> tuple[str, pb.ClassificationResult]:
         """Classify serialized tf.Examples with a classify-shaped signature (in chunks;
         `deadline` as in `run_batched`)."""
         name, signature = self._example_signature(signature_name, CLASSIFY_METHOD, check_method)
@@ -216,7 +220,7 @@ class SavedModelVersion:
         check_method: bool = False,
         *,
         deadline: float | None = None,
-    ) -> tuple[str, regression_pb2.RegressionResult]:
+    ) -> tuple[str, pb.RegressionResult]:
         """Regress serialized tf.Examples with a regress-shaped signature (in chunks;
         `deadline` as in `run_batched`)."""
         name, signature = self._example_signature(signature_name, REGRESS_METHOD, check_method)
@@ -278,7 +282,7 @@ class SavedModelVersion:
                 results.append((name, _regression_result(outputs["outputs"], len(examples))))
         return results
 
-    def _classify_aliases(self, _name: str, signature: meta_graph_pb2.SignatureDef) -> list[str]:
+    def _classify_aliases(self, _name: str, signature: pb.SignatureDef) -> list[str]:
         if len(signature.outputs) not in (1, 2):
             raise invalid_argument(
                 f"Expected one or two output Tensors, found {len(signature.outputs)}"
@@ -291,7 +295,7 @@ class SavedModelVersion:
             )
         return aliases
 
-    def _regress_signature(self, _name: str, signature: meta_graph_pb2.SignatureDef) -> None:
+    def _regress_signature(self, _name: str, signature: pb.SignatureDef) -> None:
         if len(signature.outputs) != 1:
             raise invalid_argument("Expected one output Tensor.")
         if "outputs" not in signature.outputs:
@@ -299,7 +303,7 @@ class SavedModelVersion:
 
     def _example_signature(
         self, signature_name: str, method: str, check_method: bool
-    ) -> tuple[str, meta_graph_pb2.SignatureDef]:
+    ) -> tuple[str, pb.SignatureDef]:
         name = signature_name or DEFAULT_SIGNATURE
         signature = self.signature_defs.get(name)
         if signature is None:
@@ -318,7 +322,7 @@ class SavedModelVersion:
 
     def _run_examples(
         self,
-        signature: meta_graph_pb2.SignatureDef,
+        signature: pb.SignatureDef,
         examples: Sequence[bytes],
         aliases: list[str],
         deadline: float | None,
@@ -348,12 +352,12 @@ def _ndarray(value: object) -> np.ndarray:
     return array
 
 
-def _specs(infos: Mapping[str, meta_graph_pb2.TensorInfo]) -> dict[str, TensorSpec]:
+def _specs(infos: Mapping[str, pb.TensorInfo]) -> dict[str, TensorSpec]:
     return {alias: TensorSpec.from_tensor_info(alias, info) for alias, info in infos.items()}
 
 
 def _empty_outputs(
-    signature: meta_graph_pb2.SignatureDef, aliases: Sequence[str]
+    signature: pb.SignatureDef, aliases: Sequence[str]
 ) -> dict[str, np.ndarray] | None:
     """Zero-row outputs when every output's declaration fixes its shape, else None (run it)."""
     empty = {}
@@ -368,7 +372,7 @@ def _empty_outputs(
 
 def _classification_result(
     outputs: dict[str, np.ndarray], num_examples: int
-) -> classification_pb2.ClassificationResult:
+) -> pb.ClassificationResult:
     classes, scores = outputs.get("classes"), outputs.get("scores")
     for label, tensor, kind in (("classes", classes, "O"), ("scores", scores, "f")):
         if tensor is None:
@@ -392,7 +396,7 @@ def _classification_result(
             f"Got {classes.shape[1]} vs. {scores.shape[1]}"
         )
     num_classes = (classes if classes is not None else scores).shape[1]
-    result = classification_pb2.ClassificationResult()
+    result = pb.ClassificationResult()
     for i in range(num_examples):
         classifications = result.classifications.add()
         for j in range(num_classes):
@@ -404,7 +408,7 @@ def _classification_result(
     return result
 
 
-def _regression_result(values: np.ndarray, num_examples: int) -> regression_pb2.RegressionResult:
+def _regression_result(values: np.ndarray, num_examples: int) -> pb.RegressionResult:
     if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
         raise invalid_argument(
             "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
@@ -417,7 +421,7 @@ def _regression_result(values: np.ndarray, num_examples: int) -> regression_pb2.
         )
     if values.dtype != np.float32:
         raise invalid_argument("Expected output Tensor of DT_FLOAT.")
-    result = regression_pb2.RegressionResult()
+    result = pb.RegressionResult()
     for value in values.ravel().tolist():
         result.regressions.add(value=value)
     return result

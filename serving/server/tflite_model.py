@@ -378,12 +378,12 @@ class TfliteModel:
 
     @property
     def signature_defs(self) -> dict[str, Any]:
-        """The signatures as SignatureDef protos, for gRPC metadata (needs TF's protos)."""
-        from tensorflow.core.protobuf import meta_graph_pb2  # only on a TF install
+        """The signatures as SignatureDef messages, for gRPC metadata."""
+        from fmnist.serving.wire.messages import SignatureDef
 
         result = {}
         for name, signature in self.signatures.items():
-            proto = meta_graph_pb2.SignatureDef(method_name=signature.method_name)
+            proto = SignatureDef(method_name=signature.method_name)
             for field, infos in (
                 (proto.inputs, signature.inputs),
                 (proto.outputs, signature.outputs),

@@ -3,17 +3,16 @@
 TF Serving (tflite_session.cc, through TFLite's tools/signature/signature_def_util.cc)
 serves these when a model carries them: a metadata entry `signature_defs_metadata` whose
 buffer is a flexbuffer map, signature key -> serialized SignatureDef proto. The TFLite
-converter's own signature table is not that entry and TF Serving ignores it. An edge
-install has no TF protos, so the few SignatureDef fields a signature needs are decoded
-from the protobuf wire format here.
+converter's own signature table is not that entry and TF Serving ignores it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from google.protobuf.message import DecodeError
 
 from fmnist.edge.model_check import _Flatbuffer
-from fmnist.serving.wire.signature import Signature, TensorInfo
+from fmnist.serving.wire.messages import SignatureDef
+from fmnist.serving.wire.signature import Signature, from_signature_def
 
 METADATA_NAME = "signature_defs_metadata"  # kSignatureDefsMetadataName
 _MODEL_BUFFERS, _MODEL_METADATA = 4, 6  # Model table fields (TFLite schema.fbs)
@@ -63,82 +62,8 @@ def _parse_map(data: bytes) -> dict[str, Signature]:
     return {key: _signature_def(value) for key, value in pairs}
 
 
-# --- protobuf wire format ----------------------------------------------------------------
-
-
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= len(data) or shift > 63:
-            raise ValueError("truncated SignatureDef")
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if byte < 0x80:
-            return value, pos
-
-
-def _fields(data: bytes) -> Iterator[tuple[int, int | bytes]]:
-    """(field number, value) pairs: ints for varints, bytes for length-delimited fields."""
-    pos = 0
-    while pos < len(data):
-        key, pos = _varint(data, pos)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _varint(data, pos)
-        elif wire == 2:
-            length, pos = _varint(data, pos)
-            if pos + length > len(data):
-                raise ValueError("truncated SignatureDef")
-            value, pos = data[pos : pos + length], pos + length
-        elif wire in (1, 5):
-            pos += 8 if wire == 1 else 4
-            continue
-        else:
-            raise ValueError(f"unsupported protobuf wire type {wire}")
-        yield number, value
-
-
-def _int64(value: int) -> int:
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
-def _tensor_info(data: bytes) -> TensorInfo:
-    """TensorInfo: name = 1, dtype = 2, tensor_shape = 3 (dim = 2 {size = 1}, unknown_rank = 3)."""
-    name, dtype, dims, unknown = "", 0, [], False
-    for number, value in _fields(data):
-        if number == 1 and isinstance(value, bytes):
-            name = value.decode("utf-8", "replace")
-        elif number == 2 and isinstance(value, int):
-            dtype = value
-        elif number == 3 and isinstance(value, bytes):
-            for shape_field, shape_value in _fields(value):
-                if shape_field == 2 and isinstance(shape_value, bytes):
-                    size = [v for f, v in _fields(shape_value) if f == 1 and isinstance(v, int)]
-                    dims.append(_int64(size[-1]) if size else 0)
-                elif shape_field == 3 and isinstance(shape_value, int):
-                    unknown = bool(shape_value)
-    return TensorInfo(name=name, dtype=dtype, shape=None if unknown else tuple(dims))
-
-
-def _map_entry(data: bytes) -> tuple[str, TensorInfo]:
-    key, info = "", b""
-    for number, value in _fields(data):
-        if number == 1 and isinstance(value, bytes):
-            key = value.decode("utf-8", "replace")
-        elif number == 2 and isinstance(value, bytes):
-            info = value
-    return key, _tensor_info(info)
-
-
 def _signature_def(data: bytes) -> Signature:
-    """SignatureDef: inputs = 1, outputs = 2 (map<string, TensorInfo>), method_name = 3."""
-    inputs, outputs, method = {}, {}, ""
-    for number, value in _fields(data):
-        if number in (1, 2) and isinstance(value, bytes):
-            key, info = _map_entry(value)
-            (inputs if number == 1 else outputs)[key] = info
-        elif number == 3 and isinstance(value, bytes):
-            method = value.decode("utf-8", "replace")
-    return Signature(method_name=method, inputs=inputs, outputs=outputs)
+    try:
+        return from_signature_def(SignatureDef.FromString(data))
+    except DecodeError as err:
+        raise ValueError(f"a SignatureDef does not parse: {err}") from None

@@ -4,17 +4,21 @@ version becomes AVAILABLE, so its first real requests do not pay for graph set-u
 The file is a TFRecord of PredictionLog records (at most 1000, TF Serving's limit); each
 record's Predict/Classify/Regress/MultiInference request runs through the version. A file
 that cannot be read, a record that does not parse or a request that fails fails the
-version's load, as in TF Serving; a version without the file loads as usual. Reading the
-records needs TensorFlow: without it (a TFLite-only install) the replay is skipped, logged.
+version's load, as in TF Serving; a version without the file loads as usual. No TensorFlow
+is needed: the TFLite server on a Raspberry Pi warms up too.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from google.protobuf import message
+
+from fmnist.serving.wire.messages import PredictionLog
+from fmnist.serving.wire.tfrecord import TFRecordError, read_records
 
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 MAX_RECORDS = 1000  # TF Serving's kMaxNumRecords
@@ -29,12 +33,6 @@ def with_warmup(loader: Callable[[Path], Any], log: Callable[[str], None]) -> Ca
 
     def load(version_dir: Path) -> Any:
         model = loader(version_dir)
-        if (version_dir / WARMUP_FILE).is_file() and not tensorflow_installed():
-            log(
-                f"Skipping warm-up of {version_dir}: replaying {WARMUP_FILE} needs TensorFlow "
-                "(pip install 'fmnist-deploy[tf]')"
-            )
-            return model
         try:
             replay(model, version_dir, log)
         except BaseException:
@@ -45,40 +43,26 @@ def with_warmup(loader: Callable[[Path], Any], log: Callable[[str], None]) -> Ca
     return load
 
 
-def tensorflow_installed() -> bool:
-    return importlib.util.find_spec("tensorflow") is not None
-
-
 def replay(model: Any, version_dir: Path, log: Callable[[str], None]) -> int:
     """Run every warm-up record of `version_dir` through `model`; returns how many ran."""
     path = version_dir / WARMUP_FILE
     if not path.is_file():
         return 0
-    import tensorflow as tf
-    from google.protobuf import message
-    from tensorflow_serving.apis import prediction_log_pb2
-
     started, count = time.monotonic(), 0
-    records = tf.data.TFRecordDataset(str(path)).as_numpy_iterator()
-    while True:
-        try:
-            record = next(records)
-        except StopIteration:
-            break
-        except (tf.errors.OpError, OSError) as err:
-            detail = getattr(err, "message", str(err))
-            raise WarmupError(f"Failed to read warmup record from {path}: {detail}") from None
-        count += 1
-        if count > MAX_RECORDS:
-            raise WarmupError(
-                f"Number of warmup records exceeds the maximum ({MAX_RECORDS}) at {path}"
-            )
-        entry = prediction_log_pb2.PredictionLog()
-        try:
-            entry.ParseFromString(record)
-        except message.DecodeError:
-            raise WarmupError(f"Failed to parse warmup record from {path}") from None
-        _run(model, entry)
+    try:
+        for record in read_records(path):
+            count += 1
+            if count > MAX_RECORDS:
+                raise WarmupError(
+                    f"Number of warmup records exceeds the maximum ({MAX_RECORDS}) at {path}"
+                )
+            try:
+                entry = PredictionLog.FromString(record)
+            except message.DecodeError:
+                raise WarmupError(f"Failed to parse warmup record from {path}") from None
+            _run(model, entry)
+    except (TFRecordError, OSError) as err:
+        raise WarmupError(f"Failed to read warmup record from {path}: {err}") from None
     elapsed_us = int((time.monotonic() - started) * 1e6)
     log(
         f"Finished reading warmup data for model at {path}. Number of warmup records read: "

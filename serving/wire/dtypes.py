@@ -14,8 +14,9 @@ from fmnist.serving.wire.status import invalid_argument
 # tensorflow/core/framework/types.proto numbers (stable: they are on the wire).
 DT_FLOAT, DT_DOUBLE, DT_INT32, DT_UINT8, DT_INT16, DT_INT8, DT_STRING = 1, 2, 3, 4, 5, 6, 7
 DT_INT64, DT_BOOL, DT_UINT16, DT_HALF, DT_UINT32, DT_UINT64 = 9, 10, 17, 19, 22, 23
-# Every DataType's name, by number (metadata prints them for any model), and the _REF types.
-_TYPE_NAMES = [
+# Every DataType's name, by number (metadata prints them for any model; `protos` declares the
+# DataType enum from it); the _REF types add 100.
+TYPE_NAMES = (
     "INVALID",
     "FLOAT",
     "DOUBLE",
@@ -50,10 +51,10 @@ _TYPE_NAMES = [
     "INT2",
     "UINT2",
     "FLOAT4_E2M1FN",
-]
+)
 _NAMES = {
-    **{v: f"DT_{n}" for v, n in enumerate(_TYPE_NAMES)},
-    **{v + 100: f"DT_{n}_REF" for v, n in enumerate(_TYPE_NAMES) if v},
+    **{v: f"DT_{n}" for v, n in enumerate(TYPE_NAMES)},
+    **{v + 100: f"DT_{n}_REF" for v, n in enumerate(TYPE_NAMES) if v},
 }
 
 # TF allows 254 dimensions, but its numpy bridge was built for numpy 1's 32: a DT_STRING

@@ -2,13 +2,12 @@
 
 Responses fill the typed `*_val` fields (TF Serving's default `AsProtoField` serialization,
 so clients reading `float_val` work); requests may use `tensor_content` or the typed fields.
-Needs TensorFlow's `tensor_pb2` (the message type), not TensorFlow itself.
+The message type is the project's own (`messages.TensorProto`); reading works on TF's too.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from tensorflow.core.framework import tensor_pb2
 
 from fmnist.serving.wire.dtypes import (
     DT_HALF,
@@ -21,13 +20,14 @@ from fmnist.serving.wire.dtypes import (
     numpy_dtype,
     supported_numpy,
 )
+from fmnist.serving.wire.messages import TensorProto
 from fmnist.serving.wire.status import Code, StatusError, invalid_argument
 
 _FILL_PIECE = 1 << 16  # values per list when writing typed fields
 
 
 def to_ndarray(
-    proto: tensor_pb2.TensorProto, max_bytes: int | None = None, *, name: str | None = None
+    proto: TensorProto, max_bytes: int | None = None, *, name: str | None = None
 ) -> np.ndarray:
     """A request tensor as numpy, by TF's rules (a short value list repeats its last value,
     an empty one means zeros).
@@ -44,7 +44,7 @@ def to_ndarray(
         raise invalid_argument(f"tensor parsing error: {name}: {err.message}") from None
 
 
-def _to_ndarray(proto: tensor_pb2.TensorProto, max_bytes: int | None) -> np.ndarray:
+def _to_ndarray(proto: TensorProto, max_bytes: int | None) -> np.ndarray:
     dtype = numpy_dtype(proto.dtype)
     if proto.tensor_shape.unknown_rank:
         raise invalid_argument("request tensors must have a known shape")
@@ -94,12 +94,12 @@ def _empty_bytes(size: int) -> np.ndarray:
     return flat
 
 
-def fill_tensor_proto(array: np.ndarray, proto: tensor_pb2.TensorProto) -> None:
+def fill_tensor_proto(array: np.ndarray, proto: TensorProto) -> None:
     """Write a result into `proto` the way TF Serving does by default (typed value fields)."""
     if not supported_numpy(array.dtype):  # e.g. bfloat16, complex
         import tensorflow as tf  # only for dtypes TF Serving's typed fields lack
 
-        proto.CopyFrom(tf.make_tensor_proto(array))
+        proto.ParseFromString(tf.make_tensor_proto(array).SerializeToString())
         return
     dt = dtype_of(array)
     proto.dtype = dt
@@ -117,11 +117,11 @@ def fill_tensor_proto(array: np.ndarray, proto: tensor_pb2.TensorProto) -> None:
         field.extend(flat[start : start + _FILL_PIECE].tolist())
 
 
-def to_tensor_proto(value: np.ndarray) -> tensor_pb2.TensorProto:
+def to_tensor_proto(value: np.ndarray) -> TensorProto:
     """An array (numbers, bools, or bytes/str for DT_STRING) as a request TensorProto: numbers
     travel as `tensor_content`, much faster to build and parse than the typed fields."""
     array = np.asarray(value)
-    proto = tensor_pb2.TensorProto()
+    proto = TensorProto()
     dt = dtype_of(array)  # StatusError for dtypes TF has no type for
     if dt == DT_STRING:
         fill_tensor_proto(array, proto)

@@ -67,14 +67,15 @@ def test_half_plus_two_answers_any_batch_size(half_plus_two) -> None:
 
 def test_signature_defs_protos_match_tf_servings_text(half_plus_two) -> None:
     from google.protobuf import text_format
-    from tensorflow.core.protobuf import meta_graph_pb2
+
+    from fmnist.serving.wire.messages import SignatureDef
 
     expected = text_format.Parse(
         'inputs { key: "x" value { name: "x" dtype: DT_FLOAT tensor_shape { dim { size: 1 } '
         'dim { size: 1 } } } } outputs { key: "y" value { name: "y" dtype: DT_FLOAT '
         "tensor_shape { dim { size: 1 } dim { size: 1 } } } } "
         'method_name: "tensorflow/serving/predict"',
-        meta_graph_pb2.SignatureDef(),
+        SignatureDef(),
     )
     assert half_plus_two.signature_defs == {"serving_default": expected}
 

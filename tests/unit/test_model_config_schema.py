@@ -1,12 +1,13 @@
-"""The ModelServerConfig schema declared for TF-free installs reads TF Serving's config files
-as the official message does (policies, labels), and refuses what it does not declare."""
+"""The project's ModelServerConfig reads TF Serving's config files as the official message
+does (policies, labels), and refuses what it does not declare."""
 
 from __future__ import annotations
 
 import pytest
 from google.protobuf import text_format
 
-from fmnist.serving.server.config import declared_model_server_config, models_from_proto
+from fmnist.serving.server.config import models_from_proto
+from fmnist.serving.wire.messages import ModelServerConfig
 
 CONFIG = """
 model_config_list {
@@ -29,7 +30,7 @@ model_config_list {
 
 
 def test_declared_schema_reads_policies_and_labels(tmp_path) -> None:
-    config = declared_model_server_config()()
+    config = ModelServerConfig()
     text_format.Parse(CONFIG % ((tmp_path,) * 3), config)
     first, second, third = models_from_proto(config, "models.config")
     assert (first.policy.kind, first.policy.versions) == ("specific", (1, 2))
@@ -40,6 +41,4 @@ def test_declared_schema_reads_policies_and_labels(tmp_path) -> None:
 
 def test_declared_schema_refuses_unknown_fields() -> None:
     with pytest.raises(text_format.ParseError, match="base_pth"):
-        text_format.Parse(
-            'model_config_list { config { base_pth: "/m" } }', declared_model_server_config()()
-        )
+        text_format.Parse('model_config_list { config { base_pth: "/m" } }', ModelServerConfig())

@@ -1,5 +1,6 @@
 """The serving layout as a contract: the client and the wire import nothing from the server,
-the wire nothing from either side, and the wire needs TensorFlow only for TensorProtos."""
+the wire nothing from either side, and the wire needs no TensorFlow, TF Serving package or
+grpcio (its messages are the project's own; only exotic output dtypes borrow TF's codec)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,15 @@ def test_package_does_not_import(package: str, forbidden: str) -> None:
         for path in _files(package)
     }
     assert not {name: found for name, found in offenders.items() if found}
+
+
+def test_the_wire_imports_no_tensorflow_serving_and_no_grpc() -> None:
+    offenders = {
+        path.name
+        for path in _files("wire")
+        if any(n.split(".")[0] in {"tensorflow_serving", "grpc"} for n in _imports(path))
+    }
+    assert offenders == set()
 
 
 def test_only_the_tensor_proto_codec_imports_tensorflow() -> None:

@@ -1,6 +1,7 @@
-"""The REST side of `fmnist serve` imports without TensorFlow, TF Serving's protos, gRPC or
-protobuf (a tflite-runtime install has none of them), so `--prefer_tflite_model` can serve
-on a Raspberry Pi; the gRPC side and the SavedModel loader are the only parts that need TF."""
+"""`fmnist serve` (gRPC and REST) and the clients import without TensorFlow or TF Serving's
+pip packages, so `--prefer_tflite_model` serves on a Raspberry Pi and a `[client]` install
+queries any TF Serving; the REST side also imports without grpcio (32-bit Pi OS without
+Debian's python3-grpcio). Only the SavedModel loader needs TensorFlow."""
 
 from __future__ import annotations
 
@@ -8,38 +9,64 @@ import subprocess
 import sys
 import textwrap
 
-# Hides these top-level modules, as if they were not installed.
-BLOCKED = ("tensorflow", "tensorflow_serving", "grpc", "grpc_health", "google", "keras")
-BLOCKER = f"""
+# Hidden top-level modules, as if they were not installed.
+NO_TENSORFLOW = ("tensorflow", "tensorflow_serving", "keras", "grpc_health")
+NO_GRPCIO = (*NO_TENSORFLOW, "grpc")
+
+
+def _run(code: str, blocked: tuple[str, ...] = NO_TENSORFLOW) -> subprocess.CompletedProcess:
+    blocker = f"""
 import sys
 class _Blocker:
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {set(BLOCKED)!r}:
+        if name.split(".")[0] in {set(blocked)!r}:
             raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
 sys.meta_path.insert(0, _Blocker())
 """
-
-
-def _run(code: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-c", BLOCKER + textwrap.dedent(code)],
+        [sys.executable, "-c", blocker + textwrap.dedent(code)],
         capture_output=True,
         text=True,
         timeout=120,
     )
 
 
-def test_rest_server_modules_import_without_tensorflow() -> None:
+SERVER_MODULES = "".join(
+    f"import fmnist.serving.server.{name}\n"
+    for name in (
+        "app",
+        "config",
+        "grpc_api",
+        "http_server",
+        "registry",
+        "rest_api",
+        "rest_json",
+        "tflite_model",
+        "warmup",
+    )
+)
+
+
+def test_server_modules_import_without_tensorflow() -> None:
+    result = _run(SERVER_MODULES + "import fmnist.serving.server.grpc_server\nprint('ok')")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "ok"
+
+
+def test_rest_side_imports_without_grpcio() -> None:
+    result = _run(SERVER_MODULES + "print('ok')", NO_GRPCIO)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "ok"
+
+
+def test_clients_and_the_cli_import_without_tensorflow() -> None:
     result = _run(
         """
-        import fmnist.serving.server.app
-        import fmnist.serving.server.config
-        import fmnist.serving.server.http_server
-        import fmnist.serving.server.registry
-        import fmnist.serving.server.rest_api
-        import fmnist.serving.server.rest_json
-        import fmnist.serving.server.tflite_model
-        import fmnist.serving.server.warmup
+        import fmnist.serving.client.grpc_client
+        import fmnist.serving.client.parity
+        import fmnist.serving.client.rest_client
+        from fmnist.cli import build_parser
+        build_parser()
         print("ok")
         """
     )

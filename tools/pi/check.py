@@ -5,9 +5,9 @@ For each userland: a cached Debian bookworm root filesystem (what Raspberry Pi O
 on) under qemu user-mode with a pinned Pi CPU; the README's install (`pip install
 "<wheel>[edge]"` in a venv); `fmnist-edge classify` on real test images, `parity` on the
 10,000 test images and `bench`; then `fmnist serve --prefer_tflite_model` in the userland
-(no TensorFlow) answering REST predicts exactly as the edge runner (serve_probe.py). One
-summary line per userland; exit 0 when all pass, 1 on drift, 2 when something could not be
-checked. Needs root (chroot, mounts, binfmt_misc) and
+(no TensorFlow) answering gRPC and REST predicts exactly as the edge runner
+(serve_probe.py). One summary line per userland; exit 0 when all pass, 1 on drift, 2 when
+something could not be checked. Needs root (chroot, mounts, binfmt_misc) and
 Debian's qemu-user-static and mmdebstrap. Standard library only.
 
     sudo python3 tools/pi/check.py --bundle B --data-dir D --wheel W [--userland all]
@@ -65,6 +65,7 @@ class Outcome:
     p50_ms: float | None = None
     serve_ready_s: float | None = None
     serve_p50_ms: float | None = None
+    serve_grpc_p50_ms: float | None = None
     total_s: float = 0.0
     problem: str = ""
 
@@ -82,7 +83,8 @@ class Outcome:
             f" | parity {num(self.parity_s, '.1f')} s"
             f" | bench {num(self.images_per_s, ',.0f')} images/s, p50 {num(self.p50_ms, '.2f')} ms"
             f" | serve ready {num(self.serve_ready_s, '.1f')} s,"
-            f" REST p50 {num(self.serve_p50_ms, '.1f')} ms"
+            f" REST p50 {num(self.serve_p50_ms, '.1f')} ms,"
+            f" gRPC p50 {num(self.serve_grpc_p50_ms, '.1f')} ms"
             f" | install {num(self.install_s, '.0f')} s | total {self.total_s:.0f} s"
         )
         return f"{text} | {self.problem}" if self.problem else text
@@ -199,12 +201,12 @@ def check_classify(outcome: Outcome, chroot: Chroot, samples: list[Sample]) -> b
 
 
 def check_serving(outcome: Outcome, chroot: Chroot, files: list[str]) -> bool:
-    """`fmnist serve --prefer_tflite_model` inside the userland: REST answers equal the edge
-    runner's, with no TensorFlow loaded (skipped for bundles exported without model.tflite)."""
+    """`fmnist serve --prefer_tflite_model` inside the userland: gRPC and REST answers equal
+    the edge runner's, with no TensorFlow loaded (skipped for bundles without model.tflite)."""
     if "model.tflite" not in files:
         log(f"== {outcome.userland.name}: bundle has no model.tflite, serving not checked")
         return True
-    log(f"== {outcome.userland.name}: fmnist serve --prefer_tflite_model, REST vs the edge runner")
+    log(f"== {outcome.userland.name}: fmnist serve --prefer_tflite_model vs the edge runner")
     probe = chroot.run(
         f"{INSIDE}/venv/bin/python {INSIDE}/serve_probe.py {INSIDE} {INSIDE}/images/samples.npy"
     )
@@ -212,11 +214,15 @@ def check_serving(outcome: Outcome, chroot: Chroot, files: list[str]) -> bool:
         raise CheckError(f"serving probe exited {probe.code}: {_tail(probe.stderr)}")
     result = json.loads(probe.stdout.strip().splitlines()[-1])
     outcome.serve_ready_s, outcome.serve_p50_ms = result["ready_s"], result["p50_ms"]
+    outcome.serve_grpc_p50_ms = result["grpc_p50_ms"]
     if probe.code == EXIT_OK:
         return True
-    problem = "served answers differ from fmnist-edge's" if not result["equal"] else ""
-    problem += "TensorFlow was loaded by the server" * result["tensorflow_loaded"]
-    outcome.problem = "; ".join(filter(None, [outcome.problem, problem]))
+    problems = [
+        "REST answers differ from fmnist-edge's" * (not result["equal"]),
+        "gRPC answers differ from fmnist-edge's" * (not result["grpc_equal"]),
+        "TensorFlow was loaded by the server" * result["tensorflow_loaded"],
+    ]
+    outcome.problem = "; ".join(filter(None, [outcome.problem, *problems]))
     return False
 
 

@@ -41,14 +41,14 @@ class Userland:
 
 USERLANDS = {
     "arm64": Userland("arm64", "arm64", "qemu-aarch64", "cortex-a72", "aarch64"),
-    # PyPI has no armv7l wheels of numpy<2 or Pillow: Debian's, through the venv.
+    # PyPI has no armv7l wheels of numpy<2, Pillow or grpcio: Debian's, through the venv.
     "armhf": Userland(
         "armhf",
         "armhf",
         "qemu-arm",
         "cortex-a7",
         "armv7l",
-        extra_packages=("python3-numpy", "python3-pil"),
+        extra_packages=("python3-numpy", "python3-pil", "python3-grpcio"),
         system_site_packages=True,
     ),
 }

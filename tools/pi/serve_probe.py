@@ -1,13 +1,14 @@
 """Inside an emulated Pi userland: `fmnist serve --prefer_tflite_model` on the bundle's
-model.tflite, without TensorFlow, answers REST predicts exactly as `fmnist-edge` does.
+model.tflite, without TensorFlow, answers REST and gRPC predicts exactly as `fmnist-edge`.
 
     python serve_probe.py BASE_PATH SAMPLES.npy [--requests N]
 
-Starts the server (REST on a free loopback port), waits for its ready line, sends the
-sample images as one `instances` request and compares the int8 scores with the edge
-runner's on the same images (bit for bit), then times N one-image requests. Prints one
-JSON line: {"ready_s", "equal", "p50_ms", "tensorflow_loaded"}. Exit 0 when equal, 1 when
-not, 2 when it could not check. Runs with the userland's venv Python (fmnist installed).
+Starts the server (gRPC and REST on free loopback ports), waits for its ready line, sends
+the sample images as one request over each API and compares the int8 scores with the edge
+runner's on the same images (bit for bit), then times N one-image requests over each.
+Prints one JSON line: {"ready_s", "equal", "grpc_equal", "p50_ms", "grpc_p50_ms",
+"tensorflow_loaded"}. Exit 0 when all equal, 1 when not, 2 when it could not check. Runs
+with the userland's venv Python (fmnist installed).
 """
 
 from __future__ import annotations
@@ -23,13 +24,22 @@ from pathlib import Path
 
 import numpy as np
 
-READY = re.compile(r"REST on \S+:(\d+)")
+READY = re.compile(r"gRPC on \S+:(\d+), REST on \S+:(\d+)")
 
 
 def _post(url: str, body: dict) -> dict:
     request = urllib.request.Request(url, data=json.dumps(body).encode())
     with urllib.request.urlopen(request, timeout=120) as response:
         return json.loads(response.read())
+
+
+def _p50_ms(call, runs: int) -> float:
+    seconds = []
+    for _ in range(runs):
+        began = time.perf_counter()
+        call()
+        seconds.append(time.perf_counter() - began)
+    return round(statistics.median(seconds) * 1000, 2)
 
 
 def main() -> int:
@@ -50,32 +60,36 @@ def main() -> int:
             print(json.dumps({"error": f"no ready line (exit {server.wait()})"}))
             return 2
         ready_s = time.monotonic() - start
-        url = f"http://127.0.0.1:{match.group(1)}/v1/models/fashion_mnist:predict"
+        url = f"http://127.0.0.1:{match.group(2)}/v1/models/fashion_mnist:predict"
         served = np.array(_post(url, {"instances": samples.tolist()})["predictions"], np.int8)
 
         from fmnist.edge.classifier import Classifier
         from fmnist.manifest import load_manifest
+        from fmnist.serving.client import GrpcClient
 
         version = base / "1"
         classifier = Classifier(version / load_manifest(version).tflite("int8").file)
         expected = classifier.invoke(classifier.to_input(samples))
-        seconds = []
-        for image in samples[:1].tolist() * runs:
-            began = time.perf_counter()
-            _post(url, {"instances": [image]})
-            seconds.append(time.perf_counter() - began)
+        with GrpcClient(f"127.0.0.1:{match.group(1)}", "fashion_mnist", timeout=120) as client:
+            over_grpc, _ = client.predict_raw({"images": samples})
+            one = samples[:1]
+            grpc_p50_ms = _p50_ms(lambda: client.predict_raw({"images": one}), runs)
+        image = samples[:1].tolist()
         maps = Path(f"/proc/{server.pid}/maps").read_text()
         result = {
             "ready_s": round(ready_s, 2),
             "equal": bool(np.array_equal(served, expected)),
-            "p50_ms": round(statistics.median(seconds) * 1000, 2),
+            "grpc_equal": bool(np.array_equal(over_grpc["scores"], expected)),
+            "p50_ms": _p50_ms(lambda: _post(url, {"instances": image}), runs),
+            "grpc_p50_ms": grpc_p50_ms,
             "tensorflow_loaded": "/tensorflow/" in maps,
         }
     finally:
         server.terminate()
         server.wait(60)
     print(json.dumps(result))
-    return 0 if result["equal"] and not result["tensorflow_loaded"] else 1
+    ok = result["equal"] and result["grpc_equal"] and not result["tensorflow_loaded"]
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
