@@ -148,9 +148,9 @@ def model_ceiling(base_path: Path, images: np.ndarray, seconds: float = 2.0) -> 
     """Images/s of the model alone, in this process (no server): batch-1 calls from 2
     threads vs batch-32 calls from 1: the most batching can gain on this machine."""
     from fmnist.layout import latest_version
-    from fmnist.serving.server.saved_model import SavedModelVersion
+    from fmnist.serving.server.servables.saved_model import SavedModelServable
 
-    model = SavedModelVersion(base_path / str(latest_version(base_path)))
+    model = SavedModelServable(base_path / str(latest_version(base_path)))
 
     def rate(batch: int, threads: int) -> float:
         x = images[:batch]

@@ -3,7 +3,7 @@
     python benchmarks/bench_session_callable.py --out session_callable.json
     python benchmarks/bench_session_callable.py --model artifacts/models/fashion_mnist/1
 
-`SavedModelVersion` runs signatures through the C++ `Session::MakeCallable` path that
+`SavedModelServable` runs signatures through the C++ `Session::MakeCallable` path that
 `Session.make_callable()` wraps. The public wrapper re-checks every feed's shape in Python
 against the graph (TF Serving does not, and our own validation already has), and plain
 `Session.run` parses feeds and fetches on every call. This loads a SavedModel version,
@@ -35,10 +35,10 @@ def main() -> None:
     import tensorflow as tf
     from tensorflow.core.protobuf import config_pb2
 
-    from fmnist.serving.server.saved_model import SavedModelVersion
+    from fmnist.serving.server.servables.saved_model import SavedModelServable
     from fmnist.serving.wire.dtypes import numpy_dtype
 
-    model = SavedModelVersion(args.model)
+    model = SavedModelServable(args.model)
     signature = model.signature_defs["serving_default"]
     (alias, info), *_ = signature.inputs.items()
     shape = [1 if d.size == -1 else d.size for d in info.tensor_shape.dim]

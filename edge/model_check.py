@@ -12,7 +12,7 @@ process (and a server with every model it serves) before any error could be rais
 
 from __future__ import annotations
 
-import struct
+from fmnist.flatbuffer import Flatbuffer
 
 # Field indices in TFLite's schema.fbs.
 _MODEL_VECTORS = {"operator_codes": 1, "subgraphs": 2, "buffers": 4, "metadata": 6}
@@ -27,74 +27,13 @@ _TYPE_BYTES = (4, 2, 4, 1, 8, 1, 1, 2, 8, 1, 8, 16, 8, 1, 1, 4, 2, 1, 2)
 MAX_ACTIVATION_BYTES = 1 << 30
 
 
-class _Flatbuffer:
-    def __init__(self, content: bytes) -> None:
-        self.b = content
-
-    def _u32(self, pos: int) -> int:
-        if pos < 0 or pos + 4 > len(self.b):
-            raise ValueError(f"offset {pos} outside the {len(self.b)}-byte file")
-        return struct.unpack_from("<I", self.b, pos)[0]
-
-    def table(self, pos: int) -> tuple[int, int, int]:
-        """(table position, vtable position, vtable size), all checked."""
-        vtable = (
-            pos - struct.unpack("<i", self.b[pos : pos + 4])[0] if pos + 4 <= len(self.b) else -1
-        )
-        if vtable < 0 or vtable + 4 > len(self.b):
-            raise ValueError(f"table at {pos} has its vtable outside the file")
-        vt_size, table_size = struct.unpack_from("<HH", self.b, vtable)
-        if vtable + vt_size > len(self.b) or pos + table_size > len(self.b):
-            raise ValueError(f"table at {pos} runs past the end of the file")
-        return pos, vtable, vt_size
-
-    def field(self, table: tuple[int, int, int], index: int) -> int | None:
-        """Absolute position of a field, or None when it is absent."""
-        pos, vtable, vt_size = table
-        slot = 4 + 2 * index
-        if slot + 2 > vt_size:
-            return None
-        offset = struct.unpack_from("<H", self.b, vtable + slot)[0]
-        return pos + offset if offset else None
-
-    def vector(self, table: tuple[int, int, int], index: int, element_size: int) -> tuple[int, int]:
-        """(start, length) of a vector field, checked to lie inside the file."""
-        where = self.field(table, index)
-        if where is None:
-            return 0, 0
-        start = where + self._u32(where)
-        length = self._u32(start)
-        if start + 4 + length * element_size > len(self.b):
-            raise ValueError(f"vector at {start} ({length} elements) runs past the end")
-        return start + 4, length
-
-    def tables(self, table: tuple[int, int, int], index: int) -> list[tuple[int, int, int]]:
-        start, length = self.vector(table, index, 4)
-        return [self.table(start + 4 * i + self._u32(start + 4 * i)) for i in range(length)]
-
-    def scalar(self, table: tuple[int, int, int], index: int, fmt: str, default: int = 0) -> int:
-        where = self.field(table, index)
-        if where is None:
-            return default
-        if where + struct.calcsize(fmt) > len(self.b):
-            raise ValueError(f"field at {where} outside the file")
-        return struct.unpack_from(fmt, self.b, where)[0]
-
-    def ints(self, table: tuple[int, int, int], index: int) -> list[int]:
-        start, length = self.vector(table, index, 4)
-        return list(struct.unpack_from(f"<{length}i", self.b, start))
-
-    def u64(self, table: tuple[int, int, int], index: int) -> int:
-        return self.scalar(table, index, "<Q")
-
-
 def check_tflite_structure(
     content: bytes, max_activation_bytes: int = MAX_ACTIVATION_BYTES
 ) -> None:
     """Raise ValueError naming the first out-of-bounds part of a TFLite model, if any, or
     saying how much its activations declare when that is over `max_activation_bytes`."""
-    fb = _Flatbuffer(content)
-    model = fb.table(fb._u32(0))
+    fb = Flatbuffer(content)
+    model = fb.root()
     _check_bounds(fb, model)
     declared = _activation_bytes(fb, model)
     if declared > max_activation_bytes:
@@ -104,7 +43,7 @@ def check_tflite_structure(
         )
 
 
-def _activation_bytes(fb: _Flatbuffer, model: tuple[int, int, int]) -> int:
+def _activation_bytes(fb: Flatbuffer, model: tuple[int, int, int]) -> int:
     """Bytes the tensors without data declare, summed over all subgraphs (dynamic
     dimensions, -1, count as 1)."""
     with_data = [
@@ -125,7 +64,7 @@ def _activation_bytes(fb: _Flatbuffer, model: tuple[int, int, int]) -> int:
     return total
 
 
-def _check_bounds(fb: _Flatbuffer, model: tuple[int, int, int]) -> None:
+def _check_bounds(fb: Flatbuffer, model: tuple[int, int, int]) -> None:
     content = fb.b
     for name, index in _MODEL_VECTORS.items():
         for entry in fb.tables(model, index):

@@ -5,10 +5,11 @@
   canonical status codes and their HTTP mapping (status), DataTypes and shape limits
   (dtypes), TensorProto and JSON tensor codecs (tensor_proto, json_tensors, json_fast),
   signatures as plain data (signature), and warm-up files (tfrecord). No TensorFlow.
-- `server/`: `fmnist serve`: flags and config files (cli, config), the model registry and
-  version manager (registry), loaders (saved_model), request checks (validation), the gRPC
-  and REST APIs (grpc_api + grpc_server, rest_api + http_server + http_limits), and the app
-  that composes them (app).
+- `server/`: `fmnist serve`, laid out as a model server is: `servables/` (one model version
+  behind the `Servable` interface: SavedModel, TFLite, batching, warm-up, request checks),
+  `core/` (config, the version registry, the data plane both APIs call, metrics), `api/`
+  (gRPC and REST, translating their wire formats to the data plane), `transport/` (the gRPC
+  and HTTP servers, limits, ports), and `app` that composes them.
 - `client/`: gRPC and REST clients with one API (base, grpc_client, rest_client), the
   served-model parity check (parity) and `fmnist client` / `fmnist parity` (cli).
 """

@@ -1,4 +1,5 @@
-"""The model server process: load models, serve gRPC and REST, poll, and stop gracefully.
+"""The model server: composes the parts (servables/ load versions, core/ holds the registry
+and the data plane, api/ translates gRPC and REST, transport/ serves them) and runs them.
 
 Startup checks that both ports are free (a taken port fails at once, not after loading),
 loads every model's aspired versions, binds, then prints one line with the bound ports
@@ -22,22 +23,21 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TextIO
 
 from fmnist.errors import UserError
-from fmnist.serving.server import ports
-from fmnist.serving.server.config import ServerConfig
-from fmnist.serving.server.tflite_model import TFLITE_FILE
+from fmnist.serving.server.api.rest_api import RestApi
+from fmnist.serving.server.core.config import ServerConfig
+from fmnist.serving.server.core.data_plane import DataPlane
+from fmnist.serving.server.core.metrics import Metrics
+from fmnist.serving.server.core.registry import ServableRegistry
+from fmnist.serving.server.servables.loader import version_loader
+from fmnist.serving.server.transport import ports
+from fmnist.serving.server.transport.http_server import HttpServer
 
 GRPC_NEEDS_GRPCIO = (
     "gRPC API needs grpcio (pip install grpcio; on 32-bit Raspberry Pi OS: apt install "
     "python3-grpcio); serving REST only"
-)
-SAVED_MODEL_NEEDS_TF = (
-    "a SavedModel needs TensorFlow, which is not installed (pip install 'fmnist-deploy[tf]'); "
-    f"--prefer_tflite_model with a {TFLITE_FILE} in the version directory does not"
 )
 
 
@@ -64,28 +64,23 @@ def run(config: ServerConfig, out: TextIO = sys.stdout) -> int:
 
 
 class ModelServer:
-    """gRPC + REST over one servable registry; usable in-process too (start/stop)."""
+    """gRPC + REST over one data plane; usable in-process too (start/stop)."""
 
     def __init__(self, config: ServerConfig):
-        from fmnist.serving.server.metrics import Metrics
-        from fmnist.serving.server.registry import ServableRegistry
-
         if importlib.util.find_spec("tensorflow") is not None:
             import tensorflow as tf
 
             tf.get_logger().setLevel(logging.ERROR)  # deprecation chatter from the v1 loader
         self.config = config
         self.metrics = Metrics()
-        loader = version_loader(config.prefer_tflite_model)
-        if config.model_warmup:  # TF Serving's --enable_model_warmup, on by default
-            from fmnist.serving.server.warmup import with_warmup
-
-            loader = with_warmup(loader, log_info)
-        if config.batching is not None:  # --enable_batching: concurrent Predicts share calls
-            from fmnist.serving.server.batching import with_batching
-
-            loader = with_batching(loader, config.batching, self.metrics.observe_batch)
+        loader = version_loader(
+            config.prefer_tflite_model,
+            warmup_log=log_info if config.model_warmup else None,  # --enable_model_warmup
+            batching=config.batching,  # --enable_batching: concurrent Predicts share runs
+            observe_batch=self.metrics.observe_batch,
+        )
         self.registry = ServableRegistry(config.models, loader=loader)
+        self.plane = DataPlane(self.registry, self.metrics, config.method_name_check)
         self.grpc = self._grpc_server()
         if self.grpc is None and config.rest_port is None:
             raise UserError(
@@ -94,11 +89,8 @@ class ModelServer:
             )
         self.rest = None
         if config.rest_port is not None:
-            from fmnist.serving.server.http_server import HttpServer
-            from fmnist.serving.server.rest_api import RestApi
-
             self.rest = HttpServer(
-                RestApi(self.registry, self.metrics, config.method_name_check),
+                RestApi(self.plane).handle,
                 host=config.host,
                 port=config.rest_port,
                 threads=config.rest_threads,
@@ -116,18 +108,13 @@ class ModelServer:
         """The gRPC server, or None (logged) when grpcio is missing."""
         config = self.config
         try:
-            from fmnist.serving.server import grpc_api
-            from fmnist.serving.server.grpc_server import GrpcServer
+            from fmnist.serving.server.api.grpc_api import GrpcApi
+            from fmnist.serving.server.transport.grpc_server import GrpcServer
         except ImportError as err:
             log_info(f"{GRPC_NEEDS_GRPCIO} (missing: {err.name or err})")
             return None
         return GrpcServer(
-            [
-                grpc_api.PredictionService(
-                    self.registry, self.metrics, config.method_name_check, config.max_request_bytes
-                ),
-                grpc_api.ModelService(self.registry, self.metrics),
-            ],
+            GrpcApi(self.plane, config.max_request_bytes).services(),
             host=config.host,
             port=config.grpc_port,
             threads=config.grpc_threads,
@@ -168,7 +155,7 @@ class ModelServer:
             self._config_poller.start()
 
     def _start_grpc(self) -> None:
-        from fmnist.serving.server.grpc_server import BindError, SocketBindError
+        from fmnist.serving.server.transport.grpc_server import BindError, SocketBindError
 
         try:
             self.grpc_port = self.grpc.start()
@@ -185,7 +172,7 @@ class ModelServer:
     def _poll_config(self) -> None:
         """TF Serving's --model_config_file_poll_wait_seconds: re-read the config file and
         reload when it changed; a file that does not parse keeps the current config."""
-        from fmnist.serving.server.config import read_model_config_file
+        from fmnist.serving.server.core.config import read_model_config_file
         from fmnist.serving.wire.status import StatusError
 
         last = self.config.models
@@ -227,27 +214,6 @@ class ModelServer:
         if self._config_poller is not None:
             self._config_poller.join()
         self.registry.stop()
-
-
-def version_loader(prefer_tflite: bool) -> Callable[[Path], Any]:
-    """Loads one version directory: its model.tflite with `prefer_tflite` (TF Serving's
-    --prefer_tflite_model) when it has one, else its SavedModel. TensorFlow is imported only
-    for a SavedModel, so a TFLite-only install serves model.tflite versions."""
-
-    def load(version_dir: Path) -> Any:
-        if prefer_tflite and (version_dir / TFLITE_FILE).is_file():
-            from fmnist.serving.server.tflite_model import TfliteModel
-
-            return TfliteModel(version_dir)
-        try:
-            from fmnist.serving.server.saved_model import SavedModelVersion
-        except ModuleNotFoundError:  # tensorflow is not installed
-            raise RuntimeError(SAVED_MODEL_NEEDS_TF) from None
-        except ImportError as err:
-            raise RuntimeError(f"TensorFlow is installed but fails to import: {err}") from None
-        return SavedModelVersion(version_dir)
-
-    return load
 
 
 def check_ports(config: ServerConfig, grpc: bool = True) -> None:

@@ -190,7 +190,7 @@ def _ports(args: argparse.Namespace) -> tuple[int, int | None]:
 def _check_ports(args: argparse.Namespace) -> None:
     """A taken port fails in a fraction of a second, before TensorFlow is even imported
     (the server checks again before loading models, and binds after)."""
-    from fmnist.serving.server import ports
+    from fmnist.serving.server.transport import ports
 
     grpc_port, rest_port = _ports(args)
     ports.check_free(args.host, grpc_port, api="gRPC", flag="--port")
@@ -199,7 +199,7 @@ def _check_ports(args: argparse.Namespace) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from fmnist.serving.server import config as sc
+    from fmnist.serving.server.core import config as sc
 
     channel_arguments = sc.parse_grpc_channel_arguments(args.grpc_channel_arguments)
     if args.model_config_file:

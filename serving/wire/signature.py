@@ -1,10 +1,9 @@
-"""A served model's signatures as plain data: what the REST API, request validation and the
-metadata answers need, with no TensorFlow import (a TFLite model has no SignatureDef protos).
+"""A served model's signatures as plain data: what the REST API, request validation and
+batching read, the same for a SavedModel's SignatureDefs and a TFLite model's tensors.
 
 `Signature` mirrors a SignatureDef: method name, and input/output aliases mapped to a tensor
-name, DataType and shape. A SavedModel's protos convert to it with `from_signature_def`; the
-REST metadata and status JSON are built from it in the shape `json_format.MessageToDict`
-gives for TF Serving's protos (tests compare the two).
+name, DataType and shape. `from_signature_def` and `to_signature_def` convert from and to
+the SignatureDef message.
 """
 
 from __future__ import annotations
@@ -12,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-
-from fmnist.serving.wire.dtypes import dtype_name
 
 DEFAULT_SIGNATURE = "serving_default"
 PREDICT_METHOD = "tensorflow/serving/predict"
@@ -36,58 +33,35 @@ class Signature:
     method_name: str
     inputs: Mapping[str, TensorInfo] = field(default_factory=dict)
     outputs: Mapping[str, TensorInfo] = field(default_factory=dict)
-    # SignatureDef.defaults (input alias -> TensorProto) as REST metadata prints them.
-    defaults_json: Mapping[str, Any] = field(default_factory=dict)
 
 
 def from_tensor_info(info: Any) -> TensorInfo:
-    """From a TensorInfo proto (duck-typed, so this module needs no TF protos)."""
+    """From a TensorInfo message (ours or TensorFlow's)."""
     shape = info.tensor_shape
     dims = None if shape.unknown_rank else tuple(int(d.size) for d in shape.dim)
     return TensorInfo(name=info.name, dtype=int(info.dtype), shape=dims)
 
 
 def from_signature_def(signature_def: Any) -> Signature:
-    """From a SignatureDef proto (duck-typed)."""
-    defaults = {}
-    if signature_def.defaults:
-        from google.protobuf import json_format  # protobuf, not TensorFlow
-
-        defaults = {
-            alias: json_format.MessageToDict(
-                proto,
-                always_print_fields_with_no_presence=True,
-                preserving_proto_field_name=True,
-            )
-            for alias, proto in signature_def.defaults.items()
-        }
+    """From a SignatureDef message (ours or TensorFlow's); its defaults are not kept."""
     return Signature(
         method_name=signature_def.method_name,
         inputs={a: from_tensor_info(i) for a, i in signature_def.inputs.items()},
         outputs={a: from_tensor_info(i) for a, i in signature_def.outputs.items()},
-        defaults_json=defaults,
     )
 
 
-def _tensor_info_json(info: TensorInfo) -> dict[str, Any]:
-    if info.shape is None:
-        shape: dict[str, Any] = {"dim": [], "unknown_rank": True}
-    else:
-        shape = {"dim": [{"size": str(d), "name": ""} for d in info.shape], "unknown_rank": False}
-    return {"dtype": dtype_name(info.dtype), "tensor_shape": shape, "name": info.name}
+def to_signature_def(signature: Signature) -> Any:
+    """The SignatureDef message of a signature (the project's `messages.SignatureDef`)."""
+    from fmnist.serving.wire.messages import SignatureDef
 
-
-def signature_def_map_json(signatures: Mapping[str, Signature]) -> dict[str, Any]:
-    """A SignatureDefMap as TF Serving's REST metadata prints it (proto field names, int64
-    sizes as strings, default values included)."""
-    return {
-        "signature_def": {
-            name: {
-                "inputs": {a: _tensor_info_json(i) for a, i in sig.inputs.items()},
-                "outputs": {a: _tensor_info_json(i) for a, i in sig.outputs.items()},
-                "method_name": sig.method_name,
-                "defaults": dict(sig.defaults_json),
-            }
-            for name, sig in signatures.items()
-        }
-    }
+    proto = SignatureDef(method_name=signature.method_name)
+    for field_map, infos in ((proto.inputs, signature.inputs), (proto.outputs, signature.outputs)):
+        for alias, info in infos.items():
+            field_map[alias].name = info.name
+            field_map[alias].dtype = info.dtype
+            if info.shape is None:
+                field_map[alias].tensor_shape.unknown_rank = True
+            for size in info.shape or ():
+                field_map[alias].tensor_shape.dim.add(size=size)
+    return proto

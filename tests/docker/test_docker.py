@@ -178,7 +178,7 @@ def test_models_config_serves_the_copied_model() -> None:
 def test_batching_covers_the_batches_our_clients_send() -> None:
     """TF Serving rejects requests over max_batch_size: "Task size N is larger than ..."."""
     from fmnist.serving.client import GrpcClient, RestClient
-    from fmnist.serving.server.config import read_batching_parameters_file
+    from fmnist.serving.server.core.config import read_batching_parameters_file
 
     limit = read_batching_parameters_file(str(CONFIG_DIR / "batching.config")).max_batch_size
     assert build_parser().parse_args(PARITY["command"]).batch_size <= limit
@@ -188,7 +188,7 @@ def test_batching_covers_the_batches_our_clients_send() -> None:
 
 
 def test_monitoring_config_enables_the_scraped_metrics_path() -> None:
-    from fmnist.serving.server.config import read_monitoring_config_file
+    from fmnist.serving.server.core.config import read_monitoring_config_file
 
     path = read_monitoring_config_file(CONFIG_DIR / "monitoring.config")
     assert path == POD["metadata"]["annotations"]["prometheus.io/path"]

@@ -47,7 +47,7 @@ def test_an_in_process_server_checks_its_ports_before_loading(serving_fixtures: 
     """`ModelServer.start` (used in-process, without the CLI's early check) checks too."""
     from fmnist.errors import UserError
     from fmnist.serving.server.app import ModelServer
-    from fmnist.serving.server.config import ServerConfig, single_model
+    from fmnist.serving.server.core.config import ServerConfig, single_model
 
     models = single_model("half_plus_two", serving_fixtures / "saved_model_half_plus_two_cpu")
     with socket.socket() as taken:

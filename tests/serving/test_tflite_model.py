@@ -14,7 +14,7 @@ import pytest
 
 from fmnist import dataset
 from fmnist.edge.classifier import Classifier
-from fmnist.serving.server.tflite_model import TFLITE_FILE, TfliteLoadError, TfliteModel
+from fmnist.serving.server.servables.tflite import TFLITE_FILE, TfliteLoadError, TfliteServable
 from fmnist.serving.wire.dtypes import DT_FLOAT, DT_INT8, DT_UINT8
 from fmnist.serving.wire.signature import PREDICT_METHOD, REGRESS_METHOD, Signature, TensorInfo
 from fmnist.serving.wire.status import Code, StatusError
@@ -23,13 +23,13 @@ HALF_PLUS_TWO = "saved_model_half_plus_two_tflite/00000123"
 
 
 @pytest.fixture(scope="module")
-def half_plus_two(serving_fixtures: Path) -> TfliteModel:
-    return TfliteModel(serving_fixtures / HALF_PLUS_TWO, num_interpreters=2)
+def half_plus_two(serving_fixtures: Path) -> TfliteServable:
+    return TfliteServable(serving_fixtures / HALF_PLUS_TWO, num_interpreters=2)
 
 
 @pytest.fixture(scope="module")
-def int8_model(exported_bundle: Path) -> TfliteModel:
-    return TfliteModel(exported_bundle)
+def int8_model(exported_bundle: Path) -> TfliteServable:
+    return TfliteServable(exported_bundle)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def test_images(data_dir: Path) -> np.ndarray:
     return dataset.load_test(data_dir).images
 
 
-def _input_alias(model: TfliteModel) -> str:
+def _input_alias(model: TfliteServable) -> str:
     (alias,) = model.signatures["serving_default"].inputs
     return alias
 
@@ -65,7 +65,7 @@ def test_half_plus_two_answers_any_batch_size(half_plus_two) -> None:
         np.testing.assert_array_equal(outputs["y"], np.array(expected, np.float32))
 
 
-def test_signature_defs_protos_match_tf_servings_text(half_plus_two) -> None:
+def test_metadata_signature_defs_match_tf_servings_text(half_plus_two) -> None:
     from google.protobuf import text_format
 
     from fmnist.serving.wire.messages import SignatureDef
@@ -77,7 +77,7 @@ def test_signature_defs_protos_match_tf_servings_text(half_plus_two) -> None:
         'method_name: "tensorflow/serving/predict"',
         SignatureDef(),
     )
-    assert half_plus_two.signature_defs == {"serving_default": expected}
+    assert dict(half_plus_two.metadata().signature_def) == {"serving_default": expected}
 
 
 def test_int8_signature_is_the_stored_one_with_quantized_types(int8_model) -> None:
@@ -217,15 +217,15 @@ def test_truncated_model_is_a_load_error(serving_fixtures: Path, tmp_path: Path)
     content = (serving_fixtures / HALF_PLUS_TWO / TFLITE_FILE).read_bytes()
     (tmp_path / TFLITE_FILE).write_bytes(content[: len(content) // 2])
     with pytest.raises(TfliteLoadError, match="truncated or corrupt"):
-        TfliteModel(tmp_path)
+        TfliteServable(tmp_path)
     with pytest.raises(TfliteLoadError, match="cannot read"):
-        TfliteModel(tmp_path / "missing")
+        TfliteServable(tmp_path / "missing")
 
 
 def test_a_model_that_aborts_the_runtime_is_a_load_error(aborting_tflite: Path) -> None:
     # Loaded in this process, the model would abort pytest itself.
     with pytest.raises(TfliteLoadError, match=r"killed the process that loaded it \(SIGABRT\)"):
-        TfliteModel(aborting_tflite)
+        TfliteServable(aborting_tflite)
 
 
 def test_serving_tflite_versions_imports_no_tensorflow(serving_fixtures, exported_bundle):
@@ -233,11 +233,11 @@ def test_serving_tflite_versions_imports_no_tensorflow(serving_fixtures, exporte
     script = (
         "import sys, numpy as np\n"
         "from pathlib import Path\n"
-        "from fmnist.serving.server.tflite_model import TfliteModel\n"
-        "model = TfliteModel(Path(sys.argv[1]))\n"
+        "from fmnist.serving.server.servables.tflite import TfliteServable\n"
+        "model = TfliteServable(Path(sys.argv[1]))\n"
         "_, out = model.predict('', {'x': np.array([1.0, 2.0, 5.0], np.float32)})\n"
         "assert out['y'].tolist() == [2.5, 3.0, 4.5], out\n"
-        "model = TfliteModel(Path(sys.argv[2]))\n"
+        "model = TfliteServable(Path(sys.argv[2]))\n"
         "_, out = model.predict('', {'images': np.zeros((2, 28, 28), np.uint8)})\n"
         "assert out['scores'].shape == (2, 10), out\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'tensorflow')\n"
@@ -299,7 +299,7 @@ def test_stored_signature_defs_replace_the_derived_one(serving_fixtures, tmp_pat
             "regress_x_to_y": _signature_def(REGRESS_METHOD, {"inputs": "x"}, {"outputs": "y"}),
         },
     )
-    model = TfliteModel(version)
+    model = TfliteServable(version)
     assert model.signatures["serving_default"] == Signature(
         PREDICT_METHOD,
         inputs={"in": TensorInfo("x", DT_FLOAT, (1,))},
@@ -308,8 +308,9 @@ def test_stored_signature_defs_replace_the_derived_one(serving_fixtures, tmp_pat
     assert model.signatures["regress_x_to_y"].method_name == REGRESS_METHOD
     _, outputs = model.predict("", {"in": np.array([1.0, 2.0, 5.0], np.float32)})
     assert outputs["out"].tolist() == [2.5, 3.0, 4.5]
+    # Its `inputs` is the float tensor x: the serialized examples cannot be fed to it.
     error = _status(model.regress, "regress_x_to_y", [b""])
-    assert error.code == Code.UNIMPLEMENTED
+    assert error.code == Code.INTERNAL and error.message.startswith("Failed to")
 
 
 def test_a_signature_def_naming_an_unknown_tensor_fails_the_load(serving_fixtures, tmp_path):
@@ -319,7 +320,7 @@ def test_a_signature_def_naming_an_unknown_tensor_fails_the_load(serving_fixture
         {"serving_default": _signature_def(PREDICT_METHOD, {"x": "nope:0"}, {"y": "y"})},
     )
     with pytest.raises(TfliteLoadError, match="references an unknown tensor"):
-        TfliteModel(version)
+        TfliteServable(version)
 
 
 def test_fmnist_serve_answers_the_exported_int8_model_as_the_edge_runner(

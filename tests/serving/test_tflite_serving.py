@@ -1,5 +1,5 @@
 """`fmnist serve --prefer_tflite_model` on TF Serving's own half_plus_two_tflite model, and the
-REST JSON builders that need no TensorFlow checked against the proto path they replace."""
+REST status and metadata JSON (TF Serving's messages printed as its REST API prints them)."""
 
 from __future__ import annotations
 
@@ -10,66 +10,68 @@ from pathlib import Path
 
 import pytest
 import requests
-from google.protobuf import json_format
-from tensorflow_serving.apis import model_pb2
 
-from fmnist.serving.server import responses, rest_json
-from fmnist.serving.server.registry import Servable, VersionStatus
-from fmnist.serving.server.saved_model import SavedModelVersion
-from fmnist.serving.server.tflite_model import TfliteModel
-from fmnist.serving.wire.signature import signature_def_map_json
+from fmnist.serving.server.api import responses
+from fmnist.serving.server.core.data_plane import Answered
+from fmnist.serving.server.core.registry import VersionStatus
+from fmnist.serving.server.servables.saved_model import SavedModelServable
+from fmnist.serving.server.servables.tflite import TfliteServable
 
 TFLITE_MODEL = "saved_model_half_plus_two_tflite/00000123"
 SAVED_MODEL = "saved_model_half_plus_two_cpu/00000123"
-PROTO_JSON = {"always_print_fields_with_no_presence": True, "preserving_proto_field_name": True}
 
 
-def _proto_metadata_json(servable: Servable) -> dict:
-    """The REST metadata as it was built before: protos rendered by json_format."""
-    spec = model_pb2.ModelSpec()
-    responses.fill_model_spec(spec, servable)
-    signature_map = json_format.MessageToDict(responses.signature_def_map(servable), **PROTO_JSON)
-    return {
-        "model_spec": json_format.MessageToDict(spec, **PROTO_JSON),
-        "metadata": {"signature_def": signature_map},
-    }
-
-
-def test_status_json_is_the_protos_json() -> None:
+def test_status_json_is_tf_servings() -> None:
     statuses = [
         VersionStatus(124, "AVAILABLE"),
         VersionStatus(123, "END", "a SavedModel needs TensorFlow"),
         VersionStatus(2**40, "LOADING"),
     ]
-    proto = responses.model_status_response(statuses)
-    expected = json_format.MessageToDict(proto, always_print_fields_with_no_presence=True)
-    assert rest_json.model_status_json(statuses) == expected
+    ok = {"error_code": "OK", "error_message": ""}
+    assert responses.as_json(responses.model_status_response(statuses)) == {
+        "model_version_status": [
+            {"version": "124", "state": "AVAILABLE", "status": ok},
+            {
+                "version": "123",
+                "state": "END",
+                "status": {
+                    "error_code": "UNKNOWN",
+                    "error_message": "a SavedModel needs TensorFlow",
+                },
+            },
+            {"version": str(2**40), "state": "LOADING", "status": ok},
+        ]
+    }
 
 
-def test_saved_model_metadata_json_is_the_protos_json_and_tf_servings(
-    serving_fixtures: Path,
-) -> None:
-    model = SavedModelVersion(serving_fixtures / SAVED_MODEL)
+def test_saved_model_metadata_json_is_tf_servings(serving_fixtures: Path) -> None:
+    model = SavedModelServable(serving_fixtures / SAVED_MODEL)
     try:
-        servable = Servable("half_plus_two", 123, model.path, model=model)
-        metadata = rest_json.metadata_json(servable)
-        assert metadata == _proto_metadata_json(servable)
-        fixture = json.loads((serving_fixtures / "half_plus_two_model_metadata.json").read_text())
-        fixture["model_spec"]["name"] = "half_plus_two"  # the fixture was served as "default"
-        assert metadata == fixture
+        metadata = responses.metadata_json(Answered("half_plus_two", 123), model.metadata())
     finally:
         model.close()
+    fixture = json.loads((serving_fixtures / "half_plus_two_model_metadata.json").read_text())
+    fixture["model_spec"]["name"] = "half_plus_two"  # the fixture was served as "default"
+    assert metadata == fixture
 
 
-def test_tflite_signature_json_is_the_protos_json(serving_fixtures: Path) -> None:
-    model = TfliteModel(serving_fixtures / TFLITE_MODEL)
+def test_tflite_metadata_json_describes_its_tensors(serving_fixtures: Path) -> None:
+    model = TfliteServable(serving_fixtures / TFLITE_MODEL)
     try:
-        protos = json_format.MessageToDict(
-            responses.signature_def_map(Servable("m", 1, model.path, model=model)), **PROTO_JSON
-        )
-        assert signature_def_map_json(model.signatures) == protos
+        metadata = responses.metadata_json(Answered("m", 1), model.metadata())
     finally:
         model.close()
+    shape = {"dim": [{"size": "1", "name": ""}] * 2, "unknown_rank": False}
+    assert metadata["metadata"]["signature_def"] == {
+        "signature_def": {
+            "serving_default": {
+                "inputs": {"x": {"name": "x", "dtype": "DT_FLOAT", "tensor_shape": shape}},
+                "outputs": {"y": {"name": "y", "dtype": "DT_FLOAT", "tensor_shape": shape}},
+                "method_name": "tensorflow/serving/predict",
+                "defaults": {},
+            }
+        }
+    }
 
 
 # --- a real server --------------------------------------------------------------------------

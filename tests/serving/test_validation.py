@@ -14,8 +14,8 @@ import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from fmnist.serving.server import validation
-from fmnist.serving.server.saved_model import SavedModelVersion
+from fmnist.serving.server.servables import validation
+from fmnist.serving.server.servables.saved_model import SavedModelServable
 from fmnist.serving.wire.status import Code, StatusError
 
 pytestmark = pytest.mark.integration
@@ -55,7 +55,7 @@ def stub(server):
 @pytest.fixture(scope="module")
 def version(fmnist_models):
     """The same SavedModel loaded in this process, as the server loads it."""
-    loaded = SavedModelVersion(fmnist_models[3])
+    loaded = SavedModelServable(fmnist_models[3])
     yield loaded
     loaded.close()
 
@@ -206,7 +206,7 @@ def test_classify_and_regress_stop_at_a_passed_deadline(serving_fixtures, method
 
     example = example_pb2.Example()
     example.features.feature["x"].float_list.value.append(1.0)
-    half_plus_two = SavedModelVersion(
+    half_plus_two = SavedModelServable(
         serving_fixtures / "saved_model_half_plus_two_cpu" / "00000123"
     )
     try:

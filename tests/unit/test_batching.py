@@ -1,4 +1,5 @@
-"""Request batching (serving/server/batching.py) against a fake model that counts its calls.
+"""Request batching (serving/server/servables/batching.py) against a fake model that counts
+its calls.
 
 No TensorFlow: the scheduler is pure Python, so its queue rules are checked here, fast;
 tests/serving/test_batching.py checks the same against a real `fmnist serve`.
@@ -10,13 +11,14 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
 
 from fmnist.errors import UserError
-from fmnist.serving.server.batching import check_config, with_batching
-from fmnist.serving.server.config import BatchingConfig, read_batching_parameters_file
+from fmnist.serving.server.core.config import BatchingConfig, read_batching_parameters_file
+from fmnist.serving.server.servables.batching import check_config, with_batching
 from fmnist.serving.wire.status import Code, StatusError
 
 WAIT_S = 10.0  # bound on every wait for a condition
@@ -24,6 +26,8 @@ WAIT_S = 10.0  # bound on every wait for a condition
 
 class FakeModel:
     """`y = 2 * x + 1` per row; records each call's batch; the first call can be held."""
+
+    signatures: ClassVar[dict] = {}  # no signature declared: every request shape may batch
 
     def __init__(self, hold_first: bool = False, error: StatusError | None = None):
         self.calls: list[np.ndarray] = []

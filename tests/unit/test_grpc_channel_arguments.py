@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fmnist.errors import UserError
-from fmnist.serving.server.config import parse_grpc_channel_arguments
+from fmnist.serving.server.core.config import parse_grpc_channel_arguments
 
 
 def test_ints_are_ints_and_other_values_stay_strings():

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from fmnist.serving.server import http_limits
-from fmnist.serving.server.http_limits import MAX_HEADER_BYTES, MAX_URL_BYTES
+from fmnist.serving.server.transport import http_limits
+from fmnist.serving.server.transport.http_limits import MAX_HEADER_BYTES, MAX_URL_BYTES
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from google.protobuf import text_format
 
-from fmnist.serving.server.config import models_from_proto
+from fmnist.serving.server.core.config import models_from_proto
 from fmnist.serving.wire.messages import ModelServerConfig
 
 CONFIG = """

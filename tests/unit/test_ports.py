@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from fmnist.errors import UserError
-from fmnist.serving.server.ports import check_free, explain_bind_failure
+from fmnist.serving.server.transport.ports import check_free, explain_bind_failure
 
 
 def test_a_listening_port_is_reported_with_the_flag_that_sets_it():

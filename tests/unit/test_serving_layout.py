@@ -62,3 +62,109 @@ def test_only_the_tensor_proto_codec_imports_tensorflow() -> None:
         )
     }
     assert uses_tf == {"tensor_proto.py"}
+
+
+# --- the server's own layout ----------------------------------------------------------------
+
+SERVER_PACKAGE = "fmnist.serving.server"
+# Lower layers never import higher ones: transport moves bytes, servables run models, core
+# holds the versions and the data plane, api translates wire formats; app/cli compose.
+LAYERS = {"transport": 0, "servables": 1, "core": 2, "api": 3, "": 4}
+
+
+def _server_graph(root: Path) -> dict[str, set[str]]:
+    """Server module (relative, e.g. `core.registry`) -> the server modules it imports
+    (`from x import y` counts y when y is a module)."""
+    modules = {
+        ".".join(path.relative_to(root).with_suffix("").parts): path
+        for path in root.rglob("*.py")
+        if path.name != "__init__.py"
+    }
+    graph = {}
+    for module, path in modules.items():
+        targets = set()
+        for name in _imports(path):
+            if name.startswith(SERVER_PACKAGE + "."):
+                relative = name[len(SERVER_PACKAGE) + 1 :]
+                while relative and relative not in modules:
+                    relative = relative.rpartition(".")[0]
+                targets.add(relative)
+        graph[module] = targets - {"", module}
+    return graph
+
+
+def _layer(module: str) -> int:
+    return LAYERS[module.rpartition(".")[0]]
+
+
+def _upward_imports(root: Path) -> set[str]:
+    graph = _server_graph(root)
+    return {f"{m} -> {t}" for m, targets in graph.items() for t in targets if _layer(t) > _layer(m)}
+
+
+def _cycle(root: Path) -> list[str]:
+    """One import cycle among the server's modules, or [] when there is none."""
+    graph = _server_graph(root)
+    done: set[str] = set()
+
+    def visit(module: str, stack: list[str]) -> list[str]:
+        if module in stack:
+            return [*stack[stack.index(module) :], module]
+        if module in done:
+            return []
+        for target in sorted(graph[module]):
+            found = visit(target, [*stack, module])
+            if found:
+                return found
+        done.add(module)
+        return []
+
+    return next((c for c in (visit(m, []) for m in sorted(graph)) if c), [])
+
+
+def test_every_server_module_sits_in_a_known_layer() -> None:
+    assert {m.rpartition(".")[0] for m in _server_graph(SERVING / "server")} <= set(LAYERS)
+
+
+def test_no_server_module_imports_a_higher_layer() -> None:
+    assert _upward_imports(SERVING / "server") == set()
+
+
+def test_server_imports_have_no_cycle() -> None:
+    assert _cycle(SERVING / "server") == []
+
+
+def _fake_server(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def test_the_checks_find_a_cycle_and_an_upward_import(tmp_path: Path) -> None:
+    root = _fake_server(
+        tmp_path,
+        {
+            "core/a.py": f"from {SERVER_PACKAGE}.core import b\n",
+            "core/b.py": f"import {SERVER_PACKAGE}.core.a\n",
+            "servables/c.py": f"def f():\n    from {SERVER_PACKAGE}.api.d import x\n",
+            "api/d.py": "x = 1\n",
+        },
+    )
+    assert _cycle(root) == ["core.a", "core.b", "core.a"]
+    assert _upward_imports(root) == {"servables.c -> api.d"}
+
+
+@pytest.mark.parametrize("package", ["client", "wire", "server"])
+def test_serving_imports_nothing_private_from_other_packages(package: str) -> None:
+    private = set()
+    for path in (SERVING / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("fmnist"):
+                inside = node.module.startswith(f"fmnist.serving.{package}")
+                private |= {
+                    f"{path.name}: {node.module}.{alias.name}"
+                    for alias in node.names
+                    if alias.name.startswith("_") and not inside
+                }
+    assert private == set()

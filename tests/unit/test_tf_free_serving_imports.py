@@ -35,20 +35,25 @@ SERVER_MODULES = "".join(
     f"import fmnist.serving.server.{name}\n"
     for name in (
         "app",
-        "config",
-        "grpc_api",
-        "http_server",
-        "registry",
-        "rest_api",
-        "rest_json",
-        "tflite_model",
-        "warmup",
+        "cli",
+        "api.rest_api",
+        "core.config",
+        "core.data_plane",
+        "core.registry",
+        "servables.batching",
+        "servables.loader",
+        "servables.tflite",
+        "servables.warmup",
+        "transport.http_server",
     )
+)
+GRPC_MODULES = (
+    "import fmnist.serving.server.api.grpc_api, fmnist.serving.server.transport.grpc_server\n"
 )
 
 
 def test_server_modules_import_without_tensorflow() -> None:
-    result = _run(SERVER_MODULES + "import fmnist.serving.server.grpc_server\nprint('ok')")
+    result = _run(SERVER_MODULES + GRPC_MODULES + "print('ok')")
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "ok"
 
@@ -78,7 +83,7 @@ def test_saved_model_loader_without_tensorflow_is_one_line() -> None:
     result = _run(
         """
         from pathlib import Path
-        from fmnist.serving.server.app import version_loader
+        from fmnist.serving.server.servables.loader import version_loader
         try:
             version_loader(True)(Path("/nonexistent/1"))
         except RuntimeError as err:

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from fmnist.serving.server import validation
-from fmnist.serving.server.validation import TensorSpec
+from fmnist.serving.server.servables import validation
+from fmnist.serving.server.servables.validation import TensorSpec
 from fmnist.serving.wire import dtypes
 from fmnist.serving.wire.status import Code, StatusError
 

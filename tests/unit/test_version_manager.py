@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from fmnist.serving.server.config import ModelConfig, VersionPolicy
-from fmnist.serving.server.registry import AVAILABLE, END, UNLOADING, ModelManager
+from fmnist.serving.server.core.config import ModelConfig, VersionPolicy
+from fmnist.serving.server.core.registry import AVAILABLE, END, UNLOADING, ModelManager
 from fmnist.serving.wire.status import Code, StatusError
 
 
@@ -89,13 +89,13 @@ def test_a_new_version_replaces_the_old_one_which_is_closed(tmp_path) -> None:
     (tmp_path / "m" / "2").mkdir()
     models.poll()
     assert served_version(models) == 2
-    assert old.state == END and old.model is None
+    assert old.state == END and old.servable is None
 
 
 def test_a_version_in_use_drains_before_it_is_closed(tmp_path) -> None:
     models, _ = manager(tmp_path / "m", [1])
     with models.acquire() as held:
-        model = held.model
+        model = held.servable
         (tmp_path / "m" / "2").mkdir()
         models.poll()
         assert held.state == UNLOADING and not model.closed

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fmnist.errors import UserError
+from fmnist.serving.server.servables.batching import BatchingConfig, check_config
 
 DEFAULT_GRPC_PORT = 8500
 DEFAULT_REST_PORT = 8501
@@ -74,20 +75,6 @@ class ServerConfig:
     prefer_tflite_model: bool = False  # --prefer_tflite_model: serve model.tflite if present
 
 
-@dataclass(frozen=True)
-class BatchingConfig:
-    """TF Serving's BatchingParameters (session_bundle_config.proto), with its defaults."""
-
-    max_batch_size: int = 1000  # SharedBatchScheduler QueueOptions defaults
-    batch_timeout_micros: int = 0
-    max_enqueued_batches: int = 10
-    num_batch_threads: int = os.cpu_count() or 1  # port::MaxParallelism()
-    allowed_batch_sizes: tuple[int, ...] = ()
-    pad_variable_length_inputs: bool = False
-    enable_large_batch_splitting: bool = False
-    max_execution_batch_size: int | None = None  # with large batch splitting
-
-
 def read_batching_parameters_file(path: str | None) -> BatchingConfig:
     """A text-format BatchingParameters file (None: TF Serving's defaults). Unset fields
     keep the defaults of TF Serving's SharedBatchScheduler (bundle_factory_util.h sets
@@ -118,8 +105,6 @@ def read_batching_parameters_file(path: str | None) -> BatchingConfig:
         allowed_batch_sizes=tuple(proto.allowed_batch_sizes),
         pad_variable_length_inputs=proto.pad_variable_length_inputs,
     )
-    from fmnist.serving.server.batching import check_config
-
     try:
         check_config(config)
     except ValueError as err:

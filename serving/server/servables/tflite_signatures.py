@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from google.protobuf.message import DecodeError
 
-from fmnist.edge.model_check import _Flatbuffer
+from fmnist.flatbuffer import Flatbuffer
 from fmnist.serving.wire.messages import SignatureDef
 from fmnist.serving.wire.signature import Signature, from_signature_def
 
@@ -22,14 +22,14 @@ _BUFFER_DATA, _BUFFER_OFFSET, _BUFFER_SIZE = 0, 1, 2  # Buffer table fields
 
 def read_signature_defs(content: bytes) -> dict[str, Signature] | None:
     """The model's SignatureDef metadata, or None when it has none; ValueError if malformed."""
-    fb = _Flatbuffer(content)
-    model = fb.table(fb._u32(0))
+    fb = Flatbuffer(content)
+    model = fb.root()
     for metadata in fb.tables(model, _MODEL_METADATA):
         start, length = fb.vector(metadata, _META_NAME, 1)
         if content[start : start + length] != METADATA_NAME.encode():
             continue
         where = fb.field(metadata, _META_BUFFER)
-        index = fb._u32(where) if where is not None else 0
+        index = fb.u32(where) if where is not None else 0
         buffers = fb.tables(model, _MODEL_BUFFERS)
         if index >= len(buffers):
             raise ValueError(f"metadata buffer {index} does not exist")
@@ -37,7 +37,7 @@ def read_signature_defs(content: bytes) -> dict[str, Signature] | None:
     return None
 
 
-def _buffer_bytes(fb: _Flatbuffer, buffer: tuple[int, int, int], content: bytes) -> bytes:
+def _buffer_bytes(fb: Flatbuffer, buffer: tuple[int, int, int], content: bytes) -> bytes:
     start, length = fb.vector(buffer, _BUFFER_DATA, 1)
     if length:
         return content[start : start + length]

@@ -17,7 +17,11 @@ from typing import Any
 
 from google.protobuf import message
 
+from fmnist.serving.server.servables.base import Servable
+from fmnist.serving.server.servables.examples import run_multi_inference, serialized_examples
+from fmnist.serving.wire import tensor_proto
 from fmnist.serving.wire.messages import PredictionLog
+from fmnist.serving.wire.status import StatusError
 from fmnist.serving.wire.tfrecord import TFRecordError, read_records
 
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
@@ -28,10 +32,12 @@ class WarmupError(Exception):
     """A version's warm-up file cannot be read or one of its requests failed."""
 
 
-def with_warmup(loader: Callable[[Path], Any], log: Callable[[str], None]) -> Callable[[Path], Any]:
+def with_warmup(
+    loader: Callable[[Path], Servable], log: Callable[[str], None]
+) -> Callable[[Path], Servable]:
     """`loader` followed by the version's warm-up replay; the model is closed if it fails."""
 
-    def load(version_dir: Path) -> Any:
+    def load(version_dir: Path) -> Servable:
         model = loader(version_dir)
         try:
             replay(model, version_dir, log)
@@ -43,7 +49,7 @@ def with_warmup(loader: Callable[[Path], Any], log: Callable[[str], None]) -> Ca
     return load
 
 
-def replay(model: Any, version_dir: Path, log: Callable[[str], None]) -> int:
+def replay(model: Servable, version_dir: Path, log: Callable[[str], None]) -> int:
     """Run every warm-up record of `version_dir` through `model`; returns how many ran."""
     path = version_dir / WARMUP_FILE
     if not path.is_file():
@@ -71,12 +77,8 @@ def replay(model: Any, version_dir: Path, log: Callable[[str], None]) -> int:
     return count
 
 
-def _run(model: Any, entry: Any) -> None:
+def _run(model: Servable, entry: Any) -> None:
     """One record's request; a failure is the load's (TF Serving stops at the first)."""
-    from fmnist.serving.server import grpc_api
-    from fmnist.serving.wire import tensor_proto
-    from fmnist.serving.wire.status import StatusError
-
     kind = entry.WhichOneof("log_type")
     try:
         if kind == "predict_log":
@@ -85,14 +87,12 @@ def _run(model: Any, entry: Any) -> None:
             model.predict(request.model_spec.signature_name, inputs, list(request.output_filter))
         elif kind == "classify_log":
             request = entry.classify_log.request
-            examples = grpc_api.serialized_examples(request.input)
-            model.classify(request.model_spec.signature_name, examples)
+            model.classify(request.model_spec.signature_name, serialized_examples(request.input))
         elif kind == "regress_log":
             request = entry.regress_log.request
-            examples = grpc_api.serialized_examples(request.input)
-            model.regress(request.model_spec.signature_name, examples)
+            model.regress(request.model_spec.signature_name, serialized_examples(request.input))
         elif kind == "multi_inference_log":
-            grpc_api.run_multi_inference(model, entry.multi_inference_log.request)
+            run_multi_inference(model, entry.multi_inference_log.request)
         else:
             raise WarmupError(f"Unsupported log_type for warmup: {kind}")
     except StatusError as err:

@@ -14,13 +14,14 @@ import asyncio
 import concurrent.futures
 import threading
 import time
-from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import grpc.aio
+from google.protobuf import message
 
-from fmnist.serving.server.grpc_api import SERVICE_NAMES, Method
 from fmnist.serving.wire import messages as pb
 from fmnist.serving.wire.status import Code, StatusError
 
@@ -28,10 +29,20 @@ _MESSAGE_LIMIT = 1024  # TF Serving truncates gRPC error messages here, keeping 
 Status = pb.HealthCheckResponse
 
 
-class Service(Protocol):
-    name: str
+@dataclass(frozen=True)
+class Method:
+    """One unary method: its message types and `call(request, deadline)`, where `deadline` is
+    a `time.monotonic()` value or None; no `call` means UNIMPLEMENTED (as in TF Serving)."""
 
-    def methods(self) -> dict[str, Method]: ...
+    request: type[message.Message]
+    response: type[message.Message]
+    call: Callable[[Any, float | None], Any] | None = None
+
+    def parse(self, raw: bytes) -> Any:
+        try:
+            return self.request.FromString(raw)
+        except message.DecodeError:  # gRPC's own wording for an unparseable request
+            raise StatusError(Code.INTERNAL, "Exception deserializing request!") from None
 
 
 class BindError(Exception):
@@ -49,14 +60,15 @@ async def _abort(context: grpc.aio.ServicerContext, code: Code, message: str) ->
 
 
 class GrpcServer:
-    """Services (and, optionally, the standard health service) on host:port.
+    """Services (service name -> method name -> Method) and, optionally, the standard
+    health service (SERVING for the services and for "") on host:port.
 
     `start` binds and starts, returning the bound port (BindError if it cannot);
     `stop(grace)` begins a graceful stop and returns a future that is done once stopped."""
 
     def __init__(
         self,
-        services: Iterable[Service],
+        services: Mapping[str, Mapping[str, Method]],
         *,
         host: str,
         port: int,
@@ -66,13 +78,13 @@ class GrpcServer:
         socket_path: str | None = None,
         channel_arguments: Iterable[tuple[str, int | str]] = (),
     ):
-        self.services = list(services)
+        self.services = dict(services)
         self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.socket_path = socket_path  # also listen on unix:PATH, as TF Serving does
         self.channel_arguments = list(channel_arguments)
         self.max_message_bytes = max_message_bytes
         self.pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="grpc")
-        self.health = HealthService(("", *SERVICE_NAMES)) if health_check else None
+        self.health = HealthService(("", *self.services)) if health_check else None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: grpc.aio.Server | None = None
@@ -129,7 +141,9 @@ class GrpcServer:
         # its own settings (deduplicated here: gRPC's pick among repeated keys is unspecified).
         options.update(self.channel_arguments)
         self._server = grpc.aio.server(options=list(options.items()))
-        handlers = [_generic_handler(s.name, s.methods(), self._unary) for s in self.services]
+        handlers = [
+            _generic_handler(name, methods, self._unary) for name, methods in self.services.items()
+        ]
         if self.health is not None:
             handlers.append(self._health_handler())
         self._server.add_generic_rpc_handlers(handlers)
@@ -225,7 +239,7 @@ def _call(method: Method, raw: list[bytes], deadline: float | None) -> Any:
 
 
 def _generic_handler(
-    service: str, methods: dict[str, Method], unary: Callable[[Method, Any], Any]
+    service: str, methods: Mapping[str, Method], unary: Callable[[Method, Any], Any]
 ) -> grpc.GenericRpcHandler:
     def handler(method: Method):
         async def behaviour(_requests, context):

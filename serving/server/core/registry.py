@@ -18,11 +18,12 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from fmnist.errors import UserError
 from fmnist.layout import scan_versions
-from fmnist.serving.server.config import ModelConfig
+from fmnist.serving.server.core.config import ModelConfig
+from fmnist.serving.server.servables.base import Servable
+from fmnist.serving.server.servables.loader import Loader
 from fmnist.serving.wire.status import StatusError, invalid_argument, not_found
 
 # ModelVersionStatus.State names, as GetModelStatus reports them.
@@ -30,14 +31,15 @@ START, LOADING, AVAILABLE, UNLOADING, END = "START", "LOADING", "AVAILABLE", "UN
 
 
 @dataclass
-class Servable:
-    """One version of one model, and the requests currently using it."""
+class ServableVersion:
+    """One version of one model: its state, its servable once loaded, and the requests
+    currently holding it."""
 
     name: str
     version: int
     path: Path
     state: str = START
-    model: Any = None  # the loaded SavedModelVersion, from AVAILABLE until unloaded
+    servable: Servable | None = None  # from AVAILABLE until unloaded
     error: str = ""  # why it failed to load (state END)
     in_flight: int = 0
 
@@ -49,7 +51,6 @@ class VersionStatus:
     error: str = ""
 
 
-Loader = Callable[[Path], Any]  # version directory -> loaded model (with .close())
 Log = Callable[[str], None]
 
 
@@ -62,8 +63,8 @@ class ModelManager:
         self._log = log or _stderr
         self._lock = threading.Lock()
         self._poll_lock = threading.Lock()
-        self._servables: dict[int, Servable] = {}  # every version seen, for status
-        self._latest: Servable | None = None  # highest AVAILABLE version
+        self._servables: dict[int, ServableVersion] = {}  # every version seen, for status
+        self._latest: ServableVersion | None = None  # highest AVAILABLE version
         self._failed: dict[int, Path] = {}  # load failures, until the directory goes away
         self._base_state = "ok"  # ok | missing | empty | error: logged when it changes
 
@@ -74,7 +75,9 @@ class ModelManager:
     # --- requests ------------------------------------------------------------------
 
     @contextmanager
-    def acquire(self, version: int | None = None, label: str | None = None) -> Iterator[Servable]:
+    def acquire(
+        self, version: int | None = None, label: str | None = None
+    ) -> Iterator[ServableVersion]:
         """Hold a servable for one request (latest, a version, or a label's version)."""
         with self._lock:
             if label is not None:
@@ -97,7 +100,7 @@ class ModelManager:
         finally:
             self._release(servable)
 
-    def _release(self, servable: Servable) -> None:
+    def _release(self, servable: ServableVersion) -> None:
         with self._lock:
             servable.in_flight -= 1
             drained = servable.state == UNLOADING and servable.in_flight == 0
@@ -186,7 +189,7 @@ class ModelManager:
             return sorted(v for v, s in self._servables.items() if s.state == AVAILABLE)
 
     def _load(self, version: int, path: Path) -> None:
-        servable = Servable(self.name, version, path, state=LOADING)
+        servable = ServableVersion(self.name, version, path, state=LOADING)
         with self._lock:
             self._servables[version] = servable
         try:
@@ -199,7 +202,7 @@ class ModelManager:
             self._log(f"model {self.name}: version {version} failed to load: {message}")
             return
         with self._lock:
-            servable.model, servable.state = model, AVAILABLE
+            servable.servable, servable.state = model, AVAILABLE
             self._update_latest()
         self._log(f"model {self.name}: version {version} available ({path})")
 
@@ -207,15 +210,13 @@ class ModelManager:
         available = [s for s in self._servables.values() if s.state == AVAILABLE]
         self._latest = max(available, key=lambda s: s.version, default=None)
 
-    def _finish_unload(self, servable: Servable) -> None:
+    def _finish_unload(self, servable: ServableVersion) -> None:
         with self._lock:
             if servable.state != UNLOADING:
                 return
-            model, servable.model = servable.model, None
+            model, servable.servable = servable.servable, None
             servable.state = END
-        close = getattr(model, "close", None)
-        if close is not None:
-            close()
+        model.close()
         self._log(f"model {self.name}: version {servable.version} unloaded")
 
     def set_policy(self, config: ModelConfig) -> None:
@@ -271,7 +272,7 @@ class ServableRegistry:
     @contextmanager
     def acquire(
         self, name: str, version: int | None = None, label: str | None = None
-    ) -> Iterator[Servable]:
+    ) -> Iterator[ServableVersion]:
         if name not in self.managers:
             what = f"Specific({name}, {version})" if version is not None else f"Latest({name})"
             raise not_found(f"Servable not found for request: {what}")

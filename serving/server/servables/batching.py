@@ -25,19 +25,22 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from fmnist.serving.server.config import BatchingConfig
+from fmnist.serving.server.servables.base import Outputs, Servable
+from fmnist.serving.server.servables.examples import ExampleResult
+from fmnist.serving.wire import messages as pb
+from fmnist.serving.wire.signature import DEFAULT_SIGNATURE, Signature
 from fmnist.serving.wire.status import Code, StatusError
 
-DEFAULT_SIGNATURE = "serving_default"
 # (rows in the model call incl. padding, padding rows, requests merged) after every batch.
 BatchObserver = Callable[[int, int, int], None]
 _IDLE_WAIT_S = 1.0  # how long an idle batch thread sleeps before re-checking (cv-woken)
@@ -45,18 +48,32 @@ _CLOSE_WAIT_S = 60.0  # how long unloading a version waits for its queued batche
 _BACKSTOP_S = 0.002  # batch threads take a timed-out batch only if its callers have not
 
 
+@dataclass(frozen=True)
+class BatchingConfig:
+    """TF Serving's BatchingParameters (session_bundle_config.proto), with its defaults."""
+
+    max_batch_size: int = 1000  # SharedBatchScheduler QueueOptions defaults
+    batch_timeout_micros: int = 0
+    max_enqueued_batches: int = 10
+    num_batch_threads: int = os.cpu_count() or 1  # port::MaxParallelism()
+    allowed_batch_sizes: tuple[int, ...] = ()
+    pad_variable_length_inputs: bool = False
+    enable_large_batch_splitting: bool = False
+    max_execution_batch_size: int | None = None  # with large batch splitting
+
+
 def with_batching(
-    loader: Callable[[Path], Any],
+    loader: Callable[[Path], Servable],
     config: BatchingConfig,
     observe: BatchObserver | None = None,
-) -> Callable[[Path], Any]:
-    """`loader` whose models batch concurrent `predict` calls (see the module docstring);
+) -> Callable[[Path], Servable]:
+    """`loader` whose servables batch concurrent `predict` calls (see the module docstring);
     `config` is checked here, so a bad one fails at start-up, not at the first request."""
     check_config(config)
     scheduler = BatchScheduler(config, observe)
 
-    def load(version_dir: Path) -> Any:
-        return BatchingModel(loader(version_dir), scheduler)
+    def load(version_dir: Path) -> Servable:
+        return BatchingServable(loader(version_dir), scheduler)
 
     return load
 
@@ -101,18 +118,19 @@ def execution_limit(config: BatchingConfig) -> int:
     return config.max_batch_size
 
 
-class BatchingModel:
-    """A loaded version whose `predict` goes through the scheduler; everything else is the
-    wrapped model's own."""
+class BatchingServable:
+    """A servable whose `predict` goes through the scheduler (Classify, Regress and
+    MultiInference run unbatched, as in TF Serving)."""
 
-    def __init__(self, model: Any, scheduler: BatchScheduler):
+    def __init__(self, model: Servable, scheduler: BatchScheduler):
         self.model = model
         self.scheduler = scheduler
         self._unbatchable: set[Hashable] = set()  # queue keys whose outputs could not be split
         self.closing = False  # set by close(): its open batches run without waiting
 
-    def __getattr__(self, name: str) -> Any:  # signatures, classify, regress, path, ...
-        return getattr(self.model, name)
+    @property
+    def signatures(self) -> Mapping[str, Signature]:
+        return self.model.signatures
 
     def predict(
         self,
@@ -121,17 +139,53 @@ class BatchingModel:
         output_filter: Sequence[str] = (),
         *,
         deadline: float | None = None,
-    ) -> tuple[str, dict[str, np.ndarray]]:
+    ) -> tuple[str, Outputs]:
         key, rows = self._queue_key(signature_name, inputs, output_filter)
         if key is None:
             return self.model.predict(signature_name, inputs, output_filter, deadline=deadline)
         return self.scheduler.submit(self, key, signature_name, inputs, rows, deadline)
+
+    def classify(
+        self,
+        signature_name: str,
+        serialized: Sequence[bytes],
+        check_method: bool = False,
+        *,
+        deadline: float | None = None,
+    ) -> tuple[str, pb.ClassificationResult]:
+        return self.model.classify(signature_name, serialized, check_method, deadline=deadline)
+
+    def regress(
+        self,
+        signature_name: str,
+        serialized: Sequence[bytes],
+        check_method: bool = False,
+        *,
+        deadline: float | None = None,
+    ) -> tuple[str, pb.RegressionResult]:
+        return self.model.regress(signature_name, serialized, check_method, deadline=deadline)
+
+    def multi_inference(
+        self,
+        tasks: Sequence[tuple[str, str]],
+        serialized: Sequence[bytes],
+        *,
+        deadline: float | None = None,
+    ) -> list[tuple[str, ExampleResult]]:
+        return self.model.multi_inference(tasks, serialized, deadline=deadline)
+
+    def metadata(self) -> pb.SignatureDefMap:
+        return self.model.metadata()
 
     def close(self) -> None:
         """Let this version's queued requests finish (bounded), then close the model."""
         self.closing = True
         self.scheduler.drain(self, _CLOSE_WAIT_S)
         self.model.close()
+
+    def mark_unbatchable(self, key: Hashable) -> None:
+        """Requests of this queue key run alone from now on (their outputs cannot be split)."""
+        self._unbatchable.add(key)
 
     def _queue_key(
         self, signature_name: str, inputs: Mapping[str, np.ndarray], output_filter: Sequence[str]
@@ -154,23 +208,17 @@ class BatchingModel:
         return (None, 0) if key in self._unbatchable else (key, rows)
 
 
-def _batchable_signature(model: Any, signature_name: str, inputs: Mapping[str, Any]) -> bool:
-    """False when the signature (as far as it is known) needs inputs the request leaves to
-    defaults, or declares a fixed dim 0 (a merged batch would not fit it)."""
-    signatures = getattr(model, "signatures", None)  # plain data: no TF protos needed
-    if not isinstance(signatures, Mapping):
-        return True
-    signature = signatures.get(signature_name or DEFAULT_SIGNATURE)
-    declared = getattr(signature, "inputs", None)
-    if signature is None or declared is None:
+def _batchable_signature(
+    model: Servable, signature_name: str, inputs: Mapping[str, np.ndarray]
+) -> bool:
+    """False when the signature needs inputs the request leaves to defaults, or declares a
+    fixed dim 0 (a merged batch would not fit it)."""
+    signature = model.signatures.get(signature_name or DEFAULT_SIGNATURE)
+    if signature is None:
         return True  # the model itself answers that the signature is missing
-    if set(declared) != set(inputs):
+    if set(signature.inputs) != set(inputs):
         return False
-    for info in declared.values():
-        shape = getattr(info, "shape", None)  # None: unknown rank
-        if shape and shape[0] >= 0:
-            return False
-    return True
+    return not any(info.shape and info.shape[0] >= 0 for info in signature.inputs.values())
 
 
 class _Request:
@@ -219,7 +267,7 @@ class _Batch:
 class _Queue:
     """Batches of one model version and request shape; the last batch is the open one."""
 
-    def __init__(self, model: BatchingModel, key: Hashable, signature_name: str):
+    def __init__(self, model: BatchingServable, key: Hashable, signature_name: str):
         self.model, self.key, self.signature_name = model, key, signature_name
         self.batches: deque[_Batch] = deque([_Batch()])
 
@@ -261,7 +309,7 @@ class BatchScheduler:
 
     def submit(
         self,
-        model: BatchingModel,
+        model: BatchingServable,
         key: Hashable,
         signature_name: str,
         inputs: Mapping[str, np.ndarray],
@@ -390,7 +438,7 @@ class BatchScheduler:
         with self._cv:
             return sum(b.size for q in self._queues.values() for b in q.batches)
 
-    def drain(self, model: BatchingModel, timeout_s: float) -> None:
+    def drain(self, model: BatchingServable, timeout_s: float) -> None:
         """Wait until `model` has nothing queued or running (at most `timeout_s`)."""
         end = time.monotonic() + timeout_s
         with self._cv:
@@ -528,7 +576,7 @@ class BatchScheduler:
         if any(v.ndim == 0 or v.shape[0] != padded for v in outputs.values()):
             # Outputs without the batch dimension cannot be split: this shape runs alone
             # from now on, and this batch's requests run one by one.
-            queue.model._unbatchable.add(queue.key)
+            queue.model.mark_unbatchable(queue.key)
             for task in tasks:
                 self._run_alone(queue, task)
             return

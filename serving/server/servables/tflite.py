@@ -29,19 +29,13 @@ import numpy as np
 from fmnist.edge.model_check import check_tflite_structure
 from fmnist.edge.model_probe import ModelCrashed, check_in_child
 from fmnist.edge.runtime import Runtime, select_runtime
-from fmnist.serving.server import validation
-from fmnist.serving.server.tflite_signatures import read_signature_defs
-from fmnist.serving.server.validation import TensorSpec
+from fmnist.serving.server.servables import validation
+from fmnist.serving.server.servables.base import SignatureServable
+from fmnist.serving.server.servables.tflite_signatures import read_signature_defs
+from fmnist.serving.server.servables.validation import TensorSpec
 from fmnist.serving.wire import dtypes
-from fmnist.serving.wire.signature import (
-    CLASSIFY_METHOD,
-    DEFAULT_SIGNATURE,
-    PREDICT_METHOD,
-    REGRESS_METHOD,
-    Signature,
-    TensorInfo,
-)
-from fmnist.serving.wire.status import Code, StatusError, failed_precondition, invalid_argument
+from fmnist.serving.wire.signature import DEFAULT_SIGNATURE, PREDICT_METHOD, Signature, TensorInfo
+from fmnist.serving.wire.status import Code, StatusError, failed_precondition
 
 TFLITE_FILE = "model.tflite"  # TF Serving's name, read with --prefer_tflite_model
 
@@ -127,7 +121,7 @@ class _Slot:
         self.shapes: dict[int, tuple[int, ...]] = {}
 
 
-class TfliteModel:
+class TfliteServable(SignatureServable):
     """A loaded `model.tflite`: its TF Serving signatures and a pool of interpreters."""
 
     def __init__(
@@ -184,6 +178,7 @@ class TfliteModel:
             key: (_ports(sig.inputs, inputs), _ports(sig.outputs, outputs))
             for key, sig in self.signatures.items()
         }
+        self._index = {d["name"]: d["index"] for d in (*inputs, *outputs)}  # by tensor name
         self._pool.put(first)
 
     # --- interpreters ------------------------------------------------------------------
@@ -266,6 +261,20 @@ class TfliteModel:
             if slot is not None:
                 self._pool.put(slot)
 
+    def run_tensors(
+        self,
+        feeds: Mapping[str, np.ndarray],
+        fetches: Sequence[str],
+        rows: int | None,
+        deadline: float | None = None,
+    ) -> list[np.ndarray]:
+        """`run` by tensor name, in chunks along `rows` (see `validation.run_in_chunks`)."""
+        by_index = {self._index[name]: value for name, value in feeds.items()}
+        indices = [self._index[name] for name in fetches]
+        return validation.run_in_chunks(
+            lambda part: self.run(part, indices, deadline), by_index, rows, deadline
+        )
+
     def _replace(self) -> _Slot | None:
         """A fresh interpreter for one that failed, or None (one fewer) if none can be made."""
         try:
@@ -314,95 +323,6 @@ class TfliteModel:
             validation.check_shape(signature_name, port.spec, value.shape)
             feeds[port.index] = value
         return feeds
-
-    # --- tf.Example APIs -----------------------------------------------------------------
-
-    def classify(
-        self, signature_name: str, examples: Sequence[bytes], check_method: bool = False, **_: Any
-    ) -> tuple[str, Any]:
-        """TF Serving's classification checks (its derived signatures fail them); a TFLite
-        classify signature that passes is not run here."""
-        self._example_checks(signature_name or DEFAULT_SIGNATURE, CLASSIFY_METHOD, check_method)
-        raise _no_examples()
-
-    def regress(
-        self, signature_name: str, examples: Sequence[bytes], check_method: bool = False, **_: Any
-    ) -> tuple[str, Any]:
-        """TF Serving's regression checks, as `classify`."""
-        self._example_checks(signature_name or DEFAULT_SIGNATURE, REGRESS_METHOD, check_method)
-        raise _no_examples()
-
-    def multi_inference(
-        self, tasks: Sequence[tuple[str, str]], examples: Sequence[bytes], **_: Any
-    ) -> list[tuple[str, Any]]:
-        """TF Serving's MultiInference checks, as `classify`."""
-        seen: set[str] = set()
-        for signature_name, method in tasks:
-            name = signature_name or DEFAULT_SIGNATURE
-            if name in seen:
-                raise invalid_argument(f"Duplicate evaluation of signature: {name}")
-            seen.add(name)
-            if name not in self.signatures:
-                raise invalid_argument(f"Requested signature not found in model graph: {name}")
-            if method not in (CLASSIFY_METHOD, REGRESS_METHOD):
-                raise StatusError(
-                    Code.UNIMPLEMENTED, f"Unsupported signature method_name: {method}"
-                )
-            self._example_checks(name, method, False)
-        if not examples:
-            raise invalid_argument("Input is empty.")
-        raise _no_examples()
-
-    def _example_checks(self, name: str, method: str, check_method: bool) -> None:
-        """classifier.cc / regressor.cc PreProcess* checks, in their order and words."""
-        signature = self.signatures.get(name)
-        if signature is None:
-            raise invalid_argument(f"No signature was found with the name: {name}")
-        kind = "classification" if method == CLASSIFY_METHOD else "regression"
-        if check_method and signature.method_name != method:
-            raise invalid_argument(
-                f"Expected {kind} signature method_name to be {method}. "
-                f"Was: {signature.method_name}"
-            )
-        if len(signature.inputs) != 1:
-            raise invalid_argument("Expected one input Tensor.")
-        outputs = len(signature.outputs)
-        if method == CLASSIFY_METHOD and outputs not in (1, 2):
-            raise invalid_argument(f"Expected one or two output Tensors, found {outputs}")
-        if method == REGRESS_METHOD and outputs != 1:
-            raise invalid_argument("Expected one output Tensor.")
-        if "inputs" not in signature.inputs:
-            raise invalid_argument(f"No {kind} inputs found in SignatureDef.")
-
-    # --- metadata ------------------------------------------------------------------------
-
-    @property
-    def signature_defs(self) -> dict[str, Any]:
-        """The signatures as SignatureDef messages, for gRPC metadata."""
-        from fmnist.serving.wire.messages import SignatureDef
-
-        result = {}
-        for name, signature in self.signatures.items():
-            proto = SignatureDef(method_name=signature.method_name)
-            for field, infos in (
-                (proto.inputs, signature.inputs),
-                (proto.outputs, signature.outputs),
-            ):
-                for alias, info in infos.items():
-                    field[alias].name = info.name
-                    field[alias].dtype = info.dtype
-                    if info.shape is None:
-                        field[alias].tensor_shape.unknown_rank = True
-                    for size in info.shape or ():
-                        field[alias].tensor_shape.dim.add(size=size)
-            result[name] = proto
-        return result
-
-
-def _no_examples() -> StatusError:
-    return StatusError(
-        Code.UNIMPLEMENTED, "tf.Example signatures of TFLite models are not supported"
-    )
 
 
 def _first_line(err: BaseException, limit: int = 300) -> str:

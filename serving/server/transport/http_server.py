@@ -2,7 +2,7 @@
 
 The event loop only moves bytes: each request body is streamed into one buffer with a
 size limit (413 with a JSON error, before reading, when Content-Length is over it), then
-`RestApi.handle` runs on a thread pool. The REST timeout counts from the request's
+the REST handler runs on a thread pool. The REST timeout counts from the request's
 headers: at its deadline the client gets a 504 and the handler, which checks the same
 deadline while decoding, running and encoding, stops its work, so a timed-out request
 frees its thread. Stopping closes the listener, lets in-flight requests finish (telling
@@ -16,36 +16,47 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
 
 import tornado.httpserver
 import tornado.iostream
 import tornado.netutil
 import tornado.web
 
-from fmnist.serving.server import http_limits
-from fmnist.serving.server.metrics import Metrics
-from fmnist.serving.server.rest_api import RestApi
+from fmnist.serving.server.transport import http_limits
 
 _CHUNKED_SLACK = 4  # a chunked body may stream this many times the limit before a reset
+# (HTTP method, path, body, deadline) -> (HTTP status, JSON body); never raises.
+Handle = Callable[[str, str, bytearray, float], tuple[int, bytes]]
+
+
+class MetricsPage(Protocol):
+    """What the metrics path serves (Prometheus' text format)."""
+
+    content_type: str
+
+    def exposition(self) -> bytes: ...
 
 
 class HttpServer:
-    """REST API (and Prometheus metrics) on host:port; `start` returns the bound port."""
+    """`handle` for every /v1/ path (and Prometheus metrics) on host:port; `start` returns
+    the bound port."""
 
     def __init__(
         self,
-        api: RestApi,
+        handle: Handle,
         *,
         host: str,
         port: int,
         threads: int,
         max_body_bytes: int,
         timeout_s: float,
-        metrics: Metrics | None = None,
+        metrics: MetricsPage | None = None,
         metrics_path: str | None = None,
     ):
-        self.api, self.host, self.port = api, host, port
+        self.handle, self.host, self.port = handle, host, port
         self.max_body_bytes = max_body_bytes
         self.timeout_s = timeout_s
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rest")
@@ -186,7 +197,7 @@ class _ApiHandler(_Handler):
             return self._reply(404, json.dumps({"error": f"Not found: {path}"}).encode())
         body, self._body = self._body, bytearray()
         work = self.server.pool.submit(
-            self.server.api.handle, self.request.method, path, body, self._deadline
+            self.server.handle, self.request.method, path, body, self._deadline
         )
         del body
         remaining = max(0.0, self._deadline - time.monotonic())

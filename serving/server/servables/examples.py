@@ -1,0 +1,216 @@
+"""tf.Example requests by TF Serving's rules (classifier.cc, regressor.cc, multi_inference.cc):
+the serialized examples of an `Input`, the checks a classify or regress signature must pass,
+the results built from a model's outputs, and a whole MultiInferenceRequest over a servable.
+
+Plain functions over the project's wire messages and signatures as plain data, so the
+SavedModel and TFLite servables, the data plane and warm-up replay share one copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from fmnist.serving.wire import messages as pb
+from fmnist.serving.wire.signature import (
+    CLASSIFY_METHOD,
+    DEFAULT_SIGNATURE,
+    REGRESS_METHOD,
+    Signature,
+)
+from fmnist.serving.wire.status import Code, StatusError, invalid_argument
+
+ExampleResult = pb.ClassificationResult | pb.RegressionResult
+CLASSIFY_OUTPUTS = ("classes", "scores")
+
+
+def serialized_examples(request_input: Any) -> list[bytes]:
+    """tf.Examples of a Classify/Regress Input, serialized; a context is prepended to each
+    example's bytes, which protobuf parsing merges (example features win), as TF Serving does."""
+    kind = request_input.WhichOneof("kind")
+    if kind == "example_list":
+        return [e.SerializeToString() for e in request_input.example_list.examples]
+    if kind == "example_list_with_context":
+        with_context = request_input.example_list_with_context
+        context = with_context.context.SerializeToString()
+        return [context + e.SerializeToString() for e in with_context.examples]
+    return []
+
+
+def example_signature(
+    signatures: Mapping[str, Signature], signature_name: str, method: str, check_method: bool
+) -> tuple[str, Signature]:
+    """The signature a Classify or Regress request names, checked in TF Serving's order and
+    words (PreProcessClassification / PreProcessRegression)."""
+    name = signature_name or DEFAULT_SIGNATURE
+    signature = signatures.get(name)
+    if signature is None:
+        raise invalid_argument(f"No signature was found with the name: {name}")
+    kind = "classification" if method == CLASSIFY_METHOD else "regression"
+    if check_method and signature.method_name != method:
+        raise invalid_argument(
+            f"Expected {kind} signature method_name to be {method}. Was: {signature.method_name}"
+        )
+    if len(signature.inputs) != 1:
+        raise invalid_argument("Expected one input Tensor.")
+    outputs = len(signature.outputs)
+    if method == CLASSIFY_METHOD and outputs not in (1, 2):
+        raise invalid_argument(f"Expected one or two output Tensors, found {outputs}")
+    if method == REGRESS_METHOD and outputs != 1:
+        raise invalid_argument("Expected one output Tensor.")
+    if "inputs" not in signature.inputs:
+        raise invalid_argument(f"No {kind} inputs found in SignatureDef.")
+    if method == CLASSIFY_METHOD and not set(CLASSIFY_OUTPUTS) & set(signature.outputs):
+        raise invalid_argument(
+            'Expected classification signature outputs to contain at least one of "classes" '
+            'or "scores".'
+        )
+    if method == REGRESS_METHOD and "outputs" not in signature.outputs:
+        raise invalid_argument("No regression outputs found in SignatureDef.")
+    return name, signature
+
+
+def result_aliases(method: str, signature: Signature) -> list[str]:
+    """The outputs a checked signature's result is built from."""
+    if method == CLASSIFY_METHOD:
+        return [a for a in CLASSIFY_OUTPUTS if a in signature.outputs]
+    return ["outputs"]
+
+
+def build_result(
+    method: str, outputs: Mapping[str, np.ndarray], num_examples: int
+) -> ExampleResult:
+    if method == CLASSIFY_METHOD:
+        return classification_result(outputs, num_examples)
+    return regression_result(outputs["outputs"], num_examples)
+
+
+def classification_result(
+    outputs: Mapping[str, np.ndarray], num_examples: int
+) -> pb.ClassificationResult:
+    """`classes` (DT_STRING) and/or `scores` (DT_FLOAT), [examples, classes] each, as
+    PostProcessClassificationResult checks and converts them."""
+    classes, scores = outputs.get("classes"), outputs.get("scores")
+    for label, tensor, kind in (("classes", classes, "O"), ("scores", scores, "f")):
+        if tensor is None:
+            continue
+        if tensor.ndim != 2:
+            raise invalid_argument(
+                f"Expected Tensor shape: [batch_size num_classes] but got {list(tensor.shape)}"
+            )
+        if (kind == "O") != (tensor.dtype == object) or (
+            kind == "f" and tensor.dtype != np.float32
+        ):
+            wanted = "DT_STRING" if kind == "O" else "DT_FLOAT"
+            raise invalid_argument(f"Expected {label} Tensor of {wanted}.")
+        if tensor.shape[0] != num_examples:
+            raise invalid_argument(
+                f"Expected {label} output batch size of {num_examples}. Got: {tensor.shape[0]}"
+            )
+    if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
+        raise invalid_argument(
+            "Tensors class and score should match in dim_size(1). "
+            f"Got {classes.shape[1]} vs. {scores.shape[1]}"
+        )
+    num_classes = (classes if classes is not None else scores).shape[1]
+    result = pb.ClassificationResult()
+    for i in range(num_examples):
+        classifications = result.classifications.add()
+        for j in range(num_classes):
+            cls = classifications.classes.add()
+            if classes is not None:
+                cls.label = classes[i, j].decode("utf-8", "replace")
+            if scores is not None:
+                cls.score = float(scores[i, j])
+    return result
+
+
+def regression_result(values: np.ndarray, num_examples: int) -> pb.RegressionResult:
+    """[examples] or [examples, 1] DT_FLOAT, as PostProcessRegressionResult checks them."""
+    if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
+        raise invalid_argument(
+            "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
+            f"{list(values.shape)}"
+        )
+    if values.shape[0] != num_examples:
+        raise invalid_argument(
+            "Input batch size did not match output batch size: "
+            f"{num_examples} vs. {values.shape[0]}"
+        )
+    if values.dtype != np.float32:
+        raise invalid_argument("Expected output Tensor of DT_FLOAT.")
+    result = pb.RegressionResult()
+    for value in values.ravel().tolist():
+        result.regressions.add(value=value)
+    return result
+
+
+# --- MultiInference ------------------------------------------------------------------------
+
+
+def first_task_spec(request: Any) -> Any:
+    """TF Serving serves a MultiInference from the servable of its first task's ModelSpec."""
+    if not request.tasks:
+        raise invalid_argument("Expected at least one task")
+    return request.tasks[0].model_spec
+
+
+def check_tasks(request: Any) -> None:
+    """TF Serving's request-level MultiInference checks, before any model runs."""
+    model_name = ""
+    for task in request.tasks:
+        if not task.model_spec.name:
+            raise invalid_argument("Found ModelSpec with an empty model name.")
+        if not model_name:
+            model_name = task.model_spec.name
+        elif task.model_spec.name != model_name:
+            raise invalid_argument(
+                "All ModelSpecs in a MultiInferenceRequest must access the same model name."
+            )
+
+
+def check_task_signatures(
+    signatures: Mapping[str, Signature], tasks: Sequence[tuple[str, str]]
+) -> list[tuple[str, Signature]]:
+    """Each (signature name, method) task's signature, checked as multi_inference.cc does:
+    no signature twice, every one present, a classify or regress method."""
+    seen: set[str] = set()
+    checked = []
+    for signature_name, method in tasks:
+        name = signature_name or DEFAULT_SIGNATURE
+        if name in seen:
+            raise invalid_argument(f"Duplicate evaluation of signature: {name}")
+        seen.add(name)
+        if name not in signatures:
+            raise invalid_argument(f"Requested signature not found in model graph: {name}")
+        if method not in (CLASSIFY_METHOD, REGRESS_METHOD):
+            raise StatusError(Code.UNIMPLEMENTED, f"Unsupported signature method_name: {method}")
+        checked.append(example_signature(signatures, name, method, False))
+    return checked
+
+
+def run_multi_inference(
+    servable: Any,
+    request: Any,
+    version: int | None = None,
+    deadline: float | None = None,
+) -> pb.MultiInferenceResponse:
+    """Every task of a MultiInferenceRequest over its shared Input, in one model run."""
+    first_task_spec(request)
+    check_tasks(request)
+    tasks = [(t.model_spec.signature_name, t.method_name) for t in request.tasks]
+    results = servable.multi_inference(tasks, serialized_examples(request.input), deadline=deadline)
+    response = pb.MultiInferenceResponse()
+    for task, (signature_name, result) in zip(request.tasks, results, strict=True):
+        entry = response.results.add()
+        entry.model_spec.name = task.model_spec.name
+        entry.model_spec.signature_name = signature_name
+        if version is not None:
+            entry.model_spec.version.value = version
+        if isinstance(result, pb.ClassificationResult):
+            entry.classification_result.CopyFrom(result)
+        else:
+            entry.regression_result.CopyFrom(result)
+    return response

@@ -1,0 +1,57 @@
+"""What loads a version directory into a servable (TF Serving's loaders): its model.tflite
+with `--prefer_tflite_model`, else its SavedModel; then warm-up replay and the batching
+wrapper, as the server's flags ask.
+
+TensorFlow is imported only for a SavedModel, so a TFLite-only install serves model.tflite
+versions, and a SavedModel version there fails its own load in one line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from fmnist.serving.server.servables.base import Servable
+from fmnist.serving.server.servables.batching import BatchingConfig, BatchObserver, with_batching
+from fmnist.serving.server.servables.tflite import TFLITE_FILE
+from fmnist.serving.server.servables.warmup import with_warmup
+
+Loader = Callable[[Path], Servable]
+SAVED_MODEL_NEEDS_TF = (
+    "a SavedModel needs TensorFlow, which is not installed (pip install 'fmnist-deploy[tf]'); "
+    f"--prefer_tflite_model with a {TFLITE_FILE} in the version directory does not"
+)
+
+
+def version_loader(
+    prefer_tflite: bool,
+    *,
+    warmup_log: Callable[[str], None] | None = None,
+    batching: BatchingConfig | None = None,
+    observe_batch: BatchObserver | None = None,
+) -> Loader:
+    """The loader for a server's versions: warm-up replay when `warmup_log` is given (TF
+    Serving's --enable_model_warmup), batching when `batching` is (--enable_batching)."""
+    loader: Loader = _model_loader(prefer_tflite)
+    if warmup_log is not None:
+        loader = with_warmup(loader, warmup_log)
+    if batching is not None:
+        loader = with_batching(loader, batching, observe_batch)
+    return loader
+
+
+def _model_loader(prefer_tflite: bool) -> Loader:
+    def load(version_dir: Path) -> Servable:
+        if prefer_tflite and (version_dir / TFLITE_FILE).is_file():
+            from fmnist.serving.server.servables.tflite import TfliteServable
+
+            return TfliteServable(version_dir)
+        try:
+            from fmnist.serving.server.servables.saved_model import SavedModelServable
+        except ModuleNotFoundError:  # tensorflow is not installed
+            raise RuntimeError(SAVED_MODEL_NEEDS_TF) from None
+        except ImportError as err:
+            raise RuntimeError(f"TensorFlow is installed but fails to import: {err}") from None
+        return SavedModelServable(version_dir)
+
+    return load

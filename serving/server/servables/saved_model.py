@@ -1,0 +1,227 @@
+"""One SavedModel version, run the way TF Serving runs it: a session fed by signature tensor names.
+
+TF Serving loads a SavedModel into a session and feeds the tensors a SignatureDef names.
+Eager `signatures[...]` calls cost ~6x more per call, so each version gets its own graph
+and session, and one compiled session callable per (inputs, outputs) combination, built
+once and reused. Inputs are checked against the signature first (`validation`: a wrong
+rank can abort the process inside a kernel), and large batches run in chunks of
+`validation.CHUNK_ROWS` rows, so a request at the size limit does not hold every
+intermediate tensor of the whole batch at once. The tf.Example APIs come from
+`SignatureServable`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from google.protobuf import text_format
+from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, saved_model_pb2
+
+from fmnist.serving.server.servables import validation
+from fmnist.serving.server.servables.base import SignatureServable
+from fmnist.serving.server.servables.validation import TensorSpec
+from fmnist.serving.wire import dtypes, tensor_proto
+from fmnist.serving.wire import messages as pb
+from fmnist.serving.wire.signature import DEFAULT_SIGNATURE, Signature, from_signature_def
+from fmnist.serving.wire.status import StatusError, failed_precondition, invalid_argument
+
+SERVE_TAG = "serve"
+_MAX_CALLABLES = 64
+
+
+class LoadError(Exception):
+    """A version directory is not a loadable SavedModel."""
+
+
+def read_meta_graph(version_dir: Path) -> meta_graph_pb2.MetaGraphDef:
+    """The `serve`-tagged MetaGraphDef of saved_model.pb(txt), which holds the SignatureDefs."""
+    saved_model = saved_model_pb2.SavedModel()
+    binary, text = version_dir / "saved_model.pb", version_dir / "saved_model.pbtxt"
+    try:
+        if binary.is_file():
+            saved_model.ParseFromString(binary.read_bytes())
+        elif text.is_file():
+            text_format.Parse(text.read_text(), saved_model)
+        else:
+            raise LoadError(f"{version_dir} has no saved_model.pb")
+    except (OSError, text_format.ParseError, ValueError) as err:
+        raise LoadError(f"cannot read {version_dir}: {err}") from err
+    for meta_graph in saved_model.meta_graphs:
+        if SERVE_TAG in meta_graph.meta_info_def.tags:
+            return meta_graph
+    raise LoadError(f"{version_dir}: no MetaGraphDef tagged '{SERVE_TAG}'")
+
+
+class SavedModelServable(SignatureServable):
+    """A loaded version: its SignatureDefs and a private session to run them."""
+
+    def __init__(self, version_dir: Path):
+        self.path = version_dir
+        meta_graph = read_meta_graph(version_dir)
+        # As the project's wire messages (what metadata answers carry), in a plain dict:
+        # indexing a protobuf map with a missing key would insert it.
+        self.signature_defs: dict[str, pb.SignatureDef] = {
+            name: pb.SignatureDef.FromString(proto.SerializeToString())
+            for name, proto in meta_graph.signature_def.items()
+        }
+        # The same signatures as plain data: what the REST API and its JSON answers read.
+        self.signatures: dict[str, Signature] = {
+            name: from_signature_def(proto) for name, proto in self.signature_defs.items()
+        }
+        self._graph = tf.Graph()
+        self._session = tf.compat.v1.Session(graph=self._graph)
+        try:
+            with self._graph.as_default():
+                tf.compat.v1.saved_model.loader.load(self._session, [SERVE_TAG], str(version_dir))
+        except Exception as err:
+            self._session.close()
+            raise LoadError(f"cannot load {version_dir}: {err}") from err
+        self._callables: dict[tuple, object] = {}
+        self._lock = threading.Lock()
+        for signature in self.signature_defs.values():  # build the common callables up front
+            if signature.inputs and signature.outputs:
+                feeds = tuple(t.name for t in signature.inputs.values())
+                # A broken signature fails when it is requested, not at load.
+                with contextlib.suppress(tf.errors.OpError, ValueError):
+                    self._callable(feeds, tuple(t.name for t in signature.outputs.values()))
+
+    def close(self) -> None:
+        self._callables.clear()
+        self._session.close()
+
+    def metadata(self) -> pb.SignatureDefMap:
+        """The SignatureDefs exactly as saved_model.pb declares them (defaults included)."""
+        answer = pb.SignatureDefMap()
+        for name, signature in self.signature_defs.items():
+            answer.signature_def[name].CopyFrom(signature)
+        return answer
+
+    # --- running ---------------------------------------------------------------------
+
+    def _callable(self, feeds: tuple[str, ...], fetches: tuple[str, ...]):
+        key = (feeds, fetches)
+        fn = self._callables.get(key)
+        if fn is None:
+            with self._lock:
+                if len(self._callables) >= _MAX_CALLABLES:
+                    self._callables.clear()
+                options = config_pb2.CallableOptions(feed=feeds, fetch=fetches)
+                # Private API, kept because it pays: the C++ Session::MakeCallable path that
+                # the public Session.make_callable() wraps, minus its per-call Python checks
+                # of every feed (TF Serving has none; validation.py already checked them).
+                # benchmarks/bench_session_callable.py: batch-1 half_plus_two, median 77 us
+                # vs 213 us public (2.8x). Removing it costs that per call; nothing else.
+                # tests/serving/test_private_tf_api.py fails if TensorFlow drops it.
+                fn = self._session._make_callable_from_options(options)
+                self._callables[key] = fn
+        return fn
+
+    def run(self, feeds: Mapping[str, np.ndarray], fetches: Sequence[str]) -> list[np.ndarray]:
+        """Run the graph: tensor name -> value in, arrays for the fetched tensor names out."""
+        names = tuple(feeds)
+        try:
+            fn = self._callable(names, tuple(fetches))
+            values = fn(*(feeds[name] for name in names))
+        except tf.errors.OpError as err:
+            raise StatusError.from_number(err.error_code, err.message) from None
+        except (ValueError, TypeError) as err:
+            raise invalid_argument(str(err)) from None
+        return [_ndarray(value) for value in values]
+
+    def run_tensors(
+        self,
+        feeds: Mapping[str, np.ndarray],
+        fetches: Sequence[str],
+        rows: int | None,
+        deadline: float | None = None,
+    ) -> list[np.ndarray]:
+        """`run`, in chunks (`validation.chunk_rows`) along dimension 0 when `rows` is a batch
+        size every feed shares (None: run whole). `deadline` (a `time.monotonic()` value) is
+        checked before each chunk: past it, DEADLINE_EXCEEDED and no further chunk runs."""
+        return validation.run_in_chunks(lambda part: self.run(part, fetches), feeds, rows, deadline)
+
+    def predict(
+        self,
+        signature_name: str,
+        inputs: Mapping[str, np.ndarray],
+        output_filter: Sequence[str] = (),
+        *,
+        deadline: float | None = None,
+    ) -> tuple[str, dict[str, np.ndarray]]:
+        """Run a signature on named inputs; returns the effective signature name and outputs.
+
+        Inputs are validated before anything runs; a zero-row batch returns empty outputs
+        of the declared shapes; `deadline` as in `run_tensors`."""
+        name = signature_name or DEFAULT_SIGNATURE
+        signature = self.signature_defs.get(name)
+        if signature is None:
+            raise failed_precondition(f'Serving signature key "{name}" not found.')
+        feeds = self._feeds(name, signature, inputs)
+        aliases = validation.output_aliases(signature.outputs, output_filter)
+        specs = _specs(signature.inputs)
+        outputs = [TensorSpec.from_tensor_info(a, signature.outputs[a]) for a in aliases]
+        shapes = {alias: feeds[signature.inputs[alias].name].shape for alias in signature.inputs}
+        rows = validation.batch_rows(specs, shapes, outputs)
+        if rows == 0 and all(validation.conforms(specs[a], shapes[a]) for a in specs):
+            empty = _empty_outputs(signature, aliases)
+            if empty is not None:
+                return name, empty
+        fetches = [signature.outputs[a].name for a in aliases]
+        values = self.run_tensors(feeds, fetches, rows, deadline)
+        return name, dict(zip(aliases, values, strict=True))
+
+    def _feeds(
+        self,
+        signature_name: str,
+        signature: pb.SignatureDef,
+        inputs: Mapping[str, np.ndarray],
+    ) -> dict[str, np.ndarray]:
+        """Graph tensor name -> value for the signature's inputs (defaults fill the missing
+        ones); names, dtypes and shapes are checked here, before anything runs."""
+        expected, defaults = signature.inputs, signature.defaults
+        validation.check_input_names(inputs, expected, defaults)
+        feeds = {}
+        for alias, info in expected.items():
+            value = inputs.get(alias)
+            if value is None:
+                value = tensor_proto.to_ndarray(defaults[alias])
+            validation.check_dtype(alias, dtypes.dtype_of(value), info.dtype)
+            if alias in inputs:  # a default is the model's own value, fed as it is
+                validation.check_shape(
+                    signature_name, TensorSpec.from_tensor_info(alias, info), value.shape
+                )
+            feeds[info.name] = value
+        return feeds
+
+
+def _ndarray(value: object) -> np.ndarray:
+    """A session result as an array: scalars come back as numpy scalars, or plain `bytes`
+    for DT_STRING (held as a 0-d object array, like every string tensor here)."""
+    if not isinstance(value, (bytes, str)):
+        return np.asarray(value)
+    array = np.empty((), dtype=object)
+    array[()] = value
+    return array
+
+
+def _specs(infos: Mapping[str, pb.TensorInfo]) -> dict[str, TensorSpec]:
+    return {alias: TensorSpec.from_tensor_info(alias, info) for alias, info in infos.items()}
+
+
+def _empty_outputs(
+    signature: pb.SignatureDef, aliases: Sequence[str]
+) -> dict[str, np.ndarray] | None:
+    """Zero-row outputs when every output's declaration fixes its shape, else None (run it)."""
+    empty = {}
+    for alias in aliases:
+        info = signature.outputs[alias]
+        shape = validation.empty_output_shape(TensorSpec.from_tensor_info(alias, info))
+        if shape is None or info.dtype not in dtypes.SUPPORTED_DTYPES:
+            return None
+        empty[alias] = np.empty(shape, dtype=dtypes.numpy_dtype(info.dtype))
+    return empty
