@@ -7,6 +7,9 @@ import io
 import json
 import os
 import shutil
+import subprocess
+import sys
+import textwrap
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -39,6 +42,34 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if UNIT_TESTS not in Path(item.path).parents:
             item.add_marker(pytest.mark.integration)
+
+
+# Hides the named top-level modules from imports, as if they were not installed.
+_IMPORT_BLOCKER = """
+import sys
+class _Blocker:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {blocked!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+sys.meta_path.insert(0, _Blocker())
+"""
+
+
+@pytest.fixture(scope="session")
+def python_without() -> Callable[..., subprocess.CompletedProcess]:
+    """python_without(code, blocked=()): `code` run in a child Python to which the `blocked`
+    top-level modules (e.g. "tensorflow") look uninstalled; its completed process."""
+
+    def run(code: str, blocked: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+        prelude = _IMPORT_BLOCKER.format(blocked=set(blocked)) if blocked else ""
+        return subprocess.run(
+            [sys.executable, "-c", prelude + textwrap.dedent(code)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    return run
 
 
 def _find_data_dir() -> Path | None:
