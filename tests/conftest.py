@@ -99,7 +99,7 @@ def serving_fixtures() -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real training run directory from a tiny CNN (seconds to train, ~80% test accuracy)."""
-    from fmnist.train import data as train_data
+    from fmnist.dataset import load_splits
     from fmnist.train.config import TrainConfig
     from fmnist.train.evaluate import evaluate_run
     from fmnist.train.train import train
@@ -118,7 +118,7 @@ def tiny_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         label_smoothing=0.0,
     )
     run_dir = tmp_path_factory.mktemp("tiny_run")
-    data = train_data.load(data_dir, val_fraction=config.val_fraction, seed=config.seed)
+    data = load_splits(data_dir, val_fraction=config.val_fraction, seed=config.seed)
     train(config, data, run_dir, verbose=0)
     evaluate_run(run_dir, data_dir)
     return run_dir
