@@ -141,26 +141,22 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench/calibration"))
     args = parser.parse_args()
 
+    from fmnist.dataset import subset
     from fmnist.export import tflite
     from fmnist.export.config import Int8Options
-    from fmnist.train import data as train_data
-    from fmnist.train.evaluate import load_run_model, predict_probabilities
-    from fmnist.train.train import CONFIG_FILE
+    from fmnist.preprocessing import predict_probabilities
+    from fmnist.run_dir import RunDir
 
     # The run's own split, as export uses: calibration images come from its training part,
     # never from the validation images a run with another seed held out.
-    run_config = json.loads((args.run / CONFIG_FILE).read_text())
-    data = train_data.load(
-        args.data_dir,
-        val_fraction=run_config.get("val_fraction", 0.1),
-        seed=run_config.get("seed", 42),
-    )
-    model = load_run_model(args.run)
+    run = RunDir(args.run).check()
+    data = run.load_data(args.data_dir)
+    model = run.load_model()
     reference = predict_probabilities(model, data.test.images)
     first, size = args.seeds[0], args.sizes[0]
     converted: dict[str, bytes] = {}
     if args.per_layer:
-        calibration = train_data.subset(data.train, size, seed=first).images
+        calibration = subset(data.train, size, seed=first).images
         for corrected in (True, False) if args.compare_bias_correction else (True,):
             options = Int8Options(bias_correction=corrected)  # float input and output
             converter = tflite._int8_converter(model, calibration, options)
@@ -200,7 +196,7 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for name, size, seed in plan:
-        calibration = train_data.subset(data.train, size, seed=seed).images
+        calibration = subset(data.train, size, seed=seed).images
         row = {"quantization": name, "calibration_images": size, "calibration_seed": seed}
         row.update(measure(convert(name, calibration), reference, data))
         rows.append(row)

@@ -52,9 +52,9 @@ def build_model(model_dir: Path) -> Path:
     a tf.Module does not restore its variables in TF Serving (nor here), see issue notes."""
     import keras
 
+    from fmnist.preprocessing import preprocess
     from fmnist.train.config import TrainConfig
     from fmnist.train.model import build_model as build_cnn
-    from fmnist.train.model import preprocess
 
     cnn = build_cnn(TrainConfig())
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from fmnist.train import data as train_data
+from fmnist.dataset import load_splits
 from fmnist.train.config import load_config
 from fmnist.train.evaluate import evaluate_run
 from fmnist.train.train import train
@@ -33,7 +33,7 @@ def main() -> None:
     args = parser.parse_args()
 
     config = load_config(args.config, epochs=args.epochs)
-    data = train_data.load(args.data_dir, val_fraction=config.val_fraction, seed=config.seed)
+    data = load_splits(args.data_dir, val_fraction=config.val_fraction, seed=config.seed)
     run_dir = args.out / "run"
     start = time.perf_counter()
     result = train(config, data, run_dir, verbose=2)

@@ -26,6 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
 
+from fmnist.dataset import load_splits
 from fmnist.train import data as train_data
 from fmnist.train.config import TrainConfig
 from fmnist.train.model import NUM_CLASSES
@@ -85,7 +86,7 @@ def main() -> None:
     # Whole calls of the defaults' steps_per_execution: Keras times a short last call as a
     # full one.
     args.steps = math.ceil(args.steps / base.steps_per_execution) * base.steps_per_execution
-    data = train_data.load(args.data_dir)
+    data = load_splits(args.data_dir, val_fraction=base.val_fraction, seed=base.seed)
     ds = train_data.make_dataset(
         data.train,
         batch_size=base.batch_size,

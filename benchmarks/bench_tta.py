@@ -30,15 +30,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=300)
     args = parser.parse_args()
 
-    import keras
     import tensorflow as tf
 
     from fmnist import dataset
     from fmnist.export.flip_average import flip_averaged
     from fmnist.export.saved_model import SIGNATURE, signature_outputs, write_saved_model
+    from fmnist.run_dir import RunDir
 
     test = dataset.load_test(dataset.resolve_data_dir(args.data_dir))
-    model = keras.models.load_model(args.run / "model.keras")
+    model = RunDir(args.run).load_model()
     variants = {"plain": False, "flip average": True}
     rows: dict[str, dict[str, float]] = {}
     calls = {}

@@ -20,6 +20,7 @@ from fmnist.edge.model_probe import ModelCrashed, check_in_child
 from fmnist.edge.runtime import Runtime, select_runtime
 from fmnist.errors import UserError
 from fmnist.manifest import MANIFEST_NAME, Manifest, load_manifest
+from fmnist.preprocessing import PIXEL_SCALE, scale_pixels
 
 
 class ModelError(UserError):
@@ -184,14 +185,14 @@ class Classifier:
         # uint8 input with scale 1/255 and zero point 0 takes raw pixels as they are.
         q = self.input_quant
         self._raw_pixels = (
-            q.dtype == np.uint8 and q.zero_point == 0 and abs(q.scale * 255.0 - 1.0) < 1e-6
+            q.dtype == np.uint8 and q.zero_point == 0 and abs(q.scale * PIXEL_SCALE - 1.0) < 1e-6
         )
 
     def to_input(self, images: np.ndarray) -> np.ndarray:
         """Raw uint8 pixels -> the model's input tensor values (quantized if it is)."""
         if self._raw_pixels:
             return images
-        real = images.astype(np.float32) / 255.0
+        real = scale_pixels(images)
         q = self.input_quant
         if not q.quantized:
             return real.astype(q.dtype)

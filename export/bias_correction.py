@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from fmnist.export.equalize import is_channel_batch_norm
-from fmnist.train.model import preprocess
+from fmnist.preprocessing import preprocess
 
 _INT8_MAX = 127  # TFLite's symmetric int8 weights: scale = max |w| / 127 per output channel
 _BATCH = 64  # images per pass when averaging input patches (bounds the memory)

@@ -21,7 +21,7 @@ import itertools
 import keras
 import numpy as np
 
-from fmnist.train.model import preprocess
+from fmnist.preprocessing import preprocess
 
 # Layers between a ReLU and the layer that consumes it that commute with a positive
 # per-channel scale (Flatten keeps channels last, so channel i is every C-th input).

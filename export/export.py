@@ -15,7 +15,6 @@ the SavedModel matches the Keras model and both TFLite models pass the parity to
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from fmnist import __version__, dataset
+from fmnist.dataset import FashionMNIST, subset
 from fmnist.edge.classifier import Classifier, ModelError
 from fmnist.edge.runtime import select_runtime
 from fmnist.errors import EXIT_PARITY_FAILED, UserError
@@ -38,10 +38,10 @@ from fmnist.export.model_config import CONFIG_NAME, read_config, update_models_c
 from fmnist.export.publish import check_writable, next_version, staged_version
 from fmnist.layout import list_versions
 from fmnist.manifest import REFERENCE_NAME, Manifest, write_manifest
+from fmnist.metrics import compute_metrics
 from fmnist.parity import ParityResult, compare, format_result
-from fmnist.train import data as train_data
-from fmnist.train.evaluate import compute_metrics, load_run_model, predict_probabilities
-from fmnist.train.train import CONFIG_FILE, RUN_FILE
+from fmnist.preprocessing import predict_probabilities
+from fmnist.run_dir import RunDir
 
 SAVED_MODEL_ATOL = 1e-5
 DEBUG_DIR = "quantization_debug"
@@ -72,11 +72,10 @@ def export_run(
     run_dir: str | Path, config: ExportConfig, progress: Callable[[str], None] = lambda _: None
 ) -> ExportResult:
     """Export RUN/model.keras as version N of `config.name` under `config.base_path`."""
-    run_dir = Path(run_dir)
+    run = RunDir(run_dir).check()
+    run_dir = run.path
     timings: dict[str, float] = {}
     clock = time.perf_counter()
-    if not run_dir.is_dir():
-        raise UserError(f"{run_dir}: no such run directory")
     check_writable(config.base_path)
     read_config(config.base_path / CONFIG_NAME)  # a broken models.config fails before any work
     version = config.version or next_version(config.model_dir)
@@ -86,10 +85,10 @@ def export_run(
             f"{existing}: version {version} already exists; "
             "it is never overwritten (omit --version to take the next one)"
         )
-    model = load_run_model(run_dir)
+    model = run.load_model()
     # The float model the bundle serves, and every parity check compares with.
     served = flip_averaged(model) if config.int8.flip_average else model
-    data = _load_data(run_dir, config)
+    data = run.load_data(config.data_dir)  # the run's split: calibration images are its own
     variant = " with test-time flip averaging" if config.int8.flip_average else ""
     progress(f"exporting {run_dir} as {config.name} version {version}{variant}")
     reference = predict_probabilities(served, data.test.images)
@@ -110,7 +109,7 @@ def export_run(
         progress(f"SavedModel: signature matches Keras (max |diff| {sm_diff:.2g})")
 
         clock = time.perf_counter()
-        calibration = train_data.subset(data.train, config.calibration_size, config.seed).images
+        calibration = subset(data.train, config.calibration_size, config.seed).images
         contents = {
             "float32": tflite.convert_float32(served),
             "int8": tflite.convert_int8(model, calibration, config.int8),
@@ -183,29 +182,6 @@ def export_run(
     )
 
 
-def _load_data(run_dir: Path, config: ExportConfig) -> train_data.FashionMNIST:
-    """The run's own split (for calibration) and the test set, from the run's data directory."""
-    run_info = _read_json(run_dir / RUN_FILE)
-    train_config = _read_json(run_dir / CONFIG_FILE)
-    data_dir = config.data_dir or run_info.get("data_dir")
-    if config.data_dir is None and data_dir and not Path(data_dir).is_dir():
-        data_dir = None  # the run was trained elsewhere: fall back to the usual lookup
-    return train_data.load(
-        data_dir,
-        val_fraction=train_config.get("val_fraction", 0.1),
-        seed=train_config.get("seed", 42),
-    )
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise UserError(f"{path}: unreadable: {err}") from None
-
-
 def _check_saved_model(path: Path, images: np.ndarray, reference: np.ndarray) -> float:
     """The saved signature must reproduce the Keras model (a wrong export is never published)."""
     outputs = saved_model.signature_outputs(path, images)
@@ -218,7 +194,7 @@ def _check_saved_model(path: Path, images: np.ndarray, reference: np.ndarray) ->
 def _judge(
     path: Path,
     kind: str,
-    data: train_data.FashionMNIST,
+    data: FashionMNIST,
     reference: np.ndarray,
     config: ExportConfig,
 ) -> tuple[dict[str, Any], ParityResult]:
@@ -251,7 +227,7 @@ def _manifest_fields(
     config: ExportConfig,
     version: int,
     run_dir: Path,
-    data: train_data.FashionMNIST,
+    data: FashionMNIST,
     float_metrics: dict[str, Any],
     tflite_entries: dict[str, Any],
     saved_model_diff: float,

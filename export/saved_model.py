@@ -17,10 +17,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from fmnist.preprocessing import preprocess
 from fmnist.serving.wire import messages as pb
 from fmnist.serving.wire.tensor_proto import to_tensor_proto
 from fmnist.serving.wire.tfrecord import read_records, write_records
-from fmnist.train.model import preprocess
 
 SIGNATURE = "serving_default"
 INPUT = {"images": {"dtype": "uint8", "shape": [-1, 28, 28]}}

@@ -31,7 +31,7 @@ from fmnist.export.config import Int8Options
 from fmnist.export.equalize import equalize_activations
 from fmnist.export.flip_average import flip_averaged
 from fmnist.export.tflite_serving import with_serving_signature
-from fmnist.train.model import preprocess
+from fmnist.preprocessing import preprocess
 
 INT8_FILE = "model_int8.tflite"
 FLOAT32_FILE = "model_float32.tflite"
@@ -46,7 +46,7 @@ def representative_images(images: np.ndarray) -> np.ndarray:
 
 
 def _dataset(images: np.ndarray) -> Callable[[], Iterator[list[np.ndarray]]]:
-    floats = preprocess(images).numpy()[..., 0]  # [N, 28, 28], as _images_input takes them
+    floats = preprocess(images)[..., 0]  # [N, 28, 28], as _images_input takes them
 
     def generate() -> Iterator[list[np.ndarray]]:
         for image in floats:

@@ -1,6 +1,8 @@
-"""Fashion-MNIST files on disk: where they are, whether they are the official ones, and IDX reading.
+"""Fashion-MNIST files on disk: where they are, whether they are the official ones, IDX
+reading, and the seeded train/validation split every stage that needs the training images uses.
 
-TF-free (numpy only), so the edge runner can read the test set on a Raspberry Pi.
+TF-free (numpy only), so the edge runner can read the test set on a Raspberry Pi; the split
+imports scikit-learn when it runs.
 """
 
 from __future__ import annotations
@@ -167,3 +169,58 @@ def load_train(data_dir: str | os.PathLike | None = None) -> Split:
 def labels_sha256(labels: np.ndarray) -> str:
     """Fingerprint of a label vector, so a parity check can prove it used the same test set."""
     return hashlib.sha256(np.ascontiguousarray(labels, dtype=np.uint8).tobytes()).hexdigest()
+
+
+@dataclass(frozen=True)
+class FashionMNIST:
+    """The verified train/validation split and the test set, as uint8 arrays."""
+
+    train: Split
+    validation: Split
+    test: Split
+    class_names: tuple[str, ...] = CLASS_NAMES
+    data_dir: Path | None = None
+
+
+def load_splits(
+    data_dir: str | os.PathLike | None, *, val_fraction: float, seed: int
+) -> FashionMNIST:
+    """Verified train/validation/test splits; `val_fraction` and `seed` are the run's own
+    (a training config's, or a run directory's: fmnist.run_dir)."""
+    directory = resolve_data_dir(data_dir)
+    train, validation = split_train_validation(load_train(directory), val_fraction, seed)
+    return FashionMNIST(train, validation, load_test(directory), data_dir=directory)
+
+
+def split_indices(
+    labels: np.ndarray, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted train and validation indices: stratified by class, seeded, disjoint."""
+    from sklearn.model_selection import train_test_split
+
+    train_idx, val_idx = train_test_split(
+        np.arange(len(labels)), test_size=val_fraction, stratify=labels, random_state=seed
+    )
+    return np.sort(train_idx), np.sort(val_idx)
+
+
+def split_train_validation(split: Split, val_fraction: float, seed: int) -> tuple[Split, Split]:
+    """Stratified, seeded split: every class keeps its share in both parts."""
+    train_idx, val_idx = split_indices(split.labels, val_fraction, seed)
+    return (
+        Split(split.images[train_idx], split.labels[train_idx]),
+        Split(split.images[val_idx], split.labels[val_idx]),
+    )
+
+
+def subset(split: Split, size: int, seed: int) -> Split:
+    """A stratified subset of `size` images (quick runs, tuning trials, int8 calibration)."""
+    if size >= len(split):
+        return split
+    from sklearn.model_selection import train_test_split
+
+    keep, _ = train_test_split(
+        np.arange(len(split)), train_size=size, stratify=split.labels, random_state=seed
+    )
+    keep.sort()
+    return Split(split.images[keep], split.labels[keep])

@@ -22,18 +22,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fmnist.dataset import FashionMNIST
 from fmnist.edge.parity import ParityRun, measure_parity
 from fmnist.edge.runtime import Runtime, select_runtime
 from fmnist.errors import UserError
 from fmnist.manifest import Manifest
+from fmnist.metrics import compute_metrics, text_report
 from fmnist.parity import ParityResult, format_result
 from fmnist.pipeline.config import PipelineConfig
 from fmnist.pipeline.report import write_report
+from fmnist.run_dir import RunDir
 
 if TYPE_CHECKING:  # TensorFlow is imported only when the pipeline runs
     from fmnist.export.export import ExportResult
     from fmnist.train.config import TrainConfig
-    from fmnist.train.data import FashionMNIST
     from fmnist.train.train import TrainResult
 
 OUTPUTS = ("run", "models", "figures", "logs", "report.json", "report.md", "report.html")
@@ -151,15 +153,15 @@ def _train(
     config: PipelineConfig, train_config: TrainConfig, stages: _Stages
 ) -> tuple[FashionMNIST, TrainResult]:
     """Load the verified splits and train the model into the run directory."""
-    from fmnist.train import data as train_data
+    from fmnist.dataset import load_splits
+    from fmnist.train.data import data_dir_for
     from fmnist.train.train import train
 
     with stages("train"):
-        data = train_data.load(
-            config.data_dir,
+        data = load_splits(
+            data_dir_for(config.data_dir, download=config.download),
             val_fraction=train_config.val_fraction,
             seed=train_config.seed,
-            download=config.download,
         )
         result = train(train_config, data, config.run_dir, verbose=2 if config.verbose else 0)
         stages.progress(
@@ -177,8 +179,9 @@ def _evaluate(config: PipelineConfig, data: FashionMNIST, stages: _Stages) -> di
         float_metrics = evaluate_run(config.run_dir, data.data_dir)
         stages.progress(f"   float test accuracy {float_metrics['accuracy']:.4f}")
     config.figures_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("training_curves.png", "misclassified.png"):
-        shutil.copyfile(config.run_dir / name, config.figures_dir / name)
+    run = RunDir(config.run_dir)
+    for plot in (run.training_curves_plot, run.misclassified_plot):
+        shutil.copyfile(plot, config.figures_dir / plot.name)
     return float_metrics
 
 
@@ -278,8 +281,6 @@ def _edge_parity(
 
 def _reference_metrics(edge: ParityRun, class_names: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """Test metrics of the bundle's float reference (the flip-averaged float model)."""
-    from fmnist.train.evaluate import compute_metrics, text_report
-
     predicted = edge.reference.argmax(1)
     metrics = compute_metrics(edge.labels, predicted, class_names)
     return metrics | {"classification_report": text_report(edge.labels, predicted, class_names)}

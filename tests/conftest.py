@@ -7,6 +7,9 @@ import io
 import json
 import os
 import shutil
+import subprocess
+import sys
+import textwrap
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -41,6 +44,34 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
+# Hides the named top-level modules from imports, as if they were not installed.
+_IMPORT_BLOCKER = """
+import sys
+class _Blocker:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {blocked!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+sys.meta_path.insert(0, _Blocker())
+"""
+
+
+@pytest.fixture(scope="session")
+def python_without() -> Callable[..., subprocess.CompletedProcess]:
+    """python_without(code, blocked=()): `code` run in a child Python to which the `blocked`
+    top-level modules (e.g. "tensorflow") look uninstalled; its completed process."""
+
+    def run(code: str, blocked: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+        prelude = _IMPORT_BLOCKER.format(blocked=set(blocked)) if blocked else ""
+        return subprocess.run(
+            [sys.executable, "-c", prelude + textwrap.dedent(code)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    return run
+
+
 def _find_data_dir() -> Path | None:
     for candidate in (os.environ.get(DATA_DIR_ENV), SHARED / "data" / "fashion-mnist"):
         if candidate and all((Path(candidate) / f.name).is_file() for f in OFFICIAL_FILES):
@@ -68,7 +99,7 @@ def serving_fixtures() -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real training run directory from a tiny CNN (seconds to train, ~80% test accuracy)."""
-    from fmnist.train import data as train_data
+    from fmnist.dataset import load_splits
     from fmnist.train.config import TrainConfig
     from fmnist.train.evaluate import evaluate_run
     from fmnist.train.train import train
@@ -87,7 +118,7 @@ def tiny_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         label_smoothing=0.0,
     )
     run_dir = tmp_path_factory.mktemp("tiny_run")
-    data = train_data.load(data_dir, val_fraction=config.val_fraction, seed=config.seed)
+    data = load_splits(data_dir, val_fraction=config.val_fraction, seed=config.seed)
     train(config, data, run_dir, verbose=0)
     evaluate_run(run_dir, data_dir)
     return run_dir

@@ -100,11 +100,9 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
 
 def _data(args: argparse.Namespace) -> int:
     from fmnist import dataset
-    from fmnist.train.data import download_with_keras
+    from fmnist.train.data import data_dir_for
 
-    directory = dataset.resolve_data_dir(args.data_dir)
-    if args.download and not all((directory / f.name).is_file() for f in dataset.OFFICIAL_FILES):
-        directory = download_with_keras(directory)
+    directory = data_dir_for(args.data_dir, download=args.download)
     for official in dataset.OFFICIAL_FILES:
         dataset.verify_file(directory, official)
         print(f"ok  {official.name}  sha256 {official.sha256[:16]}...")
@@ -113,13 +111,15 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from fmnist.run_dir import RunDir
     from fmnist.train.config import load_config
 
     config = load_config(args.config, quick=args.quick, epochs=args.epochs, seed=args.seed)
-    if (args.out / "model.keras").exists() and not args.overwrite:
+    if RunDir(args.out).model_path.exists() and not args.overwrite:
         raise UserError(f"{args.out} already holds a trained model (use --overwrite to replace it)")
 
-    from fmnist.train import data as train_data
+    from fmnist.dataset import load_splits
+    from fmnist.train.data import data_dir_for
     from fmnist.train.distribute import is_chief, make_strategy, split_cpu
     from fmnist.train.evaluate import evaluate_run
     from fmnist.train.train import train
@@ -127,8 +127,10 @@ def _train(args: argparse.Namespace) -> int:
     if args.cpu_devices:
         split_cpu(args.cpu_devices)
     strategy = make_strategy(args.strategy) if args.strategy else None
-    data = train_data.load(
-        args.data_dir, val_fraction=config.val_fraction, seed=config.seed, download=args.download
+    data = load_splits(
+        data_dir_for(args.data_dir, download=args.download),
+        val_fraction=config.val_fraction,
+        seed=config.seed,
     )
     print(
         f"data: {len(data.train)} train, {len(data.validation)} validation, "
@@ -153,10 +155,10 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from fmnist.run_dir import RunDir
     from fmnist.train.evaluate import evaluate_run
 
-    if not args.run.is_dir():
-        raise UserError(f"{args.run}: no such run directory")
+    RunDir(args.run).check()
     metrics = evaluate_run(args.run, args.data_dir)
     print(metrics["classification_report"])
     print(f"test accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f}")
@@ -164,8 +166,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _tune(args: argparse.Namespace) -> int:
-    from fmnist.train import data as train_data
+    from fmnist.dataset import load_splits
     from fmnist.train.config import load_config
+    from fmnist.train.data import data_dir_for
     from fmnist.train.tune import TuneConfig, tune
 
     base = load_config(args.config)
@@ -177,8 +180,10 @@ def _tune(args: argparse.Namespace) -> int:
         tune_config = tune_config.replace(trials=args.trials)
     if args.epochs is not None:
         tune_config = tune_config.replace(epochs=args.epochs)
-    data = train_data.load(
-        args.data_dir, val_fraction=base.val_fraction, seed=base.seed, download=args.download
+    data = load_splits(
+        data_dir_for(args.data_dir, download=args.download),
+        val_fraction=base.val_fraction,
+        seed=base.seed,
     )
     result = tune(base, tune_config, data, args.out)
     print(result.table)

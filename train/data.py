@@ -1,29 +1,17 @@
-"""Fashion-MNIST for training: verified loading, the stratified split, the tf.data input.
+"""Fashion-MNIST for training: the download through Keras and the tf.data input.
 
-The 10,000 test images are loaded here but only evaluation touches them.
+Loading the verified files and the seeded split are in fmnist.dataset (export needs them too).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from fmnist import dataset
-from fmnist.dataset import CLASS_NAMES, Split
+from fmnist.dataset import Split
 from fmnist.errors import DataError
-
-
-@dataclass(frozen=True)
-class FashionMNIST:
-    train: Split
-    validation: Split
-    test: Split
-    class_names: tuple[str, ...] = CLASS_NAMES
-    data_dir: Path | None = None
 
 
 def download_with_keras(target: Path | None = None) -> Path:
@@ -46,54 +34,13 @@ def download_with_keras(target: Path | None = None) -> Path:
     return target
 
 
-def load(
-    data_dir: str | os.PathLike | None = None,
-    *,
-    val_fraction: float = 0.1,
-    seed: int = 42,
-    download: bool = False,
-) -> FashionMNIST:
-    """Verified train/validation/test splits as uint8 arrays."""
+def data_dir_for(data_dir: str | os.PathLike | None, *, download: bool) -> Path:
+    """The directory to load from; with `download`, the official files are fetched through
+    Keras first if any is missing there."""
     directory = dataset.resolve_data_dir(data_dir)
     if download and not all((directory / f.name).is_file() for f in dataset.OFFICIAL_FILES):
         directory = download_with_keras(directory)
-    full_train = dataset.load_train(directory)
-    train, validation = split_train_validation(full_train, val_fraction, seed)
-    return FashionMNIST(train, validation, dataset.load_test(directory), data_dir=directory)
-
-
-def split_indices(
-    labels: np.ndarray, val_fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted train and validation indices: stratified by class, seeded, disjoint."""
-    from sklearn.model_selection import train_test_split
-
-    train_idx, val_idx = train_test_split(
-        np.arange(len(labels)), test_size=val_fraction, stratify=labels, random_state=seed
-    )
-    return np.sort(train_idx), np.sort(val_idx)
-
-
-def split_train_validation(split: Split, val_fraction: float, seed: int) -> tuple[Split, Split]:
-    """Stratified, seeded split: every class keeps its share in both parts."""
-    train_idx, val_idx = split_indices(split.labels, val_fraction, seed)
-    return (
-        Split(split.images[train_idx], split.labels[train_idx]),
-        Split(split.images[val_idx], split.labels[val_idx]),
-    )
-
-
-def subset(split: Split, size: int, seed: int) -> Split:
-    """A stratified subset of `size` images (quick runs and tuning trials)."""
-    if size >= len(split):
-        return split
-    from sklearn.model_selection import train_test_split
-
-    keep, _ = train_test_split(
-        np.arange(len(split)), train_size=size, stratify=split.labels, random_state=seed
-    )
-    keep.sort()
-    return Split(split.images[keep], split.labels[keep])
+    return directory
 
 
 def make_dataset(
@@ -115,7 +62,7 @@ def make_dataset(
     import keras
     import tensorflow as tf
 
-    from fmnist.train.model import preprocess
+    from fmnist.preprocessing import preprocess
 
     ds = tf.data.Dataset.from_tensor_slices((split.images, split.labels))
     if training:

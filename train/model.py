@@ -1,7 +1,7 @@
-"""The CNN, built from a TrainConfig, and the one preprocessing step every consumer shares.
+"""The CNN, built from a TrainConfig.
 
 The Keras model takes float32 images [N, 28, 28, 1] in [0, 1] and returns softmax
-probabilities [N, 10]. Raw uint8 pixels go through `preprocess` first; the exported
+probabilities [N, 10]. Raw uint8 pixels go through fmnist.preprocessing first; the exported
 SavedModel puts that step inside its graph.
 """
 
@@ -14,14 +14,6 @@ from fmnist.train.config import TrainConfig
 
 IMAGE_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
-
-
-def preprocess(images: tf.Tensor) -> tf.Tensor:
-    """uint8 pixels [N, 28, 28] (or [N, 28, 28, 1]) -> float32 [N, 28, 28, 1] in [0, 1]."""
-    images = tf.cast(images, tf.float32) / 255.0
-    if images.shape.rank == 3:
-        images = tf.expand_dims(images, -1)
-    return images
 
 
 class FusedBatchNormalization(keras.layers.BatchNormalization):

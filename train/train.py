@@ -1,17 +1,12 @@
 """Training with Keras `fit`: validation monitoring, early stopping, TensorBoard and CSV logs.
 
-`train` writes the run directory that every later stage reads:
-
-    RUN/model.keras      the trained model (best validation weights)
-    RUN/config.json      the effective TrainConfig
-    RUN/run.json         data, split, timing and parameter facts about the run
-    RUN/history.csv      per-epoch loss/accuracy (train and validation) and learning rate
-    RUN/tensorboard/     TensorBoard logs
+`train` writes the run directory that every later stage reads (fmnist.run_dir): the model
+with the best validation weights, its config, facts about the run, the per-epoch history
+(loss and accuracy, train and validation, and the learning rate) and TensorBoard logs.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
@@ -25,16 +20,13 @@ import numpy as np
 import tensorflow as tf
 
 from fmnist import __version__
+from fmnist.dataset import FashionMNIST, Split, subset
+from fmnist.run_dir import RunDir
 from fmnist.train import data as train_data
 from fmnist.train.config import TrainConfig
 from fmnist.train.distribute import is_multi_worker, prepare_multi_worker_fit, worker_dir
 from fmnist.train.model import NUM_CLASSES, build_model
 from fmnist.train.precision import cpu_prefers_bfloat16
-
-MODEL_FILE = "model.keras"
-CONFIG_FILE = "config.json"
-RUN_FILE = "run.json"
-HISTORY_FILE = "history.csv"
 
 
 @dataclass
@@ -142,7 +134,7 @@ def as_saved_model(model: keras.Model, config: TrainConfig) -> keras.Model:
 
 def _model_and_dataset(
     config: TrainConfig,
-    split: train_data.Split,
+    split: Split,
     precision: str,
     strategy: tf.distribute.Strategy | None,
 ) -> tuple[keras.Model, Any]:
@@ -179,7 +171,7 @@ class _LearningRateLogger(keras.callbacks.Callback):
 
 def train(
     config: TrainConfig,
-    data: train_data.FashionMNIST,
+    data: FashionMNIST,
     run_dir: str | os.PathLike,
     *,
     verbose: int | str = "auto",
@@ -188,13 +180,13 @@ def train(
 ) -> TrainResult:
     """Train `config` on `data.train`, monitor `data.validation`, save everything in `run_dir`
     (non-chief workers of a multi-worker job: in `run_dir/workers/<type>-<index>/`)."""
-    run_dir = worker_dir(Path(run_dir), strategy)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run = RunDir(worker_dir(Path(run_dir), strategy))
+    run.path.mkdir(parents=True, exist_ok=True)
     seed_everything(config.seed)
 
     train_split = data.train
     if config.train_subset:
-        train_split = train_data.subset(train_split, config.train_subset, config.seed)
+        train_split = subset(train_split, config.train_subset, config.seed)
     val_ds = train_data.make_dataset(
         data.validation, batch_size=1024, num_classes=NUM_CLASSES, training=False
     )
@@ -214,8 +206,8 @@ def train(
             restore_best_weights=True,
             verbose=1 if verbose else 0,
         ),
-        keras.callbacks.CSVLogger(str(run_dir / HISTORY_FILE)),
-        keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False),
+        keras.callbacks.CSVLogger(str(run.history_path)),
+        keras.callbacks.TensorBoard(log_dir=str(run.tensorboard_dir), write_graph=False),
     ]
     if config.lr_schedule == "plateau":
         callbacks.append(
@@ -240,8 +232,8 @@ def train(
     images_seen = epochs_run * len(train_split)
 
     model = as_saved_model(model, config)
-    model.save(run_dir / MODEL_FILE)
-    (run_dir / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    run.save_model(model)
+    run.write_config(config.to_dict())
     run_info = {
         "fmnist_deploy": __version__,
         "tensorflow": tf.__version__,
@@ -266,9 +258,9 @@ def train(
         "strategy": type(strategy).__name__ if strategy else None,
         "replicas": strategy.num_replicas_in_sync if strategy else 1,
     }
-    (run_dir / RUN_FILE).write_text(json.dumps(run_info, indent=2) + "\n")
+    run.write_run_info(run_info)
     return TrainResult(
-        run_dir=run_dir,
+        run_dir=run.path,
         model=model,
         history=hist,
         epochs_run=epochs_run,

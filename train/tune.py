@@ -18,8 +18,8 @@ from typing import Any
 import keras
 import optuna
 
+from fmnist.dataset import FashionMNIST
 from fmnist.train.config import TrainConfig
-from fmnist.train.data import FashionMNIST
 from fmnist.train.train import train
 
 

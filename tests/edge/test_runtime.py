@@ -3,34 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from fmnist.edge.runtime import RuntimeMissing, select_runtime
-
-# Hides the named top-level modules from imports, as if they were not installed.
-BLOCKER = """
-import sys
-class _Blocker:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {blocked!r}:
-            raise ModuleNotFoundError(f"No module named {{name!r}}")
-sys.meta_path.insert(0, _Blocker())
-"""
-
-
-def _python(code: str, *, blocked: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    prelude = BLOCKER.format(blocked=set(blocked)) if blocked else ""
-    return subprocess.run(
-        [sys.executable, "-c", prelude + textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_first_installed_runtime_is_chosen_and_named() -> None:
@@ -40,10 +17,10 @@ def test_first_installed_runtime_is_chosen_and_named() -> None:
     assert runtime.name in str(runtime)
 
 
-def test_unknown_or_missing_runtime_is_a_clear_error() -> None:
+def test_unknown_or_missing_runtime_is_a_clear_error(python_without) -> None:
     with pytest.raises(RuntimeMissing, match="unknown runtime 'onnx'"):
         select_runtime("onnx")
-    result = _python(
+    result = python_without(
         """
         from fmnist.edge.runtime import RuntimeMissing, select_runtime
         try:
@@ -58,11 +35,11 @@ def test_unknown_or_missing_runtime_is_a_clear_error() -> None:
     assert "pip install" in result.stdout
 
 
-def test_tensorflow_lite_is_the_last_resort(edge_bundle: Path) -> None:
+def test_tensorflow_lite_is_the_last_resort(edge_bundle: Path, python_without) -> None:
     """With neither LiteRT nor tflite-runtime, an installed TensorFlow's interpreter runs."""
     if importlib.util.find_spec("tensorflow") is None:
         pytest.skip("TensorFlow is not installed here")
-    result = _python(
+    result = python_without(
         f"""
         import numpy as np
         from fmnist.edge.classifier import Classifier, resolve_model
@@ -80,9 +57,9 @@ def test_tensorflow_lite_is_the_last_resort(edge_bundle: Path) -> None:
     assert "(3, 10) 3.0" in result.stdout
 
 
-def test_no_runtime_installed_names_the_package_to_install(tmp_path: Path) -> None:
+def test_no_runtime_installed_names_the_package_to_install(tmp_path: Path, python_without) -> None:
     blocked = ("ai_edge_litert", "tflite_runtime", "tensorflow")
-    result = _python(
+    result = python_without(
         f"""
         import sys
         from fmnist.edge.cli import main
@@ -96,8 +73,8 @@ def test_no_runtime_installed_names_the_package_to_install(tmp_path: Path) -> No
     assert "TFLite runtime is not installed" in line and "pip install ai-edge-litert" in line
 
 
-def test_edge_package_imports_nothing_from_tensorflow() -> None:
-    result = _python(
+def test_edge_package_imports_nothing_from_tensorflow(python_without) -> None:
+    result = python_without(
         """
         import sys
         import fmnist.edge.bench, fmnist.edge.classifier, fmnist.edge.cli, fmnist.edge.model_probe

@@ -10,8 +10,9 @@ from fmnist.edge.runtime import select_runtime
 from fmnist.export import tflite
 from fmnist.export.bias_correction import correct_rounding_bias, rounding_error
 from fmnist.export.config import Int8Options
+from fmnist.preprocessing import preprocess
 from fmnist.train.config import TrainConfig
-from fmnist.train.model import build_model, preprocess
+from fmnist.train.model import build_model
 
 SMALL = {"width": 8, "depth": 2, "dense_units": 16}
 

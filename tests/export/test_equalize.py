@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from fmnist.export.equalize import equalize_activations
+from fmnist.preprocessing import preprocess
 from fmnist.train.config import TrainConfig
-from fmnist.train.model import build_model, preprocess
+from fmnist.train.model import build_model
 
 RELUS = ("block1_relu1", "block2_relu1", "block2_relu2", "dense_relu")
 SMALL = {"width": 8, "depth": 2, "dense_units": 16}

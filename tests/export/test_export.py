@@ -28,7 +28,8 @@ from fmnist.export.export import export_run
 from fmnist.export.publish import STAGING_PREFIX
 from fmnist.manifest import load_manifest
 from fmnist.parity import Tolerance
-from fmnist.train.evaluate import load_run_model, predict_probabilities
+from fmnist.preprocessing import predict_probabilities
+from fmnist.run_dir import RunDir
 
 TFLITE_RUNTIME_PYTHON = "FMNIST_TFLITE_RUNTIME_PYTHON"
 # Per-class recall limit for re-exports of the tiny test CNN (as tests/conftest.py's fixture).
@@ -69,7 +70,7 @@ def test_saved_model_equals_keras_on_the_test_set(
     exported_bundle: Path, tiny_run: Path, data_dir: Path
 ) -> None:
     test = dataset.load_test(data_dir)
-    keras_probs = predict_probabilities(load_run_model(tiny_run), test.images)
+    keras_probs = predict_probabilities(RunDir(tiny_run).load_model(), test.images)
     served = saved_model.signature_outputs(exported_bundle, test.images)
     np.testing.assert_allclose(served["probabilities"], keras_probs, atol=1e-5, rtol=0)
     np.testing.assert_array_equal(served["class_ids"], keras_probs.argmax(1))
@@ -95,7 +96,7 @@ def test_flip_average_reference_is_the_mean_over_image_and_mirror(
     flip_average_bundle: Path, tiny_run: Path, data_dir: Path
 ) -> None:
     test = dataset.load_test(data_dir)
-    model = load_run_model(tiny_run)
+    model = RunDir(tiny_run).load_model()
     expected = (
         predict_probabilities(model, test.images)
         + predict_probabilities(model, test.images[:, :, ::-1])
@@ -195,7 +196,7 @@ def test_residual_model_converts_to_full_integer_int8_that_litert_runs(
 def test_benchmark_variants_quantize_weights_and_keep_their_activation_type(
     tiny_run: Path, data_dir: Path, tmp_path: Path, variant: str, activation_dtype: type
 ) -> None:
-    model = load_run_model(tiny_run)
+    model = RunDir(tiny_run).load_model()
     images = dataset.load_test(data_dir).images[:64]
     path = tmp_path / "model.tflite"
     path.write_bytes(tflite.convert_variant(model, images[:16], variant))
@@ -215,8 +216,9 @@ def test_benchmark_variants_quantize_weights_and_keep_their_activation_type(
 
 
 def test_an_unknown_variant_is_refused(tiny_run: Path) -> None:
+    model = RunDir(tiny_run).load_model()
     with pytest.raises(ValueError, match="unknown variant"):
-        tflite.convert_variant(load_run_model(tiny_run), np.zeros((1, 28, 28), np.uint8), "int4")
+        tflite.convert_variant(model, np.zeros((1, 28, 28), np.uint8), "int4")
 
 
 @pytest.mark.parametrize("bundle", ["exported_bundle", "flip_average_bundle"])

@@ -12,7 +12,7 @@ import pytest
 from fmnist import dataset
 from fmnist.dataset import Split
 from fmnist.errors import DataError
-from fmnist.train.data import make_dataset, split_indices, split_train_validation, subset
+from fmnist.train.data import make_dataset
 
 
 def test_official_files_verify_and_load(data_dir: Path) -> None:
@@ -85,19 +85,19 @@ def test_read_idx_round_trip_and_bad_magic(tmp_path: Path) -> None:
 
 def test_split_is_stratified_disjoint_and_seeded(data_dir: Path) -> None:
     full = dataset.load_train(data_dir)
-    train_idx, val_idx = split_indices(full.labels, 0.1, seed=42)
+    train_idx, val_idx = dataset.split_indices(full.labels, 0.1, seed=42)
     assert len(train_idx) == 54000 and len(val_idx) == 6000
     assert not set(train_idx) & set(val_idx)
     assert len(set(train_idx) | set(val_idx)) == 60000
     assert np.bincount(full.labels[val_idx]).tolist() == [600] * 10
-    again, _ = split_indices(full.labels, 0.1, seed=42)
-    other, _ = split_indices(full.labels, 0.1, seed=7)
+    again, _ = dataset.split_indices(full.labels, 0.1, seed=42)
+    other, _ = dataset.split_indices(full.labels, 0.1, seed=7)
     np.testing.assert_array_equal(train_idx, again)
     assert not np.array_equal(train_idx, other)
 
-    train, validation = split_train_validation(full, 0.1, seed=42)
+    train, validation = dataset.split_train_validation(full, 0.1, seed=42)
     np.testing.assert_array_equal(validation.images, full.images[val_idx])
-    small = subset(train, 1000, seed=0)
+    small = dataset.subset(train, 1000, seed=0)
     assert len(small) == 1000 and np.bincount(small.labels).tolist() == [100] * 10
 
 

@@ -8,7 +8,8 @@ from fmnist.train.config import TrainConfig
 
 
 def test_model_outputs_probabilities_for_every_image() -> None:
-    from fmnist.train.model import build_model, preprocess
+    from fmnist.preprocessing import preprocess
+    from fmnist.train.model import build_model
 
     for config in (TrainConfig(), TrainConfig(depth=3, batch_norm=False, dropout=0.0)):
         model = build_model(config)
@@ -79,9 +80,18 @@ def test_every_block_drops_units_and_the_7x7_map_pools_to_4x4() -> None:
     assert model.count_params() == 806_314
 
 
-def test_preprocess_scales_raw_pixels() -> None:
-    from fmnist.train.model import preprocess
+def test_preprocess_of_numpy_has_tensorflow_eager_bits_and_tensors_stay_tensors() -> None:
+    """Evaluation and export calibration scale numpy arrays, which TensorFlow once did
+    eagerly: every pixel value must keep its bits. Graphs (tf.data, the SavedModel) keep
+    TensorFlow's own ops."""
+    import tensorflow as tf
 
-    out = np.asarray(preprocess(np.array([[[0, 255]]], dtype=np.uint8)))
-    assert out.shape == (1, 1, 2, 1) and out.dtype == np.float32
-    assert out.ravel().tolist() == [0.0, 1.0]
+    from fmnist.preprocessing import preprocess
+
+    pixels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
+    eager = (tf.cast(pixels, tf.float32) / 255.0).numpy()[..., np.newaxis]
+    np.testing.assert_array_equal(preprocess(pixels).view(np.uint32), eager.view(np.uint32))
+
+    graph = tf.function(preprocess)(tf.constant(pixels))
+    assert isinstance(graph, tf.Tensor) and graph.shape == (1, 16, 16, 1)
+    np.testing.assert_allclose(graph.numpy(), eager, rtol=1e-7)

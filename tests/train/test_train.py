@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sklearn.metrics import f1_score, precision_score, recall_score
 
-from fmnist.train.evaluate import compute_metrics
+from fmnist.dataset import load_splits, load_train, subset
 
 
 def test_tiny_run_beats_chance_and_writes_its_artifacts(tiny_run: Path) -> None:
@@ -54,14 +53,13 @@ def test_saved_model_has_keras_own_batch_norm(tiny_run: Path) -> None:
 
 
 def test_same_seed_same_weights(data_dir: Path, tmp_path: Path) -> None:
-    from fmnist.train import data as train_data
     from fmnist.train.config import TrainConfig
     from fmnist.train.train import train
 
     config = TrainConfig(
         width=4, dense_units=8, epochs=1, train_subset=1000, augment=True, warmup_epochs=0
     )
-    data = train_data.load(data_dir)
+    data = load_splits(data_dir, val_fraction=config.val_fraction, seed=config.seed)
     first = train(config, data, tmp_path / "a", verbose=0).model.get_weights()
     second = train(config, data, tmp_path / "b", verbose=0).model.get_weights()
     third = train(config.replace(seed=1), data, tmp_path / "c", verbose=0).model.get_weights()
@@ -80,7 +78,7 @@ def test_steps_per_execution_changes_the_speed_not_the_steps_or_the_weights(
     from fmnist.train.model import NUM_CLASSES
     from fmnist.train.train import compile_model, seed_everything
 
-    split = train_data.subset(train_data.load(data_dir).train, 1000, seed=0)
+    split = subset(load_train(data_dir), 1000, seed=0)
     weights = []
     for steps_per_execution in (1, 3):
         config = TrainConfig(width=4, dense_units=8, steps_per_execution=steps_per_execution)
@@ -96,32 +94,13 @@ def test_steps_per_execution_changes_the_speed_not_the_steps_or_the_weights(
         np.testing.assert_allclose(one_step, three_steps, rtol=1e-5, atol=1e-6)
 
 
-def test_metrics_agree_with_scikit_learn_on_a_known_case() -> None:
-    labels = np.array([0, 0, 1, 1, 2, 2, 2])
-    predicted = np.array([0, 1, 1, 1, 2, 0, 2])
-    metrics = compute_metrics(labels, predicted, ["a", "b", "c"])
-    assert metrics["accuracy"] == pytest.approx(5 / 7)
-    # By hand: precision a=1/2, b=2/3, c=1; recall a=1/2, b=1, c=2/3.
-    assert [r["precision"] for r in metrics["per_class"]] == pytest.approx([0.5, 2 / 3, 1.0])
-    assert [r["recall"] for r in metrics["per_class"]] == pytest.approx([0.5, 1.0, 2 / 3])
-    assert metrics["macro_precision"] == pytest.approx(
-        precision_score(labels, predicted, average="macro")
-    )
-    assert metrics["macro_recall"] == pytest.approx(
-        recall_score(labels, predicted, average="macro")
-    )
-    assert metrics["macro_f1"] == pytest.approx(f1_score(labels, predicted, average="macro"))
-    assert [r["support"] for r in metrics["per_class"]] == [2, 2, 3]
-
-
 def test_ema_weights_are_what_validation_judged_and_what_is_saved(
     data_dir: Path, tmp_path: Path
 ) -> None:
     import keras
 
-    from fmnist.train import data as train_data
+    from fmnist.preprocessing import preprocess
     from fmnist.train.config import TrainConfig
-    from fmnist.train.model import preprocess
     from fmnist.train.train import train
 
     # float32: a bfloat16 run validates in bfloat16 but saves float32 weights, which can
@@ -135,7 +114,7 @@ def test_ema_weights_are_what_validation_judged_and_what_is_saved(
         ema_momentum=0.9,
         precision="float32",
     )
-    data = train_data.load(data_dir)
+    data = load_splits(data_dir, val_fraction=config.val_fraction, seed=config.seed)
     averaged = train(config, data, tmp_path / "ema", verbose=0)
     plain = train(config.replace(ema_momentum=0.0), data, tmp_path / "plain", verbose=0)
     saved = keras.models.load_model(tmp_path / "ema" / "model.keras")
@@ -153,15 +132,14 @@ def test_bfloat16_training_saves_a_float32_model_with_the_trained_weights(
 ) -> None:
     import keras
 
-    from fmnist.train import data as train_data
+    from fmnist.preprocessing import preprocess
     from fmnist.train.config import TrainConfig
-    from fmnist.train.model import preprocess
     from fmnist.train.train import train
 
     config = TrainConfig(
         width=4, dense_units=8, epochs=2, train_subset=1000, warmup_epochs=0, precision="bfloat16"
     )
-    data = train_data.load(data_dir)
+    data = load_splits(data_dir, val_fraction=config.val_fraction, seed=config.seed)
     result = train(config, data, tmp_path / "bf16", verbose=0)
     saved = keras.models.load_model(tmp_path / "bf16" / "model.keras")
     assert {layer.dtype_policy.name for layer in saved.layers} == {"float32"}
