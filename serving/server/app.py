@@ -28,7 +28,7 @@ from typing import Any, TextIO
 from fmnist.errors import UserError
 from fmnist.serving.server.api.rest_api import RestApi
 from fmnist.serving.server.core.config import ServerConfig
-from fmnist.serving.server.core.data_plane import DataPlane
+from fmnist.serving.server.core.data_plane import DataPlane, no_trace
 from fmnist.serving.server.core.metrics import Metrics
 from fmnist.serving.server.core.registry import ServableRegistry
 from fmnist.serving.server.servables.loader import version_loader
@@ -67,10 +67,13 @@ class ModelServer:
     """gRPC + REST over one data plane; usable in-process too (start/stop)."""
 
     def __init__(self, config: ServerConfig):
+        trace = no_trace
         if importlib.util.find_spec("tensorflow") is not None:
             import tensorflow as tf
 
             tf.get_logger().setLevel(logging.ERROR)  # deprecation chatter from the v1 loader
+            if config.enable_profiler:  # each request a span in a captured profile
+                trace = tf.profiler.experimental.Trace
         self.config = config
         self.metrics = Metrics()
         loader = version_loader(
@@ -80,7 +83,7 @@ class ModelServer:
             observe_batch=self.metrics.observe_batch,
         )
         self.registry = ServableRegistry(config.models, loader=loader)
-        self.plane = DataPlane(self.registry, self.metrics, config.method_name_check)
+        self.plane = DataPlane(self.registry, self.metrics, config.method_name_check, trace)
         self.grpc = self._grpc_server()
         if self.grpc is None and config.rest_port is None:
             raise UserError(
@@ -113,8 +116,11 @@ class ModelServer:
         except ImportError as err:
             log_info(f"{GRPC_NEEDS_GRPCIO} (missing: {err.name or err})")
             return None
+        services = GrpcApi(self.plane, config.max_request_bytes).services()
+        if config.enable_profiler:
+            services.update(_profiler_services())
         return GrpcServer(
-            GrpcApi(self.plane, config.max_request_bytes).services(),
+            services,
             host=config.host,
             port=config.grpc_port,
             threads=config.grpc_threads,
@@ -214,6 +220,16 @@ class ModelServer:
         if self._config_poller is not None:
             self._config_poller.join()
         self.registry.stop()
+
+
+def _profiler_services() -> dict:
+    """TF's profiler service (--enable_profiler), or none (logged) without TensorFlow."""
+    from fmnist.serving.server.api import profiler_api
+
+    if not profiler_api.available():
+        log_info("--enable_profiler: TensorFlow is not installed; no profiler service")
+        return {}
+    return profiler_api.ProfilerApi().services()
 
 
 def check_ports(config: ServerConfig, grpc: bool = True) -> None:

@@ -175,6 +175,16 @@ def _register_serve(subparsers: argparse._SubParsersAction) -> None:
         help="serve a version directory's model.tflite instead of its SavedModel; works "
         "without TensorFlow (REST) on an [edge] install",
     )
+    arg(
+        "--enable_profiler",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=True,
+        metavar="BOOL",
+        help="serve TensorFlow's profiler service on the gRPC port, for TensorBoard's "
+        "'Capture profile' (default true, as in TF Serving; needs TensorFlow)",
+    )
     serve.set_defaults(handler=_serve, precheck=_check_ports)
 
 
@@ -245,6 +255,7 @@ def _serve(args: argparse.Namespace) -> int:
         grpc_channel_arguments=channel_arguments,
         batching=batching,
         prefer_tflite_model=args.prefer_tflite_model,
+        enable_profiler=args.enable_profiler,
         **({"rest_threads": args.rest_api_num_threads} if args.rest_api_num_threads else {}),
         **({"grpc_threads": grpc_threads} if grpc_threads else {}),
     )

@@ -91,8 +91,14 @@ class NumericSpan:
         return f"NumericSpan({head.decode('latin-1')}... {len(self)} bytes)"
 
     def load(self) -> Any:
-        """The span as Python lists (the slow, exact path)."""
-        return plain_loads(memoryview(self.data)[self.start : self.stop])
+        """The span as Python lists (the slow, exact path); a span that is not JSON after
+        all (e.g. `[1 2]`) is the request's JSON Parse error, located in the body."""
+        try:
+            return plain_loads(memoryview(self.data)[self.start : self.stop])
+        except json.JSONDecodeError as err:
+            raise invalid_argument(
+                f"JSON Parse error: {_located(err.msg, self.data, self.start + err.pos)}"
+            ) from None
 
     def to_array(self, dtype: np.dtype, deadline: float | None = None) -> np.ndarray | None:
         """The span as an array of `dtype`, or None when only the exact path can judge it."""
@@ -139,9 +145,14 @@ def _error_in_body(
         if start >= position:
             break
         position += stop - start - 2
+    return ValueError(_located(err.msg, body, position))
+
+
+def _located(message: str, body: bytes | bytearray, position: int) -> str:
+    """`message` with the line, column and offset of `position` in the body, as json words it."""
     line = body.count(b"\n", 0, position) + 1
     column = position - (body.rfind(b"\n", 0, position) + 1) + 1
-    return ValueError(f"{err.msg}: line {line} column {column} (char {position})")
+    return f"{message}: line {line} column {column} (char {position})"
 
 
 def _restore(value: Any, spans: dict[str, NumericSpan]) -> Any:

@@ -73,6 +73,11 @@ PredictionLog = _serving("PredictionLog")
 ModelServerConfig = _serving("ModelServerConfig")
 BatchingParameters = _serving("BatchingParameters")
 MonitoringConfig = _serving("MonitoringConfig")
+# TensorFlow's profiler service
+ProfileRequest = _tf("ProfileRequest")
+ProfileResponse = _tf("ProfileResponse")
+TerminateRequest = _tf("TerminateRequest")
+TerminateResponse = _tf("TerminateResponse")
 # grpc.health.v1
 HealthCheckRequest = message_class("grpc.health.v1.HealthCheckRequest")
 HealthCheckResponse = message_class("grpc.health.v1.HealthCheckResponse")
@@ -81,6 +86,7 @@ HealthCheckResponse = message_class("grpc.health.v1.HealthCheckResponse")
 PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
 MODEL_SERVICE = "tensorflow.serving.ModelService"
 HEALTH_SERVICE = "grpc.health.v1.Health"
+PROFILER_SERVICE = "tensorflow.ProfilerService"
 SERVICES: dict[str, dict[str, tuple[Any, Any]]] = {
     PREDICTION_SERVICE: {
         "Classify": (ClassificationRequest, ClassificationResponse),
@@ -92,6 +98,10 @@ SERVICES: dict[str, dict[str, tuple[Any, Any]]] = {
     MODEL_SERVICE: {
         "GetModelStatus": (GetModelStatusRequest, GetModelStatusResponse),
         "HandleReloadConfigRequest": (ReloadConfigRequest, ReloadConfigResponse),
+    },
+    PROFILER_SERVICE: {
+        "Profile": (ProfileRequest, ProfileResponse),
+        "Terminate": (TerminateRequest, TerminateResponse),
     },
     HEALTH_SERVICE: {
         "Check": (HealthCheckRequest, HealthCheckResponse),

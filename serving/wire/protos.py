@@ -635,6 +635,68 @@ SERVING_APIS = (
     ),
 )
 
+PROFILER = "tsl/profiler/protobuf/"
+# TensorFlow's profiler service, which TF Serving also answers on its gRPC port (only the
+# messages of Profile and Terminate: Monitor is not served).
+TF_PROFILER = (
+    proto_file(
+        PROFILER + "profiler_options.proto",
+        "tensorflow",
+        message(
+            "ProfileOptions",
+            enum("DeviceType", UNSPECIFIED=0, CPU=1, GPU=2, TPU=3, PLUGGABLE_DEVICE=4),
+            message("TraceOptions", "uint64 host_traceme_filter_mask = 1"),
+            message(
+                "AdvancedConfigValue",
+                oneof(
+                    "value",
+                    "string string_value = 1",
+                    "bool bool_value = 2",
+                    "int64 int64_value = 3",
+                ),
+            ),
+            "uint32 version = 5",
+            "DeviceType device_type = 6",
+            "bool include_dataset_ops = 1",
+            "uint32 host_tracer_level = 2",
+            "uint32 device_tracer_level = 3",
+            "uint32 python_tracer_level = 4",
+            "bool enable_hlo_proto = 7",
+            "uint64 start_timestamp_ns = 8",
+            "uint64 duration_ms = 9",
+            "string repository_path = 10",
+            "TraceOptions trace_options = 11",
+            "map<string, AdvancedConfigValue> advanced_configuration = 12",
+            "bool raise_error_on_start_failure = 13",
+            "string session_id = 14",
+            "string override_hostname = 15",
+        ),
+    ),
+    proto_file(
+        PROFILER + "profiler_service.proto",
+        "tensorflow",
+        message("ToolRequestOptions", "string output_formats = 2", "bool save_to_repo = 3"),
+        message(
+            "ProfileRequest",
+            "uint64 duration_ms = 1",
+            "uint64 max_events = 2",
+            "repeated string tools = 3",
+            "map<string, ToolRequestOptions> tool_options = 8",
+            "ProfileOptions opts = 4",
+            "string repository_root = 5",
+            "string session_id = 6",
+            "string host_name = 7",
+        ),
+        message("ProfileToolData", "string name = 1", "bytes data = 2"),
+        message(
+            "ProfileResponse", "repeated ProfileToolData tool_data = 6", "bool empty_trace = 7"
+        ),
+        message("TerminateRequest", "string session_id = 1"),
+        message("TerminateResponse"),
+        deps=(PROFILER + "profiler_options.proto",),
+    ),
+)
+
 GRPC_HEALTH = proto_file(
     "grpc_health/v1/health.proto",
     "grpc.health.v1",
@@ -646,4 +708,4 @@ GRPC_HEALTH = proto_file(
     ),
 )
 
-FILES = (*TENSORFLOW, *SERVING_CONFIG, *SERVING_APIS, GRPC_HEALTH)
+FILES = (*TENSORFLOW, *SERVING_CONFIG, *SERVING_APIS, *TF_PROFILER, GRPC_HEALTH)

@@ -105,6 +105,7 @@ def test_tflite_version_serves_grpc_and_rest_without_tensorflow(
         "--prefer_tflite_model", "--model_name", "half_plus_two", "--model_base_path", str(base)
     )
     log = server.log()
+    assert "--enable_profiler: TensorFlow is not installed; no profiler service" in log
     assert "Running gRPC ModelServer at 127.0.0.1:" in log
     assert "Exporting HTTP/REST API at:127.0.0.1:" in log
     assert _request(server, "half_plus_two:predict", {"instances": [1.0, 2.0, 5.0]}) == (

@@ -440,3 +440,21 @@ def test_fuzzed_requests_get_json_answers_and_never_crash_the_server(
         assert isinstance(payload.get("error"), str) and payload["error"]
     alive = post(http, f"{rest}/v1/models/half_plus_two:predict", {"instances": [1.0]})
     assert alive.json() == {"predictions": [2.5]}
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda body: body.replace(b", 7.0", b" 7.0", 1),  # a comma missing in a long array
+        lambda body: body.replace(b"7.0", b"7..0", 1),
+        lambda body: body[: len(body) // 2],
+    ],
+    ids=["missing-comma", "bad-number", "truncated"],
+)
+def test_damaged_json_is_a_400_json_parse_error(http, rest, damage):
+    """Anywhere in the body, also inside a long numeric array the fast path leaves as text."""
+    body = json.dumps({"instances": [float(i) for i in range(4000)]}).encode()
+    response = http.post(f"{rest}/v1/models/half_plus_two:predict", data=damage(body))
+    assert response.status_code == 400
+    assert list(response.json()) == ["error"]
+    assert response.json()["error"].startswith("JSON Parse error: ")

@@ -13,6 +13,7 @@ from grpc_health.v1 import health_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tensorflow.core.protobuf import struct_pb2  # noqa: F401  (registers the official types)
+from tensorflow.tsl.profiler.protobuf import profiler_options_pb2  # noqa: F401
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     model_service_pb2,
@@ -36,6 +37,12 @@ NO_OFFICIAL_MODULE = {
     "tensorflow.serving.BatchingParameters",
     "tensorflow.serving.PrometheusConfig",
     "tensorflow.serving.MonitoringConfig",
+    "tensorflow.ToolRequestOptions",
+    "tensorflow.ProfileRequest",
+    "tensorflow.ProfileToolData",
+    "tensorflow.ProfileResponse",
+    "tensorflow.TerminateRequest",
+    "tensorflow.TerminateResponse",
 }
 Field = descriptor.FieldDescriptor
 

@@ -291,7 +291,8 @@ def _converted(value: Any, dt: int, where: str, deadline: float | None) -> np.nd
     except RecursionError:
         raise invalid_argument(NESTING_TOO_DEEP) from None
     except StatusError as err:
-        if err.code != Code.INVALID_ARGUMENT:
+        # A body that is not JSON is that, not a tensor error (TF Serving parses it first).
+        if err.code != Code.INVALID_ARGUMENT or err.message.startswith("JSON Parse error"):
             raise
         raise invalid_argument(f"Failed to process {where}. Error: {err.message}") from None
 

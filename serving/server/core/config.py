@@ -73,6 +73,7 @@ class ServerConfig:
     grpc_channel_arguments: tuple[tuple[str, int | str], ...] = ()  # --grpc_channel_arguments
     batching: BatchingConfig | None = None  # --enable_batching; None: every request runs alone
     prefer_tflite_model: bool = False  # --prefer_tflite_model: serve model.tflite if present
+    enable_profiler: bool = True  # --enable_profiler: TF's profiler service on the gRPC port
 
 
 def read_batching_parameters_file(path: str | None) -> BatchingConfig:

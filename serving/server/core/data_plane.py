@@ -10,7 +10,7 @@ answer that cannot be encoded fails with the right code and is timed with the re
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -29,6 +29,12 @@ SIGNATURE_DEF_FIELD = "signature_def"  # the only metadata field TF Serving supp
 # Predict inputs: arrays by alias, or a function of the servable that decodes them (REST
 # reads its JSON by the dtypes of the signature it names).
 Inputs = Mapping[str, np.ndarray] | Callable[[Servable], Mapping[str, np.ndarray]]
+# A span around each request for a profiler's trace: (name, model=...) -> context manager.
+Trace = Callable[..., AbstractContextManager]
+
+
+def no_trace(_name: str, **_details: Any) -> AbstractContextManager:
+    return nullcontext()
 
 
 @dataclass(frozen=True)
@@ -52,10 +58,17 @@ class Answered:
 class DataPlane:
     """The operations of TF Serving's APIs over a registry of served models."""
 
-    def __init__(self, registry: ServableRegistry, metrics: Metrics, method_check: bool = False):
+    def __init__(
+        self,
+        registry: ServableRegistry,
+        metrics: Metrics,
+        method_check: bool = False,
+        trace: Trace = no_trace,
+    ):
         self.registry = registry
         self.metrics = metrics
         self.method_check = method_check  # --enable_signature_method_name_check
+        self.trace = trace  # TensorFlow's TraceMe spans while a profile is captured
 
     # --- operations -------------------------------------------------------------------
 
@@ -184,7 +197,8 @@ class DataPlane:
         if model in self.registry.managers:
             record.model = model
         try:
-            answer = run(record)
+            with self.trace(f"{api}.{method}", model=model):
+                answer = run(record)
         except StatusError as err:
             self.metrics.finish(record, err.code.name)
             raise

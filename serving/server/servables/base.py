@@ -171,17 +171,16 @@ class SignatureServable(abc.ABC):
         *,
         deadline: float | None = None,
     ) -> list[tuple[str, ExampleResult]]:
-        """Every task's signature in one run over the same examples (TF Serving's rules)."""
+        """Every task's signature in one run over the same examples, as current TF Serving
+        does it (multi_inference.cc): the examples go to the input tensor of every task
+        (TF1 signatures share one, TF2 ones each have their own), and the union of their
+        outputs is fetched once."""
         checked = examples.check_task_signatures(self.signatures, tasks)
-        input_name, fetches = None, {}
-        for _, signature in checked:
-            if input_name is None:
-                input_name = signature.inputs["inputs"].name
-            elif input_name != signature.inputs["inputs"].name:
-                raise invalid_argument("Input tensor must be the same for all Signatures.")
-            fetches.update({info.name: info for info in signature.outputs.values()})
-        values = self._run_examples([input_name], list(fetches.values()), serialized, deadline)
-        by_tensor = dict(zip(fetches, values, strict=True))
+        inputs = sorted({signature.inputs["inputs"].name for _, signature in checked})
+        fetches = {info.name: info for _, s in checked for info in s.outputs.values()}
+        names = sorted(fetches)
+        values = self._run_examples(inputs, [fetches[n] for n in names], serialized, deadline)
+        by_tensor = dict(zip(names, values, strict=True))
         results = []
         for (name, signature), (_, method) in zip(checked, tasks, strict=True):
             aliases = examples.result_aliases(method, signature)
