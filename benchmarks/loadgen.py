@@ -74,7 +74,7 @@ def h2load(
         for header in headers:
             command += ["-H", header]
         if seconds is not None:
-            command += ["-D", str(seconds)]
+            command += ["-D", f"{round(seconds * 1000)}ms"]
         else:
             command += ["-n", str(requests or 1000)]
         output = subprocess.run([*command, url], capture_output=True, text=True, check=True)
@@ -108,7 +108,16 @@ def wrk(url: str, body: bytes, *, connections: int = 16, seconds: float = 5) -> 
         data, script = Path(tmp) / "body", Path(tmp) / "post.lua"
         data.write_bytes(body)
         script.write_text(WRK_SCRIPT.format(body=data))
-        command = ["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds}s", "--latency"]
+        command = [
+            "wrk",
+            "-t",
+            "1",
+            "-c",
+            str(connections),
+            "-d",
+            f"{max(round(seconds), 1)}s",
+            "--latency",
+        ]
         output = subprocess.run(
             [*command, "-s", str(script), url], capture_output=True, text=True, check=True
         ).stdout

@@ -31,7 +31,7 @@ STAGE_CLIS = (
 TF_FREE_COMMANDS = {"data"}
 # The smallest extra that brings a module, for the error a missing one gives.
 EXTRA_OF_MODULE = {
-    **dict.fromkeys(("grpc", "google", "requests"), "client"),
+    **dict.fromkeys(("grpc", "google", "requests", "orjson"), "client"),
     **dict.fromkeys(("ai_edge_litert", "tflite_runtime", "tornado", "prometheus_client"), "edge"),
     **dict.fromkeys(("flatbuffers", "google_crc32c"), "edge"),
 }

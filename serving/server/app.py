@@ -23,6 +23,7 @@ import signal
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TextIO
 
 from fmnist.errors import UserError
@@ -81,9 +82,14 @@ class ModelServer:
             warmup_log=log_info if config.model_warmup else None,  # --enable_model_warmup
             batching=config.batching,  # --enable_batching: concurrent Predicts share runs
             observe_batch=self.metrics.observe_batch,
+            tf_threads=(config.tf_intra_op_threads, config.tf_inter_op_threads),
         )
         self.registry = ServableRegistry(config.models, loader=loader)
-        self.plane = DataPlane(self.registry, self.metrics, config.method_name_check, trace)
+        # gRPC calls that block (a model run, a large request) take one of these threads.
+        self.model_threads = ThreadPoolExecutor(config.grpc_threads, thread_name_prefix="grpc")
+        self.plane = DataPlane(
+            self.registry, self.metrics, config.method_name_check, trace, self.model_threads
+        )
         self.grpc = self._grpc_server()
         if self.grpc is None and config.rest_port is None:
             raise UserError(
@@ -92,8 +98,10 @@ class ModelServer:
             )
         self.rest = None
         if config.rest_port is not None:
+            rest_api = RestApi(self.plane)
             self.rest = HttpServer(
-                RestApi(self.plane).handle,
+                rest_api.handle,
+                inline=rest_api.handle_inline,
                 host=config.host,
                 port=config.rest_port,
                 threads=config.rest_threads,
@@ -101,6 +109,7 @@ class ModelServer:
                 timeout_s=config.rest_timeout_ms / 1000,
                 metrics=self.metrics,
                 metrics_path=config.monitoring_path,
+                reuse_port=config.reuse_port,
             )
         self.grpc_port = self.rest_port = None
         self._started = self._stopped = False
@@ -116,18 +125,20 @@ class ModelServer:
         except ImportError as err:
             log_info(f"{GRPC_NEEDS_GRPCIO} (missing: {err.name or err})")
             return None
-        services = GrpcApi(self.plane, config.max_request_bytes).services()
+        reload = config.server_processes == 1  # sibling processes would not follow a reload
+        services = GrpcApi(self.plane, config.max_request_bytes, reload).services()
         if config.enable_profiler:
             services.update(_profiler_services())
         return GrpcServer(
             services,
             host=config.host,
             port=config.grpc_port,
-            threads=config.grpc_threads,
+            pool=self.model_threads,
             max_message_bytes=config.max_request_bytes,
             health_check=config.grpc_health,
             socket_path=config.grpc_socket_path,
             channel_arguments=config.grpc_channel_arguments,
+            reuse_port=config.reuse_port,
         )
 
     def start(self) -> None:
@@ -151,7 +162,7 @@ class ModelServer:
                         flag="--rest_api_port",
                     )
                 ) from None
-            log_info(f"Exporting HTTP/REST API at:{_address(self.config.host, self.rest_port)} ...")
+            log_info(f"Exporting HTTP/REST API at:{address(self.config.host, self.rest_port)} ...")
         self._started = True
         self.registry.start_polling(self.config.poll_wait_seconds)
         if self.config.config_file and self.config.config_poll_seconds > 0:
@@ -172,7 +183,7 @@ class ModelServer:
                 self.config.host, self.config.grpc_port, api="gRPC", flag="--port"
             )
             raise UserError(message) from None
-        grpc_at = _address(self.config.host, self.grpc_port)
+        grpc_at = address(self.config.host, self.grpc_port)
         log_info(f"Running gRPC ModelServer at {grpc_at} ...")
 
     def _poll_config(self) -> None:
@@ -193,14 +204,16 @@ class ModelServer:
                 log_info(f"keeping the current model config: {err}")
 
     def check_ports(self) -> None:
-        """Fail at once, before loading anything, if a configured port is taken."""
-        check_ports(self.config, grpc=self.grpc is not None)
+        """Fail at once, before loading anything, if a configured port is taken (sibling
+        processes share their ports: the first of them checked)."""
+        if not self.config.reuse_port:
+            check_ports(self.config, grpc=self.grpc is not None)
 
     def addresses(self) -> tuple[str, str]:
         """("on HOST:PORT" or "disabled") for gRPC and for REST."""
         host = self.config.host
-        grpc = f"on {_address(host, self.grpc_port)}" if self.grpc_port else "disabled"
-        rest = f"on {_address(host, self.rest_port)}" if self.rest_port else "disabled"
+        grpc = f"on {address(host, self.grpc_port)}" if self.grpc_port else "disabled"
+        rest = f"on {address(host, self.rest_port)}" if self.rest_port else "disabled"
         return grpc, rest
 
     def stop(self) -> None:
@@ -219,6 +232,7 @@ class ModelServer:
         self._stop_polling.set()
         if self._config_poller is not None:
             self._config_poller.join()
+        self.model_threads.shutdown(wait=False, cancel_futures=True)
         self.registry.stop()
 
 
@@ -248,5 +262,5 @@ def log_info(message: str) -> None:
     print(f"{stamp}: I fmnist/serving/server/app.py] {message}", file=sys.stderr, flush=True)
 
 
-def _address(host: str, port: int | None) -> str:
+def address(host: str, port: int | None) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
+from collections.abc import Callable
 
 from fmnist.errors import UserError
 
@@ -30,7 +32,18 @@ def _register_serve(subparsers: argparse._SubParsersAction) -> None:
         "Flags use tensorflow_model_server's names. Prints the bound ports once serving; "
         "stops gracefully on SIGTERM.",
     )
-    arg = serve.add_argument
+    for title, add_flags in (
+        ("listening", _add_transport_flags),
+        ("models", _add_models_flags),
+        ("running the models", _add_runtime_flags),
+    ):
+        add_flags(serve.add_argument_group(title).add_argument)
+    serve.set_defaults(handler=_serve, precheck=_check_ports)
+
+
+def _add_transport_flags(arg: Callable[..., object]) -> None:
+    """Where and how it listens: TF Serving's port, thread and limit flags, plus --host and
+    --server_processes."""
     arg(
         "--port",
         type=_port,
@@ -47,30 +60,6 @@ def _register_serve(subparsers: argparse._SubParsersAction) -> None:
         "free port",
     )
     arg("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    arg("--model_name", default="default", help="model name (ignored with --model_config_file)")
-    arg(
-        "--model_base_path",
-        metavar="DIR",
-        help="directory of integer-named SavedModel versions (ignored with --model_config_file)",
-    )
-    arg(
-        "--model_config_file",
-        metavar="FILE",
-        help="text-format ModelServerConfig: several models, version policies, version labels",
-    )
-    arg(
-        "--file_system_poll_wait_seconds",
-        type=_seconds,
-        default=1.0,
-        metavar="S",
-        help="seconds between polls of the base paths for new versions (default 1); 0 reads "
-        "them once at start",
-    )
-    arg(
-        "--monitoring_config_file",
-        metavar="FILE",
-        help="text-format MonitoringConfig; enables Prometheus metrics on the REST port",
-    )
     arg(
         "--enable_grpc_healthcheck_service",
         type=_bool,
@@ -79,16 +68,6 @@ def _register_serve(subparsers: argparse._SubParsersAction) -> None:
         default=False,
         metavar="BOOL",
         help="serve the standard gRPC health service",
-    )
-    arg(
-        "--enable_signature_method_name_check",
-        type=_bool,
-        nargs="?",
-        const=True,
-        default=False,
-        metavar="BOOL",
-        help="require classify/regress method names on Classify/Regress "
-        "signatures (off by default, as in TF Serving)",
     )
     arg(
         "--rest_api_timeout_in_ms",
@@ -118,6 +97,66 @@ def _register_serve(subparsers: argparse._SubParsersAction) -> None:
         "ones get RESOURCE_EXHAUSTED / HTTP 413",
     )
     arg(
+        "--grpc_socket_path",
+        metavar="PATH",
+        help="also serve gRPC on this UNIX domain socket (relative or absolute path), as "
+        "TF Serving does",
+    )
+    arg(
+        "--grpc_channel_arguments",
+        default="",
+        metavar="K=V,...",
+        help="gRPC server channel arguments, comma-separated key=value (ints where they "
+        "parse as int), e.g. grpc.max_concurrent_streams=100",
+    )
+    arg(
+        "--server_processes",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="serve from N processes sharing the ports (SO_REUSEPORT), each with its own copy "
+        "of the models: Python runs one core per process, and the kernel spreads client "
+        "connections across them (default 1; gRPC config reloads need 1)",
+    )
+
+
+def _add_models_flags(arg: Callable[..., object]) -> None:
+    """Which models it serves and how versions load, poll, warm up and report metrics."""
+    arg("--model_name", default="default", help="model name (ignored with --model_config_file)")
+    arg(
+        "--model_base_path",
+        metavar="DIR",
+        help="directory of integer-named SavedModel versions (ignored with --model_config_file)",
+    )
+    arg(
+        "--model_config_file",
+        metavar="FILE",
+        help="text-format ModelServerConfig: several models, version policies, version labels",
+    )
+    arg(
+        "--file_system_poll_wait_seconds",
+        type=_seconds,
+        default=1.0,
+        metavar="S",
+        help="seconds between polls of the base paths for new versions (default 1); 0 reads "
+        "them once at start",
+    )
+    arg(
+        "--monitoring_config_file",
+        metavar="FILE",
+        help="text-format MonitoringConfig; enables Prometheus metrics on the REST port",
+    )
+    arg(
+        "--enable_signature_method_name_check",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="BOOL",
+        help="require classify/regress method names on Classify/Regress "
+        "signatures (off by default, as in TF Serving)",
+    )
+    arg(
         "--model_config_file_poll_wait_seconds",
         type=_seconds,
         default=0.0,
@@ -136,17 +175,34 @@ def _register_serve(subparsers: argparse._SubParsersAction) -> None:
         "AVAILABLE; a bad file fails the version's load (default true, as in TF Serving)",
     )
     arg(
-        "--grpc_socket_path",
-        metavar="PATH",
-        help="also serve gRPC on this UNIX domain socket (relative or absolute path), as "
-        "TF Serving does",
+        "--prefer_tflite_model",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="BOOL",
+        help="serve a version directory's model.tflite instead of its SavedModel; works "
+        "without TensorFlow (REST) on an [edge] install",
+    )
+
+
+def _add_runtime_flags(arg: Callable[..., object]) -> None:
+    """How a model runs: TensorFlow's thread pools, request batching, the profiler."""
+    arg(
+        "--tensorflow_intra_op_parallelism",
+        type=_thread_pool_size,
+        default=0,
+        metavar="N",
+        help="threads one SavedModel op may use; 0 (default) lets TensorFlow choose (one per "
+        "core), as in TF Serving. 1 suits small models under concurrent load",
     )
     arg(
-        "--grpc_channel_arguments",
-        default="",
-        metavar="K=V,...",
-        help="gRPC server channel arguments, comma-separated key=value (ints where they "
-        "parse as int), e.g. grpc.max_concurrent_streams=100",
+        "--tensorflow_inter_op_parallelism",
+        type=_thread_pool_size,
+        default=0,
+        metavar="N",
+        help="SavedModel ops run at once; 0 (default) lets TensorFlow choose, as in TF Serving. "
+        "With 1, a run stays on the thread that asked for it",
     )
     arg(
         "--enable_batching",
@@ -166,16 +222,6 @@ def _register_serve(subparsers: argparse._SubParsersAction) -> None:
         "--enable_batching, as in TF Serving",
     )
     arg(
-        "--prefer_tflite_model",
-        type=_bool,
-        nargs="?",
-        const=True,
-        default=False,
-        metavar="BOOL",
-        help="serve a version directory's model.tflite instead of its SavedModel; works "
-        "without TensorFlow (REST) on an [edge] install",
-    )
-    arg(
         "--enable_profiler",
         type=_bool,
         nargs="?",
@@ -185,7 +231,6 @@ def _register_serve(subparsers: argparse._SubParsersAction) -> None:
         help="serve TensorFlow's profiler service on the gRPC port, for TensorBoard's "
         "'Capture profile' (default true, as in TF Serving; needs TensorFlow)",
     )
-    serve.set_defaults(handler=_serve, precheck=_check_ports)
 
 
 def _ports(args: argparse.Namespace) -> tuple[int, int | None]:
@@ -256,9 +301,16 @@ def _serve(args: argparse.Namespace) -> int:
         batching=batching,
         prefer_tflite_model=args.prefer_tflite_model,
         enable_profiler=args.enable_profiler,
+        server_processes=args.server_processes,
+        tf_intra_op_threads=args.tensorflow_intra_op_parallelism,
+        tf_inter_op_threads=args.tensorflow_inter_op_parallelism,
         **({"rest_threads": args.rest_api_num_threads} if args.rest_api_num_threads else {}),
         **({"grpc_threads": grpc_threads} if grpc_threads else {}),
     )
+    if config.server_processes > 1:
+        from fmnist.serving.server.workers import run_processes
+
+        return run_processes(config, sys.stdout)
     from fmnist.serving.server.app import run
 
     return run(config)
@@ -292,6 +344,19 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be a finite number of seconds: {text!r}")
+    return value
+
+
+MAX_TF_THREADS = 1024  # bounds a typo (TensorFlow would try to start every thread asked for)
+
+
+def _thread_pool_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 0 <= value <= MAX_TF_THREADS:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_TF_THREADS}: {value}")
     return value
 
 

@@ -5,8 +5,9 @@ plain numbers is cut out first and left as a `NumericSpan` (a slice of the body)
 becomes an ndarray with vectorized numpy passes over its bytes (token checks, the
 bracket skeleton compared with the rectangular one its first elements imply, then
 `np.fromstring`), a few bytes of memory per body byte instead of a Python list per
-number. Anything the fast path cannot prove valid is handed back (`None`) so the caller
-falls back to the exact, checked Python path and its TF Serving error messages.
+number; a small span (one image) is quicker read by orjson and one `np.array` call, under
+the same checks. Anything the fast path cannot prove valid is handed back (`None`) so the
+caller falls back to the exact, checked Python path and its TF Serving error messages.
 Work is done in chunks and checks the request's deadline (a `time.monotonic()` value).
 """
 
@@ -20,13 +21,16 @@ import time
 from typing import Any
 
 import numpy as np
+import orjson
 
 from fmnist.serving.wire.status import Code, StatusError, invalid_argument
 
 MAX_DEPTH = 64  # numpy's (and so the server's) maximum tensor rank
 SPAN_MIN_BYTES = 256  # smaller arrays are cheap as Python lists
+SMALL_SPAN_BYTES = 64 << 10  # up to this, orjson and one np.array beat the numpy passes
 _CHUNK = 1 << 18  # bytes per vectorized pass: bounds the temporaries
 _RUN = re.compile(rb"[\[\]0-9eE.+\-,NaIinfty \t\r\n]{%d,}" % SPAN_MIN_BYTES)
+_BRACKET = re.compile(rb"[\[\]]")
 _WS = b" \t\r\n"
 
 # Character classes for the vectorized token check (after NaN/Infinity became "1").
@@ -69,7 +73,13 @@ def _parse_float(text: str) -> float:
 
 
 def plain_loads(data: bytes | bytearray | memoryview) -> Any:
-    """`json.loads` with TF Serving's number rules (ValueError/StatusError on bad input)."""
+    """`json.loads` with TF Serving's number rules (ValueError/StatusError on bad input).
+    orjson reads what it accepts the same way (ints beyond 64 bits as doubles), several
+    times quicker; the rest (NaN, lone surrogates, errors) gets json's verdict and words."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        pass
     if isinstance(data, memoryview):
         data = bytes(data)
     return json.loads(data, parse_int=_parse_int, parse_float=_parse_float)
@@ -187,6 +197,8 @@ def _find_spans(body: bytes | bytearray, deadline: float | None):
 
 def _balanced_end(body: bytes | bytearray, start: int, end: int) -> int | None:
     """Index after the `]` closing the `[` at `start`, if within `end` and <= MAX_DEPTH deep."""
+    if end - start <= SMALL_SPAN_BYTES:  # a few dozen brackets: quicker one by one
+        return _balanced_end_small(body, start, end)
     depth = 0
     for offset in range(start, end, _CHUNK):
         chunk = np.frombuffer(body, np.uint8, min(_CHUNK, end - offset), offset)
@@ -202,9 +214,25 @@ def _balanced_end(body: bytes | bytearray, start: int, end: int) -> int | None:
     return None
 
 
+def _balanced_end_small(body: bytes | bytearray, start: int, end: int) -> int | None:
+    depth = 0
+    for bracket in _BRACKET.finditer(body, start, end):
+        depth += 1 if bracket.group() == b"[" else -1
+        if depth > MAX_DEPTH:
+            return None
+        if depth == 0:
+            return bracket.end()
+    return None
+
+
 def _span_to_array(span: NumericSpan, dtype: np.dtype, deadline: float | None) -> np.ndarray | None:
     if dtype.kind not in "fiu":
         return None
+    if len(span) <= SMALL_SPAN_BYTES:
+        check_deadline(deadline)
+        array = _small_span_to_array(span, dtype)
+        if array is not None:
+            return array
     data, start, stop = span.data, span.start, span.stop
     non_integer = (b".", b"e", b"E", b"N", b"I")
     if dtype.kind in "iu" and any(data.find(c, start, stop) >= 0 for c in non_integer):
@@ -237,6 +265,25 @@ def _span_to_array(span: NumericSpan, dtype: np.dtype, deadline: float | None) -
     if filled != size:
         return None
     return out.reshape(shape)
+
+
+def _small_span_to_array(span: NumericSpan, dtype: np.dtype) -> np.ndarray | None:
+    """A span of a few KB through orjson: ~8x quicker than the numpy passes (one 28x28
+    image: 20 us vs 150 us). A span holds only numbers and brackets, so no booleans or
+    nulls can hide in the lists; NaN, Infinity and anything else orjson or numpy refuses
+    (ragged, too deep) go on to the vectorized path."""
+    try:
+        values = orjson.loads(memoryview(span.data)[span.start : span.stop])
+        # Floats parse as doubles, as in the vectorized path; ints stay ints so that a
+        # fraction or an out-of-range value is seen before the cast.
+        parsed = np.array(values, dtype=np.float64 if dtype.kind == "f" else None)
+    except (orjson.JSONDecodeError, ValueError, OverflowError, TypeError):
+        return None
+    if parsed.dtype.kind not in ("f" if dtype.kind == "f" else "iu"):
+        return None
+    if parsed.ndim > MAX_DEPTH or not _representable(parsed.ravel(), dtype, b""):
+        return None
+    return parsed.astype(dtype, copy=False)
 
 
 def _representable(values: np.ndarray, dtype: np.dtype, text: bytes) -> bool:

@@ -31,6 +31,8 @@ TF_SERVING_FLAGS = (
     "--enable_batching",
     "--batching_parameters_file",
     "--prefer_tflite_model",
+    "--tensorflow_intra_op_parallelism",
+    "--tensorflow_inter_op_parallelism",
 )
 
 
@@ -57,6 +59,10 @@ def test_help_lists_the_tf_serving_flags():
         (("--file_system_poll_wait_seconds", "nan"), "--file_system_poll_wait_seconds"),
         (("--file_system_poll_wait_seconds", "inf"), "--file_system_poll_wait_seconds"),
         (("--enable_model_warmup=sometimes",), "--enable_model_warmup"),
+        (("--tensorflow_intra_op_parallelism", "-1"), "--tensorflow_intra_op_parallelism"),
+        (("--tensorflow_inter_op_parallelism", "1e9"), "--tensorflow_inter_op_parallelism"),
+        (("--tensorflow_inter_op_parallelism", "100000"), "--tensorflow_inter_op_parallelism"),
+        (("--server_processes", "0"), "--server_processes"),
         # TF Serving refuses a batching file without --enable_batching; so do we.
         (
             ("--model_base_path", "/tmp", "--batching_parameters_file", "/tmp/b"),

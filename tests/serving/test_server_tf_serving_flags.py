@@ -76,6 +76,24 @@ def test_channel_arguments_reach_the_grpc_server(model_server, half_plus_two):
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+def _threads_after_a_predict(model_server, half_plus_two, intra: int, inter: int) -> int:
+    server = model_server(
+        *half_plus_two,
+        *("--tensorflow_intra_op_parallelism", str(intra)),
+        *("--tensorflow_inter_op_parallelism", str(inter)),
+    )
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        assert predict(channel, [1.0]) == [2.5]  # runs on the caller's thread when inter is 1
+    return len(list(Path(f"/proc/{server.process.pid}/task").iterdir()))
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc")
+def test_tensorflow_parallelism_flags_size_the_sessions_thread_pools(model_server, half_plus_two):
+    small = _threads_after_a_predict(model_server, half_plus_two, intra=1, inter=1)
+    large = _threads_after_a_predict(model_server, half_plus_two, intra=7, inter=5)
+    assert large - small == (7 - 1) + (5 - 1)
+
+
 def test_bad_channel_arguments_are_a_one_line_error_naming_the_flag(serving_fixtures):
     base = serving_fixtures / "saved_model_half_plus_two_cpu"
     result = subprocess.run(

@@ -8,6 +8,7 @@ grpcio import here, so warm-up and the unit tests use them on installs without i
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from fmnist.errors import UserError
@@ -18,7 +19,7 @@ from fmnist.serving.server.servables.examples import serialized_examples
 from fmnist.serving.server.transport.grpc_server import Method
 from fmnist.serving.wire import messages as pb
 from fmnist.serving.wire import tensor_proto
-from fmnist.serving.wire.status import StatusError, invalid_argument
+from fmnist.serving.wire.status import StatusError, failed_precondition, invalid_argument
 
 API = "grpc"
 
@@ -26,9 +27,10 @@ API = "grpc"
 class GrpcApi:
     """PredictionService and ModelService over one data plane."""
 
-    def __init__(self, plane: DataPlane, max_tensor_bytes: int | None = None):
+    def __init__(self, plane: DataPlane, max_tensor_bytes: int | None = None, reload: bool = True):
         self.plane = plane
         self.max_tensor_bytes = max_tensor_bytes
+        self.reload = reload  # False: HandleReloadConfigRequest is refused (several processes)
 
     def services(self) -> dict[str, dict[str, Method]]:
         """Service name -> method name -> Method, for the transport."""
@@ -45,16 +47,27 @@ class GrpcApi:
                 "HandleReloadConfigRequest": self.reload_config,
             },
         }
-        return {
+        services = {
             service: {
                 name: Method(*pb.SERVICES[service][name], call) for name, call in methods.items()
             }
             for service, methods in calls.items()
         }
+        predict = services[pb.PREDICTION_SERVICE]["Predict"]
+        services[pb.PREDICTION_SERVICE]["Predict"] = replace(predict, call_async=self.predict_async)
+        return services
 
     # --- PredictionService --------------------------------------------------------------
 
     def predict(self, request: Any, deadline: float | None) -> pb.PredictResponse:
+        return self.plane.predict(*self._predict_call(request), deadline=deadline, respond=_answer)
+
+    async def predict_async(self, request: Any, deadline: float | None) -> pb.PredictResponse:
+        call = self._predict_call(request)
+        return await self.plane.predict_async(*call, deadline=deadline, respond=_answer)
+
+    def _predict_call(self, request: Any) -> tuple:
+        """(API, target, signature name, inputs, output filter) of a PredictRequest."""
         target = self._target(request, "predict")
 
         def inputs(_servable: Any) -> dict[str, Any]:
@@ -63,22 +76,8 @@ class GrpcApi:
                 for alias, proto in request.inputs.items()
             }
 
-        def respond(answered: Answered, outputs: dict[str, Any]) -> pb.PredictResponse:
-            response = pb.PredictResponse()
-            responses.fill_model_spec(response.model_spec, answered)
-            for alias, value in outputs.items():
-                tensor_proto.fill_tensor_proto(value, response.outputs[alias])
-            return response
-
-        return self.plane.predict(
-            API,
-            target,
-            request.model_spec.signature_name,
-            inputs,
-            list(request.output_filter),
-            deadline=deadline,
-            respond=respond,
-        )
+        signature = request.model_spec.signature_name
+        return API, target, signature, inputs, list(request.output_filter)
 
     def classify(self, request: Any, deadline: float | None) -> pb.ClassificationResponse:
         target = self._target(request, "classify")
@@ -126,6 +125,11 @@ class GrpcApi:
     def reload_config(self, request: Any, _deadline: float | None) -> pb.ReloadConfigResponse:
         """Serve the request's ModelServerConfig from now on (blocks until its models load)."""
         try:
+            if not self.reload:
+                raise failed_precondition(
+                    "HandleReloadConfigRequest is not supported with --server_processes above 1 "
+                    "(each process holds its own models); use --model_config_file_poll_wait_seconds"
+                )
             if request.config.WhichOneof("config") != "model_config_list":
                 raise invalid_argument(
                     "ServerModelConfig type not supported by HandleReloadConfigRequest. Only "
@@ -148,3 +152,11 @@ class GrpcApi:
             self.plane.refused(API, method, "", error)
             raise error
         return target_of(request.model_spec)
+
+
+def _answer(answered: Answered, outputs: dict[str, Any]) -> pb.PredictResponse:
+    response = pb.PredictResponse()
+    responses.fill_model_spec(response.model_spec, answered)
+    for alias, value in outputs.items():
+        tensor_proto.fill_tensor_proto(value, response.outputs[alias])
+    return response

@@ -74,6 +74,10 @@ class ServerConfig:
     batching: BatchingConfig | None = None  # --enable_batching; None: every request runs alone
     prefer_tflite_model: bool = False  # --prefer_tflite_model: serve model.tflite if present
     enable_profiler: bool = True  # --enable_profiler: TF's profiler service on the gRPC port
+    server_processes: int = 1  # --server_processes: processes sharing the ports (workers.py)
+    reuse_port: bool = False  # set in those processes: they bind the ports with SO_REUSEPORT
+    tf_intra_op_threads: int = 0  # --tensorflow_intra_op_parallelism; 0: TensorFlow's choice
+    tf_inter_op_threads: int = 0  # --tensorflow_inter_op_parallelism; 0: TensorFlow's choice
 
 
 def read_batching_parameters_file(path: str | None) -> BatchingConfig:

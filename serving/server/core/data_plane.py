@@ -5,11 +5,15 @@ canonical status errors (TF Serving's ServerCore and *_impl.cc do this for its A
 The gRPC and REST APIs translate their wire formats into these calls and back. Each call
 takes a `respond` function that builds the API's answer inside the request's scope, so an
 answer that cannot be encoded fails with the right code and is timed with the request.
+`predict_async` is Predict for a small request on an event loop: the servable's own async
+form waits without a thread (a batch queue) or runs on `executor`.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -64,11 +68,13 @@ class DataPlane:
         metrics: Metrics,
         method_check: bool = False,
         trace: Trace = no_trace,
+        executor: Executor | None = None,
     ):
         self.registry = registry
         self.metrics = metrics
         self.method_check = method_check  # --enable_signature_method_name_check
         self.trace = trace  # TensorFlow's TraceMe spans while a profile is captured
+        self.executor = executor  # where predict_async runs models that block
 
     # --- operations -------------------------------------------------------------------
 
@@ -93,6 +99,27 @@ class DataPlane:
             return respond(Answered(held.name, held.version, name), outputs)
 
         return self._serve(api, "predict", target.model, run)
+
+    async def predict_async(
+        self,
+        api: str,
+        target: Target,
+        signature_name: str,
+        inputs: Inputs,
+        output_filter: Sequence[str] = (),
+        *,
+        deadline: float | None = None,
+        respond: Callable[[Answered, Outputs], R],
+    ) -> R:
+        """`predict` on an event loop (see the module docstring)."""
+        with self._scope(api, "predict", target.model) as record:
+            with self._hold(target, record) as held:
+                given = inputs(held.servable) if callable(inputs) else inputs
+                name, outputs = await held.servable.predict_async(
+                    signature_name, given, output_filter, deadline=deadline, executor=self.executor
+                )
+                del given
+            return respond(Answered(held.name, held.version, name), outputs)
 
     def classify(
         self,
@@ -191,22 +218,29 @@ class DataPlane:
         return self._serve(api, method, target.model, run)
 
     def _serve(self, api: str, method: str, model: str, run: Callable[[RequestRecord], R]) -> R:
-        """`run` in a metered scope; anything but a StatusError is a bug, reported INTERNAL
-        to the client (one request's bug must not take the server down)."""
+        with self._scope(api, method, model) as record:
+            return run(record)
+
+    @contextmanager
+    def _scope(self, api: str, method: str, model: str) -> Iterator[RequestRecord]:
+        """One request, metered and traced; anything but a StatusError is a bug, reported
+        INTERNAL to the client (one request's bug must not take the server down)."""
         record = self.metrics.start(api, method)
         if model in self.registry.managers:
             record.model = model
         try:
             with self.trace(f"{api}.{method}", model=model):
-                answer = run(record)
+                yield record
         except StatusError as err:
             self.metrics.finish(record, err.code.name)
+            raise
+        except asyncio.CancelledError:  # the client went away while it waited
+            self.metrics.finish(record, Code.CANCELLED.name)
             raise
         except Exception as err:
             self.metrics.finish(record, Code.INTERNAL.name)
             raise StatusError(Code.INTERNAL, f"Internal error: {err}") from None
         self.metrics.finish(record, Code.OK.name)
-        return answer
 
     @contextmanager
     def _hold(self, target: Target, record: RequestRecord) -> Iterator[ServableVersion]:

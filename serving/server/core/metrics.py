@@ -6,6 +6,7 @@ ones; they are served on the REST port at the path the monitoring config enables
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -35,6 +36,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._children: dict[tuple, object] = {}
         labels = ("model", "version", "api", "method")
         self.requests = Counter(
             "fmnist_serving_requests",
@@ -80,9 +82,25 @@ class Metrics:
     def finish(self, record: RequestRecord, code: str) -> None:
         elapsed = time.perf_counter() - record.started
         labels = (record.model, record.version, record.api, record.method)
-        self.requests.labels(*labels, code).inc()
+        self._child(self.requests, (*labels, code)).inc()
         if code == "OK":
-            self.latency.labels(*labels).observe(elapsed)
+            self._child(self.latency, labels).observe(elapsed)
+
+    def _child(self, metric, labels: tuple[str, ...]):
+        """The metric's child for these label values, looked up once (`labels()` validates
+        and locks on every call, a cost on every request)."""
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def exposition(self) -> bytes:
+        """The text format; with several server processes, their counts added up."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
         return generate_latest(self.registry)

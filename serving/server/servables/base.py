@@ -10,7 +10,10 @@ tf.Example APIs once, for any servable that can run tensors by name, which the S
 from __future__ import annotations
 
 import abc
+import asyncio
+import functools
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor
 from typing import Protocol
 
 import numpy as np
@@ -48,6 +51,19 @@ class Servable(Protocol):
     ) -> tuple[str, Outputs]:
         """Run a signature on named inputs (validated first); the signature used and outputs.
         `deadline` is a `time.monotonic()` value: past it, DEADLINE_EXCEEDED."""
+        ...
+
+    async def predict_async(
+        self,
+        signature_name: str,
+        inputs: Mapping[str, np.ndarray],
+        output_filter: Sequence[str] = (),
+        *,
+        deadline: float | None = None,
+        executor: Executor | None = None,
+    ) -> tuple[str, Outputs]:
+        """`predict` for a small request on an event loop: it waits without holding the
+        loop (a run on `executor`, a batch queue), or runs there if that is quicker."""
         ...
 
     def classify(
@@ -115,6 +131,21 @@ class SignatureServable(abc.ABC):
 
     @abc.abstractmethod
     def close(self) -> None: ...
+
+    async def predict_async(
+        self,
+        signature_name: str,
+        inputs: Mapping[str, np.ndarray],
+        output_filter: Sequence[str] = (),
+        *,
+        deadline: float | None = None,
+        executor: Executor | None = None,
+    ) -> tuple[str, Outputs]:
+        """`predict` on `executor`, so that the event loop goes on meanwhile."""
+        run = functools.partial(
+            self.predict, signature_name, inputs, output_filter, deadline=deadline
+        )
+        return await asyncio.get_running_loop().run_in_executor(executor, run)
 
     def metadata(self) -> pb.SignatureDefMap:
         answer = pb.SignatureDefMap()

@@ -23,6 +23,7 @@ TFLite server batches too.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import itertools
 import os
@@ -30,6 +31,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,6 +147,23 @@ class BatchingServable:
             return self.model.predict(signature_name, inputs, output_filter, deadline=deadline)
         return self.scheduler.submit(self, key, signature_name, inputs, rows, deadline)
 
+    async def predict_async(
+        self,
+        signature_name: str,
+        inputs: Mapping[str, np.ndarray],
+        output_filter: Sequence[str] = (),
+        *,
+        deadline: float | None = None,
+        executor: Executor | None = None,
+    ) -> tuple[str, Outputs]:
+        """Queued from the event loop itself, no thread waiting (see `submit_async`)."""
+        key, rows = self._queue_key(signature_name, inputs, output_filter)
+        if key is None:
+            return await self.model.predict_async(
+                signature_name, inputs, output_filter, deadline=deadline, executor=executor
+            )
+        return await self.scheduler.submit_async(self, key, signature_name, inputs, rows, deadline)
+
     def classify(
         self,
         signature_name: str,
@@ -224,11 +243,22 @@ def _batchable_signature(
 class _Request:
     """One caller's request: its inputs, where its answer goes, and its pieces when split."""
 
-    __slots__ = ("deadline", "done", "error", "inputs", "name", "outputs", "pieces", "rows")
+    __slots__ = (
+        "deadline",
+        "done",
+        "error",
+        "inputs",
+        "name",
+        "on_done",
+        "outputs",
+        "pieces",
+        "rows",
+    )
 
     def __init__(self, inputs: Mapping[str, np.ndarray], rows: int, deadline: float | None):
         self.inputs, self.rows, self.deadline = inputs, rows, deadline
         self.done = threading.Event()
+        self.on_done: Callable[[], None] | None = None  # an event loop's caller: wake it
         self.name = ""
         self.outputs: dict[str, np.ndarray] | None = None
         self.error: BaseException | None = None
@@ -256,11 +286,12 @@ class _Task:
 
 
 class _Batch:
-    __slots__ = ("size", "started", "tasks")
+    __slots__ = ("size", "started", "tasks", "waited")
 
     def __init__(self) -> None:
         self.tasks: list[_Task] = []
         self.size = 0
+        self.waited = False  # a caller waits on a thread: it runs the batch at its timeout
         self.started = 0.0  # monotonic time its first task arrived
 
 
@@ -317,19 +348,9 @@ class BatchScheduler:
         deadline: float | None,
     ) -> tuple[str, dict[str, np.ndarray]]:
         """Queue a request, wait for its batch(es) to run, and return its own outputs."""
-        if rows > self.config.max_batch_size:
-            raise StatusError(
-                Code.INVALID_ARGUMENT,
-                f"Task size {rows} is larger than maximum input batch size "
-                f"{self.config.max_batch_size}",
-            )
-        request = _Request(inputs, rows, deadline)
+        request = self._request(inputs, rows, deadline)
         with self._cv:
-            self._start_threads()
-            queue = self._queues.get((id(model), key))
-            if queue is None:
-                queue = self._queues[(id(model), key)] = _Queue(model, key, signature_name)
-            self._enqueue(queue, request)
+            self._enqueue(self._queue(model, key, signature_name), request, waited=True)
             # A batch that may run now runs on this caller's own thread: no hand-off to a
             # batch thread and back, which is most of batching's cost to a lone client.
             claim = self._claim()
@@ -338,6 +359,59 @@ class BatchScheduler:
         if claim is not None:
             self._run(*claim)
         self._wait(request)
+        return self._answer(request)
+
+    async def submit_async(
+        self,
+        model: BatchingServable,
+        key: Hashable,
+        signature_name: str,
+        inputs: Mapping[str, np.ndarray],
+        rows: int,
+        deadline: float | None,
+    ) -> tuple[str, dict[str, np.ndarray]]:
+        """`submit` for a caller on an event loop: no thread waits for the request. A batch
+        thread runs its batch, then wakes the loop; at the deadline, or if the caller goes
+        away, the request leaves the queue."""
+        request = self._request(inputs, rows, deadline)
+        loop = asyncio.get_running_loop()
+        answered = loop.create_future()
+        request.on_done = lambda: loop.call_soon_threadsafe(_settle, answered)
+        with self._cv:
+            self._enqueue(self._queue(model, key, signature_name), request, waited=False)
+            self._cv.notify()
+        try:
+            if deadline is None:
+                await answered
+            else:
+                await asyncio.wait_for(answered, max(deadline - time.monotonic(), 0.0))
+        except asyncio.TimeoutError:
+            self._expire(request)
+        except asyncio.CancelledError:
+            self._expire(request)
+            raise
+        return self._answer(request)
+
+    def _request(self, inputs: Mapping[str, np.ndarray], rows: int, deadline) -> _Request:
+        if rows > self.config.max_batch_size:
+            raise StatusError(
+                Code.INVALID_ARGUMENT,
+                f"Task size {rows} is larger than maximum input batch size "
+                f"{self.config.max_batch_size}",
+            )
+        return _Request(inputs, rows, deadline)
+
+    def _queue(self, model: BatchingServable, key: Hashable, signature_name: str) -> _Queue:
+        """Under the lock: the queue of this model and request shape (made if new)."""
+        self._start_threads()
+        queue = self._queues.get((id(model), key))
+        if queue is None:
+            queue = self._queues[(id(model), key)] = _Queue(model, key, signature_name)
+        return queue
+
+    @staticmethod
+    def _answer(request: _Request) -> tuple[str, dict[str, np.ndarray]]:
+        """An answered request's outputs, or its error (its own instance for each caller)."""
         error = request.error
         if isinstance(error, StatusError):  # one instance per caller: each raises its own
             raise StatusError(error.code, error.message) from None
@@ -345,8 +419,9 @@ class BatchScheduler:
             raise error
         return request.name, request.outputs or {}
 
-    def _enqueue(self, queue: _Queue, request: _Request) -> None:
-        """Add the request's task(s) to the queue, or raise UNAVAILABLE when it is full."""
+    def _enqueue(self, queue: _Queue, request: _Request, waited: bool) -> None:
+        """Add the request's task(s) to the queue, or raise UNAVAILABLE when it is full;
+        `waited`: its caller waits on a thread of its own."""
         limit, max_batches = self.limit, self.config.max_enqueued_batches
         open_batch = queue.batches[-1]
         if self.config.enable_large_batch_splitting:
@@ -365,7 +440,7 @@ class BatchScheduler:
                 if room <= 0:
                     room = limit
                 stop = min(request.rows, start + room)
-                self._add(queue, _Task(request, start, stop))
+                self._add(queue, _Task(request, start, stop), waited)
                 start, room = stop, 0
             return
         full = len(queue.batches) >= max_batches
@@ -376,9 +451,9 @@ class BatchScheduler:
                 f"currently {len(queue.batches)} batches enqueued and max_enqueued_batches "
                 f"is {max_batches}",
             )
-        self._add(queue, _Task(request, 0, request.rows))
+        self._add(queue, _Task(request, 0, request.rows), waited)
 
-    def _add(self, queue: _Queue, task: _Task) -> None:
+    def _add(self, queue: _Queue, task: _Task, waited: bool) -> None:
         batch = queue.batches[-1]
         if batch.size + task.size > self.limit and batch.size > 0:
             batch = _Batch()  # close the open batch, start a new one
@@ -387,6 +462,7 @@ class BatchScheduler:
             batch.started = time.monotonic()
         batch.tasks.append(task)
         batch.size += task.size
+        batch.waited |= waited
         task.batch = batch
         task.request.pieces.append(task)
 
@@ -431,7 +507,7 @@ class BatchScheduler:
                     task.batch.tasks.remove(task)
                     task.batch.size -= task.size
             request.error = StatusError(Code.DEADLINE_EXCEEDED, "Deadline Exceeded")
-            request.done.set()
+            _done(request)
 
     def queued_rows(self) -> int:
         """Rows waiting in every queue (not yet taken by a batch thread)."""
@@ -459,7 +535,7 @@ class BatchScheduler:
                             task.request.error = StatusError(
                                 Code.UNAVAILABLE, "Servable is being unloaded"
                             )
-                            task.request.done.set()
+                            _done(task.request)
 
     # --- batch threads ---------------------------------------------------------------
 
@@ -529,13 +605,13 @@ class BatchScheduler:
         return (best, best.take()) if best is not None else (None, None)
 
     def _sleep_s(self) -> float:
-        """Until shortly after the earliest open batch times out (its own callers run it
-        then; this is the backstop), or until notified: of a new request, or of a free slot
-        (closed batches wait for one, and polling for it would only burn CPU)."""
+        """Until the earliest open batch times out (shortly after, when a caller waiting on
+        a thread will run it: this is the backstop), or until notified: of a new request,
+        or of a free slot (closed batches wait for one; polling would only burn CPU)."""
         if self._free <= 0:
             return _IDLE_WAIT_S
         wake = [
-            q.batches[0].started + self.timeout_s + _BACKSTOP_S
+            q.batches[0].started + self.timeout_s + _BACKSTOP_S * q.batches[0].waited
             for q in self._queues.values()
             if len(q.batches) == 1 and q.batches[0].size
         ]
@@ -613,7 +689,7 @@ class BatchScheduler:
                 return  # timed out, or an earlier piece failed
             if error is not None:
                 request.error = error
-                request.done.set()
+                _done(request)
                 return
             task.outputs, request.name = outputs, name
             if any(p.outputs is None for p in request.pieces):
@@ -625,7 +701,19 @@ class BatchScheduler:
                 request.outputs = {
                     k: np.concatenate([p.outputs[k] for p in pieces]) for k in outputs
                 }
-            request.done.set()
+            _done(request)
+
+
+def _done(request: _Request) -> None:
+    """Under the scheduler's lock: the request is answered; its caller learns it."""
+    request.done.set()
+    if request.on_done is not None:
+        request.on_done()
+
+
+def _settle(answered: asyncio.Future) -> None:
+    if not answered.done():
+        answered.set_result(None)
 
 
 def _padded_size(size: int, allowed: Sequence[int]) -> int:

@@ -29,10 +29,12 @@ def version_loader(
     warmup_log: Callable[[str], None] | None = None,
     batching: BatchingConfig | None = None,
     observe_batch: BatchObserver | None = None,
+    tf_threads: tuple[int, int] = (0, 0),
 ) -> Loader:
     """The loader for a server's versions: warm-up replay when `warmup_log` is given (TF
-    Serving's --enable_model_warmup), batching when `batching` is (--enable_batching)."""
-    loader: Loader = _model_loader(prefer_tflite)
+    Serving's --enable_model_warmup), batching when `batching` is (--enable_batching);
+    `tf_threads` are a SavedModel session's (intra-op, inter-op) threads, 0 for TF's choice."""
+    loader: Loader = _model_loader(prefer_tflite, tf_threads)
     if warmup_log is not None:
         loader = with_warmup(loader, warmup_log)
     if batching is not None:
@@ -40,7 +42,7 @@ def version_loader(
     return loader
 
 
-def _model_loader(prefer_tflite: bool) -> Loader:
+def _model_loader(prefer_tflite: bool, tf_threads: tuple[int, int]) -> Loader:
     def load(version_dir: Path) -> Servable:
         if prefer_tflite and (version_dir / TFLITE_FILE).is_file():
             from fmnist.serving.server.servables.tflite import TfliteServable
@@ -52,6 +54,6 @@ def _model_loader(prefer_tflite: bool) -> Loader:
             raise RuntimeError(SAVED_MODEL_NEEDS_TF) from None
         except ImportError as err:
             raise RuntimeError(f"TensorFlow is installed but fails to import: {err}") from None
-        return SavedModelServable(version_dir)
+        return SavedModelServable(version_dir, *tf_threads)
 
     return load

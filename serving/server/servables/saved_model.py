@@ -60,7 +60,7 @@ def read_meta_graph(version_dir: Path) -> meta_graph_pb2.MetaGraphDef:
 class SavedModelServable(SignatureServable):
     """A loaded version: its SignatureDefs and a private session to run them."""
 
-    def __init__(self, version_dir: Path):
+    def __init__(self, version_dir: Path, intra_op_threads: int = 0, inter_op_threads: int = 0):
         self.path = version_dir
         meta_graph = read_meta_graph(version_dir)
         # As the project's wire messages (what metadata answers carry), in a plain dict:
@@ -74,7 +74,15 @@ class SavedModelServable(SignatureServable):
             name: from_signature_def(proto) for name, proto in self.signature_defs.items()
         }
         self._graph = tf.Graph()
-        self._session = tf.compat.v1.Session(graph=self._graph)
+        config = config_pb2.ConfigProto(
+            intra_op_parallelism_threads=intra_op_threads,
+            inter_op_parallelism_threads=inter_op_threads,
+        )
+        # One op at a time anyway: run them on the caller's thread, sparing a hand-off to
+        # TF's inter-op pool and back (TF's RunOptions.inter_op_thread_pool = -1).
+        caller_thread = -1 if inter_op_threads == 1 else 0
+        self._run_options = config_pb2.RunOptions(inter_op_thread_pool=caller_thread)
+        self._session = tf.compat.v1.Session(graph=self._graph, config=config)
         try:
             with self._graph.as_default():
                 tf.compat.v1.saved_model.loader.load(self._session, [SERVE_TAG], str(version_dir))
@@ -110,7 +118,9 @@ class SavedModelServable(SignatureServable):
             with self._lock:
                 if len(self._callables) >= _MAX_CALLABLES:
                     self._callables.clear()
-                options = config_pb2.CallableOptions(feed=feeds, fetch=fetches)
+                options = config_pb2.CallableOptions(
+                    feed=feeds, fetch=fetches, run_options=self._run_options
+                )
                 # Private API, kept because it pays: the C++ Session::MakeCallable path that
                 # the public Session.make_callable() wraps, minus its per-call Python checks
                 # of every feed (TF Serving has none; validation.py already checked them).

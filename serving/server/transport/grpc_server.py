@@ -6,6 +6,11 @@ Every method is registered with a streaming request so that this module reads th
 itself: when shutdown starts, a call still waiting for its request is answered UNAVAILABLE
 at once (its client can retry elsewhere) instead of holding the graceful stop for the
 whole grace period; calls whose request has arrived run to completion within the grace.
+
+A small request to a method with an async form (`Method.call_async`) is parsed and run on
+the event loop, where it may wait without a thread (a batch queue, or a model run on the
+pool); a thread hop each way would cost more than such a request's own work. Any other
+request is parsed and run on the pool, off the loop.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import asyncio
 import concurrent.futures
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +27,7 @@ import grpc
 import grpc.aio
 from google.protobuf import message
 
+from fmnist.serving.server.transport import event_loop
 from fmnist.serving.wire import messages as pb
 from fmnist.serving.wire.status import Code, StatusError
 
@@ -29,14 +35,20 @@ _MESSAGE_LIMIT = 1024  # TF Serving truncates gRPC error messages here, keeping 
 Status = pb.HealthCheckResponse
 
 
+# A request up to this size may run on the event loop (the loop parses and converts it).
+INLINE_BYTES = 16 << 10
+
+
 @dataclass(frozen=True)
 class Method:
     """One unary method: its message types and `call(request, deadline)`, where `deadline` is
-    a `time.monotonic()` value or None; no `call` means UNIMPLEMENTED (as in TF Serving)."""
+    a `time.monotonic()` value or None; no `call` means UNIMPLEMENTED (as in TF Serving).
+    `call_async`, if given, is the same as a coroutine function, for small requests."""
 
     request: type[message.Message]
     response: type[message.Message]
     call: Callable[[Any, float | None], Any] | None = None
+    call_async: Callable[[Any, float | None], Awaitable[Any]] | None = None
 
     def parse(self, raw: bytes) -> Any:
         try:
@@ -72,30 +84,33 @@ class GrpcServer:
         *,
         host: str,
         port: int,
-        threads: int,
+        pool: concurrent.futures.ThreadPoolExecutor,
         max_message_bytes: int,
         health_check: bool = False,
         socket_path: str | None = None,
         channel_arguments: Iterable[tuple[str, int | str]] = (),
+        reuse_port: bool = False,
     ):
         self.services = dict(services)
         self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.socket_path = socket_path  # also listen on unix:PATH, as TF Serving does
         self.channel_arguments = list(channel_arguments)
+        self.reuse_port = reuse_port  # SO_REUSEPORT: sibling processes share the port
         self.max_message_bytes = max_message_bytes
-        self.pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="grpc")
+        self.pool = pool  # where calls that block run (models, large requests)
         self.health = HealthService(("", *self.services)) if health_check else None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: grpc.aio.Server | None = None
-        self._closing: asyncio.Future | None = None
+        self._closing = False
+        self._receiving: set[asyncio.Task] = set()  # calls still waiting for their request
         self._stopping: concurrent.futures.Future | None = None
 
     # --- life cycle (called from any thread) ---------------------------------------------
 
     def start(self) -> int:
         """Bind (TCP, and the UNIX socket if any) and start; returns the bound TCP port."""
-        self._loop = asyncio.new_event_loop()
+        self._loop = event_loop.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, name="grpc-loop", daemon=True)
         self._thread.start()
         try:
@@ -126,16 +141,15 @@ class GrpcServer:
             self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
-        self.pool.shutdown(wait=False, cancel_futures=True)
 
     # --- on the loop thread ----------------------------------------------------------------
 
     async def _start(self) -> int:
-        self._closing = asyncio.get_running_loop().create_future()
         options = {
             "grpc.max_receive_message_length": self.max_message_bytes,
             "grpc.max_send_message_length": -1,
-            "grpc.so_reuseport": 0,  # a second server on the port must fail to bind
+            # A second server on the port must fail to bind, unless it is a sibling process.
+            "grpc.so_reuseport": int(self.reuse_port),
         }
         # --grpc_channel_arguments override ours, as TF Serving's builder applies them after
         # its own settings (deduplicated here: gRPC's pick among repeated keys is unspecified).
@@ -169,23 +183,26 @@ class GrpcServer:
         after `grace`)."""
         if self.health is not None:
             await self.health.shut_down()
-        if not self._closing.done():
-            self._closing.set_result(None)
+        self._closing = True
+        for waiting in list(self._receiving):
+            waiting.cancel()  # _receive answers it UNAVAILABLE
         await self._server.stop(grace)
 
     async def _receive(self, context: grpc.aio.ServicerContext) -> bytes:
         """The call's request message, read here rather than by gRPC so that shutdown can
-        end a call whose request never comes."""
-        read = asyncio.ensure_future(context.read())
+        end a call whose request never comes (it cancels the tasks still reading)."""
+        task = asyncio.current_task()
         try:
-            await asyncio.wait((read, self._closing), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiting = not read.done()
-            if waiting:
-                read.cancel()
-        if waiting:
+            if self._closing:
+                raise asyncio.CancelledError
+            self._receiving.add(task)
+            raw = await context.read()
+        except asyncio.CancelledError:
+            if not self._closing:
+                raise  # the client went away
             await context.abort(grpc.StatusCode.UNAVAILABLE, "Server is shutting down")
-        raw = read.result()
+        finally:
+            self._receiving.discard(task)
         if raw is grpc.aio.EOF:  # the client half-closed without a message
             await context.abort(grpc.StatusCode.INTERNAL, "No request message")
         return raw
@@ -196,13 +213,15 @@ class GrpcServer:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not implemented!")
         left = context.time_remaining()
         deadline = None if left is None else time.monotonic() + left
-        # A queued job whose client gave up is dropped: cancelling the awaiting task
-        # cancels the wrapped future, which cancels a job that has not started.
-        # The raw bytes go in a list that `_call` empties once parsed, so that a request at
-        # the size limit is not held three times (raw, parsed, converted) while it runs.
-        job = self.pool.submit(_call, method, [raw], deadline)
-        del raw
         try:
+            if method.call_async is not None and len(raw) <= INLINE_BYTES:
+                return await method.call_async(method.parse(raw), deadline)
+            # A queued job whose client gave up is dropped: cancelling the awaiting task
+            # cancels the wrapped future, which cancels a job that has not started.
+            # The raw bytes go in a list that `_call` empties once parsed, so that a request
+            # at the size limit is not held three times (raw, parsed, converted) while it runs.
+            job = self.pool.submit(_call, method, [raw], deadline)
+            del raw
             return await asyncio.wrap_future(job)
         except StatusError as err:
             await _abort(context, err.code, err.message)

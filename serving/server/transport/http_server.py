@@ -2,11 +2,12 @@
 
 The event loop only moves bytes: each request body is streamed into one buffer with a
 size limit (413 with a JSON error, before reading, when Content-Length is over it), then
-the REST handler runs on a thread pool. The REST timeout counts from the request's
-headers: at its deadline the client gets a 504 and the handler, which checks the same
-deadline while decoding, running and encoding, stops its work, so a timed-out request
-frees its thread. Stopping closes the listener, lets in-flight requests finish (telling
-keep-alive clients to close), then closes the remaining connections.
+the REST handler runs on a thread pool; a small request the API takes `inline` is
+answered on the loop itself, sparing two thread hand-offs. The REST timeout counts from
+the request's headers: at its deadline the client gets a 504 and the handler, which checks
+the same deadline while decoding, running and encoding, stops its work, so a timed-out
+request frees its thread. Stopping closes the listener, lets in-flight requests finish
+(telling keep-alive clients to close), then closes the remaining connections.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
@@ -25,11 +26,13 @@ import tornado.iostream
 import tornado.netutil
 import tornado.web
 
-from fmnist.serving.server.transport import http_limits
+from fmnist.serving.server.transport import event_loop, http_limits
 
 _CHUNKED_SLACK = 4  # a chunked body may stream this many times the limit before a reset
 # (HTTP method, path, body, deadline) -> (HTTP status, JSON body); never raises.
 Handle = Callable[[str, str, bytearray, float], tuple[int, bytes]]
+# The same on the event loop: an awaitable answer, or None to run `Handle` on the pool.
+Inline = Callable[[str, str, bytearray, float], Awaitable[tuple[int, bytes]] | None]
 
 
 class MetricsPage(Protocol):
@@ -55,12 +58,16 @@ class HttpServer:
         timeout_s: float,
         metrics: MetricsPage | None = None,
         metrics_path: str | None = None,
+        reuse_port: bool = False,
+        inline: Inline | None = None,
     ):
         self.handle, self.host, self.port = handle, host, port
+        self.inline = inline
         self.max_body_bytes = max_body_bytes
         self.timeout_s = timeout_s
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rest")
         self.metrics, self.metrics_path = metrics, metrics_path
+        self.reuse_port = reuse_port  # SO_REUSEPORT: sibling processes share the port
         self.in_flight = 0
         self.draining = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -68,7 +75,8 @@ class HttpServer:
         self._thread: threading.Thread | None = None
 
     def start(self) -> int:
-        sockets = tornado.netutil.bind_sockets(self.port, self.host)  # OSError if taken
+        # OSError if taken (by anything but a sibling process, with reuse_port)
+        sockets = tornado.netutil.bind_sockets(self.port, self.host, reuse_port=self.reuse_port)
         self.port = sockets[0].getsockname()[1]
         ready = threading.Event()
         self._thread = threading.Thread(
@@ -79,7 +87,7 @@ class HttpServer:
         return self.port
 
     def _run(self, sockets, ready: threading.Event) -> None:
-        self._loop = asyncio.new_event_loop()
+        self._loop = event_loop.new_event_loop()
         asyncio.set_event_loop(self._loop)
         routes = []
         if self.metrics is not None and self.metrics_path:
@@ -196,15 +204,18 @@ class _ApiHandler(_Handler):
         if not path.lower().startswith("/v1/"):
             return self._reply(404, json.dumps({"error": f"Not found: {path}"}).encode())
         body, self._body = self._body, bytearray()
-        work = self.server.pool.submit(
-            self.server.handle, self.request.method, path, body, self._deadline
-        )
+        method, inline = self.request.method, self.server.inline
+        work = inline(method, path, body, self._deadline) if inline is not None else None
+        if work is None:
+            work = asyncio.wrap_future(
+                self.server.pool.submit(self.server.handle, method, path, body, self._deadline)
+            )
         del body
         remaining = max(0.0, self._deadline - time.monotonic())
         try:
             # On timeout, wait_for cancels the work if it has not started; running work
             # sees the same deadline and stops at its next check.
-            status, answer = await asyncio.wait_for(asyncio.wrap_future(work), remaining)
+            status, answer = await asyncio.wait_for(work, remaining)
         except asyncio.TimeoutError:
             status, answer = 504, self._timed_out()
         if status == 504:
