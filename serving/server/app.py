@@ -85,8 +85,9 @@ class ModelServer:
             tf_threads=(config.tf_intra_op_threads, config.tf_inter_op_threads),
         )
         self.registry = ServableRegistry(config.models, loader=loader)
-        # gRPC calls that block (a model run, a large request) take one of these threads.
-        self.model_threads = ThreadPoolExecutor(config.grpc_threads, thread_name_prefix="grpc")
+        # Work that blocks takes one of these threads: a gRPC call's model run or large
+        # request, and a small REST predict's model run (its parsing stays on the loop).
+        self.model_threads = ThreadPoolExecutor(config.grpc_threads, thread_name_prefix="model")
         self.plane = DataPlane(
             self.registry, self.metrics, config.method_name_check, trace, self.model_threads
         )

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import itertools
 import os
 import threading
@@ -376,7 +377,7 @@ class BatchScheduler:
         request = self._request(inputs, rows, deadline)
         loop = asyncio.get_running_loop()
         answered = loop.create_future()
-        request.on_done = lambda: loop.call_soon_threadsafe(_settle, answered)
+        request.on_done = lambda: _wake(loop, answered)
         with self._cv:
             self._enqueue(self._queue(model, key, signature_name), request, waited=False)
             self._cv.notify()
@@ -709,6 +710,13 @@ def _done(request: _Request) -> None:
     request.done.set()
     if request.on_done is not None:
         request.on_done()
+
+
+def _wake(loop: asyncio.AbstractEventLoop, answered: asyncio.Future) -> None:
+    """From a batch thread: settle the caller's future on its loop. A loop already closed
+    (server shutdown) has no one waiting, and must not break the rest of the batch."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(_settle, answered)
 
 
 def _settle(answered: asyncio.Future) -> None:
