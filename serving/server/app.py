@@ -1,9 +1,9 @@
 """The model server: composes the parts (servables/ load versions, core/ holds the registry
 and the data plane, api/ translates gRPC and REST, transport/ serves them) and runs them.
 
-Startup checks that both ports are free (a taken port fails at once, not after loading),
-loads every model's aspired versions, binds, then prints one line with the bound ports
-(so a parent that asked for port 0 can read them). SIGTERM or SIGINT stops it: health
+Startup checks that both ports can be listened on (a bad address fails at once, not after
+loading), loads every model's aspired versions, binds, then prints one line with the bound
+ports (so a parent that asked for port 0 can read them). SIGTERM or SIGINT stops it: health
 turns NOT_SERVING, both listeners close, gRPC calls still waiting for their request are
 answered UNAVAILABLE, in-flight requests finish (up to the grace period), models unload,
 and the process exits 0.
@@ -16,52 +16,97 @@ line says `gRPC disabled`.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import logging
 import os
 import signal
 import sys
 import threading
-import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from fmnist.errors import UserError
+from fmnist.serving.server import logs
 from fmnist.serving.server.api.rest_api import RestApi
 from fmnist.serving.server.core.config import ServerConfig
 from fmnist.serving.server.core.data_plane import DataPlane, no_trace
 from fmnist.serving.server.core.metrics import Metrics
 from fmnist.serving.server.core.registry import ServableRegistry
+from fmnist.serving.server.process import ready_line
 from fmnist.serving.server.servables.loader import version_loader
 from fmnist.serving.server.transport import ports
 from fmnist.serving.server.transport.http_server import HttpServer
 
+log = logging.getLogger(__name__)
 GRPC_NEEDS_GRPCIO = (
     "gRPC API needs grpcio (pip install grpcio; on 32-bit Raspberry Pi OS: apt install "
     "python3-grpcio); serving REST only"
 )
 
 
-def run(config: ServerConfig, out: TextIO = sys.stdout) -> int:
-    """Serve until SIGTERM or SIGINT; returns the exit code.
+class Server(Protocol):
+    """What `serve_until_signal` runs: one server process, or several (workers.py)."""
 
-    The signal handlers stay for the rest of the process: a second signal during the
-    graceful stop must not kill it half-way (it is the process's last act anyway)."""
+    def start(self) -> None: ...
+
+    def ports(self) -> tuple[int | None, int | None]: ...  # (gRPC, REST); None: disabled
+
+    def wait(self) -> None: ...  # returns when the server has stopped, or one process ended
+
+    def stop(self) -> int: ...  # graceful; the exit code
+
+
+def prepare_process(config: ServerConfig) -> None:
+    """What every server process sets up first: its log, and TensorFlow's C++ log level."""
+    logs.configure(config.log_level, config.log_format)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    server = ModelServer(config)
-    try:
-        server.start()
-        grpc_at, rest_at = server.addresses()
-        print(f"fmnist serve: gRPC {grpc_at}, REST {rest_at}", file=out, flush=True)
-        while not stop.wait(0.5):
-            pass
-        print("fmnist serve: shutting down", file=sys.stderr, flush=True)
-    finally:
-        server.stop()
-    return 0
+
+
+def run(
+    config: ServerConfig,
+    make: Callable[[ServerConfig], Server] | None = None,
+    out: TextIO = sys.stdout,
+) -> int:
+    """Serve `config` (with `make(config)`, default one ModelServer) until SIGTERM or SIGINT;
+    print the ready line on `out` once serving. Returns the exit code."""
+    prepare_process(config)
+    server = (make or ModelServer)(config)
+
+    def announce(grpc_port: int | None, rest_port: int | None) -> None:
+        print(ready_line(config.host, grpc_port, rest_port), file=out, flush=True)
+
+    return serve_until_signal(server, announce)
+
+
+def serve_until_signal(server: Server, announce: Callable[[int | None, int | None], Any]) -> int:
+    """Start `server`, `announce` its ports, and serve until SIGTERM or SIGINT (handled on
+    this thread's event loop) or until it ends on its own; then stop it gracefully. A signal
+    during start-up stops it as soon as it has started."""
+
+    async def serve() -> int:
+        loop = asyncio.get_running_loop()
+        signalled = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, signalled.set)
+        ended_alone = False
+        try:
+            server.start()  # on this thread (a process's children are this thread's)
+            announce(*server.ports())
+            ended = loop.run_in_executor(None, server.wait)
+            signal_task = loop.create_task(signalled.wait())
+            await asyncio.wait((ended, signal_task), return_when=asyncio.FIRST_COMPLETED)
+            ended_alone = ended.done()
+            if ended_alone:
+                log.warning("a server process ended on its own; stopping the others")
+            else:
+                log.info("fmnist serve: shutting down")
+        finally:
+            code = await loop.run_in_executor(None, server.stop)
+        return code or int(ended_alone)
+
+    return asyncio.run(serve())
 
 
 class ModelServer:
@@ -79,17 +124,19 @@ class ModelServer:
         self.metrics = Metrics()
         loader = version_loader(
             config.prefer_tflite_model,
-            warmup_log=log_info if config.model_warmup else None,  # --enable_model_warmup
+            warmup=config.model_warmup,  # --enable_model_warmup
             batching=config.batching,  # --enable_batching: concurrent Predicts share runs
             observe_batch=self.metrics.observe_batch,
             tf_threads=(config.tf_intra_op_threads, config.tf_inter_op_threads),
         )
         self.registry = ServableRegistry(config.models, loader=loader)
-        # Work that blocks takes one of these threads: a gRPC call's model run or large
-        # request, and a small REST predict's model run (its parsing stays on the loop).
-        self.model_threads = ThreadPoolExecutor(config.grpc_threads, thread_name_prefix="model")
+        # Each API's model work (and its large requests' decoding) on threads of its own.
+        self.pools = {
+            "grpc": ThreadPoolExecutor(config.grpc_threads, thread_name_prefix="grpc"),
+            "rest": ThreadPoolExecutor(config.rest_threads, thread_name_prefix="rest"),
+        }
         self.plane = DataPlane(
-            self.registry, self.metrics, config.method_name_check, trace, self.model_threads
+            self.registry, self.metrics, config.method_name_check, trace, self.pools
         )
         self.grpc = self._grpc_server()
         if self.grpc is None and config.rest_port is None:
@@ -97,25 +144,10 @@ class ModelServer:
                 f"nothing to serve: {GRPC_NEEDS_GRPCIO.split(' (')[0]}, and REST is disabled "
                 "(--rest_api_port 0)"
             )
-        self.rest = None
-        if config.rest_port is not None:
-            rest_api = RestApi(self.plane)
-            self.rest = HttpServer(
-                rest_api.handle,
-                inline=rest_api.handle_inline,
-                host=config.host,
-                port=config.rest_port,
-                threads=config.rest_threads,
-                max_body_bytes=config.max_request_bytes,
-                timeout_s=config.rest_timeout_ms / 1000,
-                metrics=self.metrics,
-                metrics_path=config.monitoring_path,
-                reuse_port=config.reuse_port,
-            )
+        self.rest = self._rest_server()
         self.grpc_port = self.rest_port = None
-        self._started = self._stopped = False
-        self._stop_polling = threading.Event()
-        self._config_poller: threading.Thread | None = None
+        self._stopping = False
+        self._stopped = threading.Event()
 
     def _grpc_server(self) -> Any:
         """The gRPC server, or None (logged) when grpcio is missing."""
@@ -124,7 +156,7 @@ class ModelServer:
             from fmnist.serving.server.api.grpc_api import GrpcApi
             from fmnist.serving.server.transport.grpc_server import GrpcServer
         except ImportError as err:
-            log_info(f"{GRPC_NEEDS_GRPCIO} (missing: {err.name or err})")
+            log.warning("%s (missing: %s)", GRPC_NEEDS_GRPCIO, err.name or err)
             return None
         reload = config.server_processes == 1  # sibling processes would not follow a reload
         services = GrpcApi(self.plane, config.max_request_bytes, reload).services()
@@ -134,7 +166,6 @@ class ModelServer:
             services,
             host=config.host,
             port=config.grpc_port,
-            pool=self.model_threads,
             max_message_bytes=config.max_request_bytes,
             health_check=config.grpc_health,
             socket_path=config.grpc_socket_path,
@@ -142,7 +173,23 @@ class ModelServer:
             reuse_port=config.reuse_port,
         )
 
+    def _rest_server(self) -> HttpServer | None:
+        config = self.config
+        if config.rest_port is None:
+            return None
+        return HttpServer(
+            RestApi(self.plane).handle,
+            host=config.host,
+            port=config.rest_port,
+            max_body_bytes=config.max_request_bytes,
+            timeout_s=config.rest_timeout_ms / 1000,
+            metrics=self.metrics,
+            metrics_path=config.monitoring_path,
+            reuse_port=config.reuse_port,
+        )
+
     def start(self) -> None:
+        config = self.config
         self.check_ports()
         self.registry.poll_all()
         self.registry.check_labels()
@@ -154,23 +201,18 @@ class ModelServer:
             except OSError as err:
                 if self.grpc is not None:
                     self.grpc.stop(0).result()
-                raise UserError(
-                    ports.why_not(
-                        self.config.host,
-                        self.config.rest_port,
-                        err,
-                        api="REST",
-                        flag="--rest_api_port",
-                    )
-                ) from None
-            log_info(f"Exporting HTTP/REST API at:{address(self.config.host, self.rest_port)} ...")
-        self._started = True
-        self.registry.start_polling(self.config.poll_wait_seconds)
-        if self.config.config_file and self.config.config_poll_seconds > 0:
-            self._config_poller = threading.Thread(
-                target=self._poll_config, name="config-poller", daemon=True
+                why = ports.why_not(
+                    config.host, config.rest_port, err, api="REST", flag="--rest_api_port"
+                )
+                raise UserError(why) from None
+            log.info(
+                "Exporting HTTP/REST API at:%s ...", ports.address(config.host, self.rest_port)
             )
-            self._config_poller.start()
+        self.registry.start_polling(config.poll_wait_seconds)
+        if config.config_file:
+            self.registry.watch_config_file(
+                config.config_file, config.config_poll_seconds, config.models
+            )
 
     def _start_grpc(self) -> None:
         from fmnist.serving.server.transport.grpc_server import BindError, SocketBindError
@@ -184,44 +226,27 @@ class ModelServer:
                 self.config.host, self.config.grpc_port, api="gRPC", flag="--port"
             )
             raise UserError(message) from None
-        grpc_at = address(self.config.host, self.grpc_port)
-        log_info(f"Running gRPC ModelServer at {grpc_at} ...")
-
-    def _poll_config(self) -> None:
-        """TF Serving's --model_config_file_poll_wait_seconds: re-read the config file and
-        reload when it changed; a file that does not parse keeps the current config."""
-        from fmnist.serving.server.core.config import read_model_config_file
-        from fmnist.serving.wire.status import StatusError
-
-        last = self.config.models
-        while not self._stop_polling.wait(self.config.config_poll_seconds):
-            try:
-                models = read_model_config_file(self.config.config_file)
-                if models != last:
-                    self.registry.reload(models)
-                    log_info(f"Reloaded model config file {self.config.config_file}")
-                last = models
-            except (UserError, StatusError) as err:
-                log_info(f"keeping the current model config: {err}")
+        log.info(
+            "Running gRPC ModelServer at %s ...", ports.address(self.config.host, self.grpc_port)
+        )
 
     def check_ports(self) -> None:
-        """Fail at once, before loading anything, if a configured port is taken (sibling
-        processes share their ports: the first of them checked)."""
+        """Fail at once, before loading anything, if a configured address cannot be listened
+        on (sibling processes share their ports: the first of them checked)."""
         if not self.config.reuse_port:
             check_ports(self.config, grpc=self.grpc is not None)
 
-    def addresses(self) -> tuple[str, str]:
-        """("on HOST:PORT" or "disabled") for gRPC and for REST."""
-        host = self.config.host
-        grpc = f"on {address(host, self.grpc_port)}" if self.grpc_port else "disabled"
-        rest = f"on {address(host, self.rest_port)}" if self.rest_port else "disabled"
-        return grpc, rest
+    def ports(self) -> tuple[int | None, int | None]:
+        return self.grpc_port, self.rest_port
 
-    def stop(self) -> None:
+    def wait(self) -> None:
+        self._stopped.wait()
+
+    def stop(self) -> int:
         """Graceful stop (see the module docstring); a second call does nothing."""
-        if self._stopped:
-            return
-        self._stopped = True
+        if self._stopping:
+            return 0
+        self._stopping = True
         grace = self.config.shutdown_grace_seconds
         grpc_stopped = None
         if self.grpc is not None:  # refuses new calls now, lets running ones finish
@@ -230,11 +255,11 @@ class ModelServer:
             self.rest.stop(grace)
         if grpc_stopped is not None:
             grpc_stopped.result()
-        self._stop_polling.set()
-        if self._config_poller is not None:
-            self._config_poller.join()
-        self.model_threads.shutdown(wait=False, cancel_futures=True)
+        for pool in self.pools.values():
+            pool.shutdown(wait=False, cancel_futures=True)
         self.registry.stop()
+        self._stopped.set()
+        return 0
 
 
 def _profiler_services() -> dict:
@@ -242,26 +267,15 @@ def _profiler_services() -> dict:
     from fmnist.serving.server.api import profiler_api
 
     if not profiler_api.available():
-        log_info("--enable_profiler: TensorFlow is not installed; no profiler service")
+        log.info("--enable_profiler: TensorFlow is not installed; no profiler service")
         return {}
     return profiler_api.ProfilerApi().services()
 
 
 def check_ports(config: ServerConfig, grpc: bool = True) -> None:
-    """UserError naming the flag if the gRPC (when served) or REST port of `config` is taken."""
+    """UserError naming the flag if the gRPC (when served) or REST address of `config`
+    cannot be listened on."""
     if grpc:
         ports.check_free(config.host, config.grpc_port, api="gRPC", flag="--port")
     if config.rest_port is not None:
         ports.check_free(config.host, config.rest_port, api="REST", flag="--rest_api_port")
-
-
-def log_info(message: str) -> None:
-    """A line on stderr shaped like TF Serving's LOG(INFO) lines (readiness scripts grep
-    for the text after the `]`)."""
-    now = time.time()
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now)) + f".{int(now % 1 * 1e6):06d}"
-    print(f"{stamp}: I fmnist/serving/server/app.py] {message}", file=sys.stderr, flush=True)
-
-
-def address(host: str, port: int | None) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from collections.abc import Callable
 
 from fmnist.errors import UserError
+from fmnist.serving.server.logs import FORMATS, LEVELS
 
 _TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
 
@@ -36,6 +36,7 @@ def _register_serve(subparsers: argparse._SubParsersAction) -> None:
         ("listening", _add_transport_flags),
         ("models", _add_models_flags),
         ("running the models", _add_runtime_flags),
+        ("logging", _add_logging_flags),
     ):
         add_flags(serve.add_argument_group(title).add_argument)
     serve.set_defaults(handler=_serve, precheck=_check_ports)
@@ -233,6 +234,23 @@ def _add_runtime_flags(arg: Callable[..., object]) -> None:
     )
 
 
+def _add_logging_flags(arg: Callable[..., object]) -> None:
+    """What the server logs, and in which format."""
+    arg(
+        "--log_level",
+        choices=LEVELS,
+        default="info",
+        help="the least severe log lines printed (default info)",
+    )
+    arg(
+        "--log_format",
+        choices=FORMATS,
+        default="text",
+        help="text (default): TF Serving's log lines, which readiness scripts wait for; json: "
+        "one JSON object a line, for log shippers",
+    )
+
+
 def _ports(args: argparse.Namespace) -> tuple[int, int | None]:
     """(gRPC port, REST port or None when disabled); 0 asks the OS for a free port."""
     rest_port = None if args.rest_api_port == 0 else max(args.rest_api_port, 0)
@@ -254,6 +272,39 @@ def _check_ports(args: argparse.Namespace) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from fmnist.serving.server import app
+
+    config = _server_config(args)
+    if config.server_processes > 1:
+        from fmnist.serving.server.workers import ProcessGroup
+
+        return app.run(config, ProcessGroup)
+    return app.run(config)
+
+
+# ServerConfig fields that take a flag's value as it is.
+_FIELD_OF_FLAG = {
+    "host": "host",
+    "file_system_poll_wait_seconds": "poll_wait_seconds",
+    "enable_grpc_healthcheck_service": "grpc_health",
+    "max_request_bytes": "max_request_bytes",
+    "rest_api_timeout_in_ms": "rest_timeout_ms",
+    "enable_signature_method_name_check": "method_name_check",
+    "enable_model_warmup": "model_warmup",
+    "model_config_file": "config_file",
+    "model_config_file_poll_wait_seconds": "config_poll_seconds",
+    "prefer_tflite_model": "prefer_tflite_model",
+    "enable_profiler": "enable_profiler",
+    "server_processes": "server_processes",
+    "tensorflow_intra_op_parallelism": "tf_intra_op_threads",
+    "tensorflow_inter_op_parallelism": "tf_inter_op_threads",
+    "log_level": "log_level",
+    "log_format": "log_format",
+}
+
+
+def _server_config(args: argparse.Namespace):
+    """The flags as a ServerConfig; files they name are read (a bad one: UserError)."""
     from fmnist.serving.server.core import config as sc
 
     channel_arguments = sc.parse_grpc_channel_arguments(args.grpc_channel_arguments)
@@ -264,56 +315,41 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         raise UserError("either --model_base_path or --model_config_file is required")
     grpc_port, rest_port = _ports(args)
-    if args.batching_parameters_file and not args.enable_batching:
-        # TF Serving's own refusal (server.cc), so a command line behaves the same in both.
-        raise UserError(
-            "--batching_parameters_file is set without setting --enable_batching to true"
-        )
-    batching = None
-    grpc_threads = args.grpc_max_threads
-    if args.enable_batching:
-        batching = sc.read_batching_parameters_file(args.batching_parameters_file)
-        if grpc_threads is None:
-            # A batch can only hold requests that are in flight: let enough of them in (TF
-            # Serving's batching guide suggests about twice max_batch_size client threads).
-            grpc_threads = max(sc.ServerConfig.grpc_threads, min(2 * batching.max_batch_size, 64))
+    batching, grpc_threads = _batching(args, sc)
     monitoring_path = None
     if args.monitoring_config_file:
         monitoring_path = sc.read_monitoring_config_file(args.monitoring_config_file)
         if monitoring_path and rest_port is None:
             raise UserError("Prometheus metrics are served on the REST port: set --rest_api_port")
-    config = sc.ServerConfig(
+    return sc.ServerConfig(
         models=models,
-        host=args.host,
         grpc_port=grpc_port,
         rest_port=rest_port,
-        poll_wait_seconds=args.file_system_poll_wait_seconds,
         monitoring_path=monitoring_path,
-        grpc_health=args.enable_grpc_healthcheck_service,
-        max_request_bytes=args.max_request_bytes,
-        rest_timeout_ms=args.rest_api_timeout_in_ms,
-        method_name_check=args.enable_signature_method_name_check,
-        model_warmup=args.enable_model_warmup,
-        config_file=args.model_config_file,
-        config_poll_seconds=args.model_config_file_poll_wait_seconds,
         grpc_socket_path=args.grpc_socket_path or None,
         grpc_channel_arguments=channel_arguments,
         batching=batching,
-        prefer_tflite_model=args.prefer_tflite_model,
-        enable_profiler=args.enable_profiler,
-        server_processes=args.server_processes,
-        tf_intra_op_threads=args.tensorflow_intra_op_parallelism,
-        tf_inter_op_threads=args.tensorflow_inter_op_parallelism,
+        **{field: getattr(args, flag) for flag, field in _FIELD_OF_FLAG.items()},
         **({"rest_threads": args.rest_api_num_threads} if args.rest_api_num_threads else {}),
         **({"grpc_threads": grpc_threads} if grpc_threads else {}),
     )
-    if config.server_processes > 1:
-        from fmnist.serving.server.workers import run_processes
 
-        return run_processes(config, sys.stdout)
-    from fmnist.serving.server.app import run
 
-    return run(config)
+def _batching(args: argparse.Namespace, sc) -> tuple[object, int | None]:
+    """(--enable_batching's parameters or None, the gRPC thread count to use)."""
+    if args.batching_parameters_file and not args.enable_batching:
+        # TF Serving's own refusal (server.cc), so a command line behaves the same in both.
+        raise UserError(
+            "--batching_parameters_file is set without setting --enable_batching to true"
+        )
+    if not args.enable_batching:
+        return None, args.grpc_max_threads
+    batching = sc.read_batching_parameters_file(args.batching_parameters_file)
+    if args.grpc_max_threads is not None:
+        return batching, args.grpc_max_threads
+    # A batch can only hold requests that are in flight: let enough of them in (TF Serving's
+    # batching guide suggests about twice max_batch_size client threads).
+    return batching, max(sc.ServerConfig.grpc_threads, min(2 * batching.max_batch_size, 64))
 
 
 def _port(text: str) -> int:

@@ -1,8 +1,8 @@
 """Run `fmnist serve` as a child process on loopback and find out where it listens.
 
 Used by the pipeline (which serves the model it just exported) and by the tests. The
-server prints one ready line once its models are loaded and both ports are bound;
-`start_server` waits for it and parses the ports.
+server prints one ready line on stdout (`ready_line`) once its models are loaded and both
+ports are bound; `start_server` waits for it and parses the ports (`READY`).
 """
 
 from __future__ import annotations
@@ -18,10 +18,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fmnist.errors import UserError
+from fmnist.serving.server.transport.ports import address
 
 READY = re.compile(
     r"fmnist serve: gRPC (?:on (\S+):(\d+)|disabled), REST (?:on \S+:(\d+)|disabled)"
 )
+
+
+def ready_line(host: str, grpc_port: int | None, rest_port: int | None) -> str:
+    """What the server prints once serving (a port of None: that API is disabled)."""
+
+    def where(port: int | None) -> str:
+        return f"on {address(host, port)}" if port else "disabled"
+
+    return f"fmnist serve: gRPC {where(grpc_port)}, REST {where(rest_port)}"
 
 
 @dataclass
@@ -89,18 +99,7 @@ def start_server(
             env=env,
             text=True,
         )
-    lines: list[str] = []
-    ready = threading.Event()
-
-    def read_stdout() -> None:  # keeps draining, so the child never blocks on a full pipe
-        for line in process.stdout:
-            lines.append(line)
-            if READY.search(line):
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=read_stdout, daemon=True).start()
-    ready.wait(timeout)
+    lines = _read_ready(process, timeout)
     match = next((m for m in map(READY.search, list(lines)) if m), None)
     if match is None or process.poll() is not None:
         if process.poll() is None:
@@ -114,3 +113,22 @@ def start_server(
     rest = int(match.group(3)) if match.group(3) else None
     grpc = int(match.group(2)) if match.group(2) else None
     return ServerProcess(process, grpc, rest, log_path, lines)
+
+
+def _read_ready(process: subprocess.Popen, timeout: float) -> list[str]:
+    """The child's stdout lines, growing: read on a thread that keeps draining it (so the
+    child never blocks on a full pipe); returns once the ready line came, the child ended,
+    or `timeout` passed."""
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def read_stdout() -> None:
+        for line in process.stdout:
+            lines.append(line)
+            if READY.search(line):
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=read_stdout, daemon=True).start()
+    ready.wait(timeout)
+    return lines

@@ -1,12 +1,15 @@
-"""Request batching (serving/server/servables/batching.py) against a fake model that counts
-its calls.
+"""Request batching (serving/server/servables/batching.py, batch_scheduler.py) against a
+fake model that counts its calls.
 
 No TensorFlow: the scheduler is pure Python, so its queue rules are checked here, fast;
-tests/serving/test_batching.py checks the same against a real `fmnist serve`.
+tests/serving/test_batching.py checks the same against a real `fmnist serve`. Requests are
+made as the data plane makes them: queued from an event loop (here one on a thread of its
+own), each caller (here a thread) waiting for its answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +21,8 @@ import pytest
 
 from fmnist.errors import UserError
 from fmnist.serving.server.core.config import BatchingConfig, read_batching_parameters_file
-from fmnist.serving.server.servables.batching import check_config, with_batching
+from fmnist.serving.server.servables.batch_scheduler import check_config
+from fmnist.serving.server.servables.batching import with_batching
 from fmnist.serving.wire.status import Code, StatusError
 
 WAIT_S = 10.0  # bound on every wait for a condition
@@ -51,6 +55,22 @@ class FakeModel:
         self.closed = True
 
 
+LOOP = asyncio.new_event_loop()
+threading.Thread(target=LOOP.run_forever, name="test-loop", daemon=True).start()
+
+
+def predict(served, signature_name, inputs, output_filter=(), *, deadline=None):
+    """A Predict as the data plane makes it: queued from the event loop, or run alone."""
+
+    async def call():
+        batched = served.batched(signature_name, inputs, output_filter, deadline)
+        if batched is None:
+            return served.predict(signature_name, inputs, output_filter, deadline=deadline)
+        return await batched
+
+    return asyncio.run_coroutine_threadsafe(call(), LOOP).result()
+
+
 def batching(model: FakeModel, **params):
     """The fake model behind `with_batching`, one batch thread unless asked otherwise."""
     params.setdefault("num_batch_threads", 1)
@@ -71,10 +91,10 @@ def wait_until(condition) -> None:
 def hold_then_queue(served, model: FakeModel, requests: list[np.ndarray], pool, **kwargs):
     """Occupy the only batch thread, queue `requests` behind it, then let everything run;
     returns the futures of the queued requests."""
-    first = pool.submit(served.predict, "", {"x": rows(100)})
+    first = pool.submit(predict, served, "", {"x": rows(100)})
     assert model.started.wait(WAIT_S)
     total = sum(len(r) for r in requests)
-    futures = [pool.submit(served.predict, "", {"x": r}, **kwargs) for r in requests]
+    futures = [pool.submit(predict, served, "", {"x": r}, **kwargs) for r in requests]
     wait_until(lambda: served.scheduler.queued_rows() == total)
     model.release.set()
     first.result(WAIT_S)
@@ -118,12 +138,12 @@ def test_full_queue_is_unavailable():
     model = FakeModel(hold_first=True)
     served = batching(model, max_batch_size=1, max_enqueued_batches=1)
     with ThreadPoolExecutor(2) as pool:
-        first = pool.submit(served.predict, "", {"x": rows(0)})
+        first = pool.submit(predict, served, "", {"x": rows(0)})
         assert model.started.wait(WAIT_S)
-        queued = pool.submit(served.predict, "", {"x": rows(1)})
+        queued = pool.submit(predict, served, "", {"x": rows(1)})
         wait_until(lambda: served.scheduler.queued_rows() == 1)
         with pytest.raises(StatusError) as refused:
-            served.predict("", {"x": rows(2)})
+            predict(served, "", {"x": rows(2)})
         model.release.set()
         first.result(WAIT_S), queued.result(WAIT_S)
     assert refused.value.code == Code.UNAVAILABLE
@@ -135,7 +155,7 @@ def test_full_queue_is_unavailable():
 def test_request_larger_than_max_batch_size_is_invalid_argument():
     served = batching(FakeModel(), max_batch_size=4)
     with pytest.raises(StatusError) as refused:
-        served.predict("", {"x": rows(*range(5))})
+        predict(served, "", {"x": rows(*range(5))})
     assert refused.value.code == Code.INVALID_ARGUMENT
     assert refused.value.message == "Task size 5 is larger than maximum input batch size 4"
 
@@ -146,7 +166,7 @@ def test_large_batch_splitting_runs_pieces_and_joins_the_answer():
         model, max_batch_size=8, enable_large_batch_splitting=True, max_execution_batch_size=3
     )
     x = rows(*range(7))
-    _, outputs = served.predict("", {"x": x})
+    _, outputs = predict(served, "", {"x": x})
     assert [len(c) for c in model.calls] == [3, 3, 1]
     np.testing.assert_array_equal(outputs["y"], 2 * x + 1)
 
@@ -155,10 +175,10 @@ def test_deadline_passing_while_queued_is_deadline_exceeded_and_never_runs():
     model = FakeModel(hold_first=True)
     served = batching(model, max_batch_size=8)
     with ThreadPoolExecutor(1) as pool:
-        first = pool.submit(served.predict, "", {"x": rows(0)})
+        first = pool.submit(predict, served, "", {"x": rows(0)})
         assert model.started.wait(WAIT_S)
         with pytest.raises(StatusError) as late:
-            served.predict("", {"x": rows(7)}, deadline=time.monotonic() + 0.05)
+            predict(served, "", {"x": rows(7)}, deadline=time.monotonic() + 0.05)
         model.release.set()
         first.result(WAIT_S)
     assert late.value.code == Code.DEADLINE_EXCEEDED
@@ -170,9 +190,9 @@ def test_error_of_a_shared_call_goes_to_every_caller():
     model = FakeModel(hold_first=True, error=StatusError(Code.INTERNAL, "boom"))
     served = batching(model, max_batch_size=8)
     with ThreadPoolExecutor(4) as pool:
-        first = pool.submit(served.predict, "", {"x": rows(100)})
+        first = pool.submit(predict, served, "", {"x": rows(100)})
         assert model.started.wait(WAIT_S)
-        futures = [pool.submit(served.predict, "", {"x": rows(i)}) for i in range(3)]
+        futures = [pool.submit(predict, served, "", {"x": rows(i)}) for i in range(3)]
         wait_until(lambda: served.scheduler.queued_rows() == 3)
         model.release.set()
         errors = [f.exception(WAIT_S) for f in [first, *futures]]
@@ -193,7 +213,7 @@ def test_requests_with_different_inner_shapes_are_not_merged():
 def test_request_without_a_batch_dimension_runs_alone():
     model = FakeModel()
     served = batching(model, max_batch_size=8)
-    _, outputs = served.predict("", {"x": np.float32(3)})
+    _, outputs = predict(served, "", {"x": np.float32(3)})
     assert outputs["y"] == 7 and len(model.calls) == 1
 
 
@@ -203,7 +223,7 @@ def test_full_batch_runs_without_waiting_for_the_timeout():
     with ThreadPoolExecutor(3) as pool:
         answers = [
             f.result(WAIT_S)
-            for f in [pool.submit(served.predict, "", {"x": rows(i)}) for i in range(3)]
+            for f in [pool.submit(predict, served, "", {"x": rows(i)}) for i in range(3)]
         ]
     assert len(answers) == 3 and [len(c) for c in model.calls] == [3]
 
@@ -211,7 +231,7 @@ def test_full_batch_runs_without_waiting_for_the_timeout():
 def test_close_closes_the_wrapped_model():
     model = FakeModel()
     served = batching(model)
-    served.predict("", {"x": rows(1)})
+    predict(served, "", {"x": rows(1)})
     served.close()
     assert model.closed
 
@@ -255,7 +275,7 @@ def test_docker_batching_config_parses():
 def test_lone_request_runs_when_the_batch_timeout_passes():
     model = FakeModel()
     served = batching(model, max_batch_size=8, batch_timeout_micros=20_000)
-    _, outputs = served.predict("", {"x": rows(4)})
+    _, outputs = predict(served, "", {"x": rows(4)})
     np.testing.assert_array_equal(outputs["y"], 2 * rows(4) + 1)
     assert [len(c) for c in model.calls] == [1]
 
@@ -264,7 +284,7 @@ def test_unloading_runs_queued_requests_without_waiting_for_the_timeout():
     model = FakeModel()
     served = batching(model, max_batch_size=8, batch_timeout_micros=600_000_000)
     with ThreadPoolExecutor(1) as pool:
-        queued = pool.submit(served.predict, "", {"x": rows(5)})
+        queued = pool.submit(predict, served, "", {"x": rows(5)})
         wait_until(lambda: served.scheduler.queued_rows() == 1)
         served.close()
         _, outputs = queued.result(WAIT_S)

@@ -1,12 +1,13 @@
 """The data plane under both APIs, driven with a fake servable: no TensorFlow, no processes.
 
 Each of TF Serving's error cases is one table row, asked over gRPC (the API's method called
-with a request message) and over REST (`RestApi.handle`), which must agree on the canonical
-code, the HTTP status TF Serving maps it to, and the message.
+with a serialized request message) and over REST (`RestApi.handle`), which must agree on the
+canonical code, the HTTP status TF Serving maps it to, and the message.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -96,7 +97,7 @@ def apis(tmp_path: Path):
     for version in (1, 2):
         (tmp_path / "m" / str(version)).mkdir(parents=True)
     config = ModelConfig("m", tmp_path / "m", VersionPolicy(kind="all"), labels={"stable": 1})
-    registry = ServableRegistry((config,), loader=FakeServable, log=lambda _: None)
+    registry = ServableRegistry((config,), loader=FakeServable)
     registry.poll_all()
     metrics = Metrics()
     plane = DataPlane(registry, metrics)
@@ -119,13 +120,19 @@ def predict_request(model="m", *, version=None, label=None, signature="", x=None
     return request
 
 
+def grpc_call(api: GrpcApi, service: str, method: str, request):
+    """A gRPC method called as the transport calls it: with the request's bytes."""
+    call = api.services()[service][method].call
+    return asyncio.run(call(request.SerializeToString(), None))
+
+
 def grpc_predict(api: GrpcApi, **spec):
-    return api.services()[pb.PREDICTION_SERVICE]["Predict"].call(predict_request(**spec), None)
+    return grpc_call(api, pb.PREDICTION_SERVICE, "Predict", predict_request(**spec))
 
 
 def rest(api: RestApi, method: str, path: str, body: object = None) -> tuple[int, dict]:
     raw = b"" if body is None else json.dumps(body).encode()
-    status, answer = api.handle(method, path, raw)
+    status, answer = asyncio.run(api.handle(method, path, raw))
     return status, json.loads(answer)
 
 
@@ -216,9 +223,8 @@ def test_classify_with_an_unknown_signature_agrees(apis) -> None:
     request = pb.ClassificationRequest()
     request.model_spec.name, request.model_spec.signature_name = "m", "nope"
     request.input.example_list.examples.add()
-    classify = grpc_api.services()[pb.PREDICTION_SERVICE]["Classify"].call
     with pytest.raises(StatusError) as raised:
-        classify(request, None)
+        grpc_call(grpc_api, pb.PREDICTION_SERVICE, "Classify", request)
     message = "No signature was found with the name: nope"
     assert (raised.value.code, raised.value.message) == (Code.INVALID_ARGUMENT, message)
     body = {"signature_name": "nope", "examples": [{"a": 1}]}
@@ -245,7 +251,7 @@ def test_classify_answers_alike_over_both_apis(apis) -> None:
     request = pb.ClassificationRequest()
     request.model_spec.name, request.model_spec.signature_name = "m", "classify"
     request.input.example_list.examples.add()
-    response = grpc_api.services()[pb.PREDICTION_SERVICE]["Classify"].call(request, None)
+    response = grpc_call(grpc_api, pb.PREDICTION_SERVICE, "Classify", request)
     assert [c.score for c in response.result.classifications[0].classes] == [0.25, 0.75]
     body = {"signature_name": "classify", "examples": [{"a": 1}]}
     assert rest(rest_api, "POST", "/v1/models/m:classify", body) == (
@@ -258,7 +264,7 @@ def test_status_and_metadata_answer_alike(apis) -> None:
     grpc_api, rest_api, _ = apis
     request = pb.GetModelStatusRequest()
     request.model_spec.name = "m"
-    status = grpc_api.services()[pb.MODEL_SERVICE]["GetModelStatus"].call(request, None)
+    status = grpc_call(grpc_api, pb.MODEL_SERVICE, "GetModelStatus", request)
     assert [(s.version, s.state) for s in status.model_version_status] == [(2, 30), (1, 30)]
     code, answer = rest(rest_api, "GET", "/v1/models/m")
     assert code == 200 and [s["version"] for s in answer["model_version_status"]] == ["2", "1"]

@@ -1,8 +1,11 @@
-"""The version manager (serving/server/registry.py) over real directories and a fake loader:
-which versions load, which serve, how they drain and unload. No TensorFlow."""
+"""The version manager (serving/server/core/registry.py) over real directories and a fake
+loader: which versions load, which serve, how they drain and unload. No TensorFlow."""
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -16,9 +19,43 @@ class FakeModel:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.closed = False
+        self.closed_on = ""  # the thread that closed it
 
     def close(self) -> None:
+        self.closed_on = threading.current_thread().name
         self.closed = True
+
+
+class Lines(logging.Handler):
+    """The registry's log messages, in a list."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__()
+        self.lines = lines
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+REGISTRY_LOG = logging.getLogger("fmnist.serving.server.core.registry")
+
+
+@pytest.fixture(autouse=True)
+def _registry_log():
+    level = REGISTRY_LOG.level
+    REGISTRY_LOG.setLevel(logging.INFO)
+    yield
+    REGISTRY_LOG.setLevel(level)
+    for handler in [h for h in REGISTRY_LOG.handlers if isinstance(h, Lines)]:
+        REGISTRY_LOG.removeHandler(handler)
+
+
+def wait_until(condition, timeout: float = 10.0) -> None:
+    """Versions close on the manager's unload thread: wait for it."""
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "condition not reached in time"
+        time.sleep(0.001)
 
 
 def fake_loader(path: Path) -> FakeModel:
@@ -32,8 +69,9 @@ def manager(base: Path, versions: list[int], policy: VersionPolicy | None = None
     for version in versions:
         (base / str(version)).mkdir()
     logs: list[str] = []
+    REGISTRY_LOG.addHandler(Lines(logs))
     config = ModelConfig("m", base, policy=policy or VersionPolicy(), labels=labels)
-    models = ModelManager(config, fake_loader, logs.append)
+    models = ModelManager(config, fake_loader)
     models.poll()
     return models, logs
 
@@ -89,6 +127,7 @@ def test_a_new_version_replaces_the_old_one_which_is_closed(tmp_path) -> None:
     (tmp_path / "m" / "2").mkdir()
     models.poll()
     assert served_version(models) == 2
+    wait_until(lambda: old.state == END)
     assert old.state == END and old.servable is None
 
 
@@ -99,7 +138,21 @@ def test_a_version_in_use_drains_before_it_is_closed(tmp_path) -> None:
         (tmp_path / "m" / "2").mkdir()
         models.poll()
         assert held.state == UNLOADING and not model.closed
+    wait_until(lambda: held.state == END)
     assert held.state == END and model.closed
+
+
+def test_a_version_closes_on_the_unload_thread_not_the_one_that_let_go(tmp_path) -> None:
+    """Closing can take long (a TF session, a batch queue draining): never on the thread
+    of the last request (an event loop), nor on the poller's."""
+    models, _ = manager(tmp_path / "m", [1])
+    with models.acquire() as held:
+        model = held.servable
+        (tmp_path / "m" / "2").mkdir()
+        models.poll()
+    wait_until(lambda: model.closed)
+    assert model.closed_on.startswith("unload")
+    assert model.closed_on != threading.current_thread().name
 
 
 def test_a_failed_load_is_end_with_the_first_line_of_its_error(tmp_path) -> None:

@@ -1,22 +1,18 @@
-"""TF Serving's gRPC services, PredictionService and ModelService: each method translates its
-request message into a data plane call and the answer back into its response message.
-
-The methods run on the gRPC transport's worker pool (`transport.grpc_server.Method`); no
-grpcio import here, so warm-up and the unit tests use them on installs without it.
+"""TF Serving's gRPC services, PredictionService and ModelService: each method parses its
+request message, makes one data plane call, and builds its response message from the plain
+answer. No grpcio import here, so the unit tests use them on installs without it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from fmnist.errors import UserError
 from fmnist.serving.server.api import responses
 from fmnist.serving.server.core.config import models_from_proto
-from fmnist.serving.server.core.data_plane import Answered, DataPlane, Target, target_of
-from fmnist.serving.server.servables.examples import serialized_examples
-from fmnist.serving.server.transport.grpc_server import Method
+from fmnist.serving.server.core.data_plane import Answered, Call, DataPlane, Target, target_of
+from fmnist.serving.server.transport.methods import Method, parse_request
 from fmnist.serving.wire import messages as pb
 from fmnist.serving.wire import tensor_proto
 from fmnist.serving.wire.status import StatusError, failed_precondition, invalid_argument
@@ -30,102 +26,90 @@ class GrpcApi:
     def __init__(self, plane: DataPlane, max_tensor_bytes: int | None = None, reload: bool = True):
         self.plane = plane
         self.max_tensor_bytes = max_tensor_bytes
-        self.reload = reload  # False: HandleReloadConfigRequest is refused (several processes)
+        self.reload_allowed = reload  # False with several processes: refused
 
     def services(self) -> dict[str, dict[str, Method]]:
         """Service name -> method name -> Method, for the transport."""
-        calls = {
+        methods = {
             pb.PREDICTION_SERVICE: {
-                "Predict": self.predict,
-                "Classify": self.classify,
-                "Regress": self.regress,
-                "MultiInference": self.multi_inference,
-                "GetModelMetadata": self.metadata,
+                "Predict": "predict",
+                "Classify": "classify",
+                "Regress": "regress",
+                "MultiInference": "multi_inference",
+                "GetModelMetadata": "metadata",
             },
             pb.MODEL_SERVICE: {
-                "GetModelStatus": self.status,
-                "HandleReloadConfigRequest": self.reload_config,
+                "GetModelStatus": "status",
+                "HandleReloadConfigRequest": "reload_config",
             },
         }
-        services = {
+        return {
             service: {
-                name: Method(*pb.SERVICES[service][name], call) for name, call in methods.items()
+                name: Method(
+                    *pb.SERVICES[service][name], partial(self._handle, service, name, method)
+                )
+                for name, method in names.items()
             }
-            for service, methods in calls.items()
+            for service, names in methods.items()
         }
-        predict = services[pb.PREDICTION_SERVICE]["Predict"]
-        services[pb.PREDICTION_SERVICE]["Predict"] = replace(predict, call_async=self.predict_async)
-        return services
+
+    async def _handle(
+        self, service: str, name: str, method: str, raw: bytes, deadline: float | None
+    ):
+        """Parse the request (where the data plane puts work of its size), then answer it."""
+        call = Call(API, method, Target(""), size=len(raw), deadline=deadline)
+        parse = partial(parse_request, pb.SERVICES[service][name][0], raw)
+        del raw  # only the parsed request is kept: one at the size limit is big
+        call.request = await self.plane.placement.request_work(call, parse)
+        del parse
+        if method != "reload_config":
+            call.target = self._target(call)
+        return await getattr(self, method)(call, call.request)
 
     # --- PredictionService --------------------------------------------------------------
 
-    def predict(self, request: Any, deadline: float | None) -> pb.PredictResponse:
-        return self.plane.predict(*self._predict_call(request), deadline=deadline, respond=_answer)
-
-    async def predict_async(self, request: Any, deadline: float | None) -> pb.PredictResponse:
-        call = self._predict_call(request)
-        return await self.plane.predict_async(*call, deadline=deadline, respond=_answer)
-
-    def _predict_call(self, request: Any) -> tuple:
-        """(API, target, signature name, inputs, output filter) of a PredictRequest."""
-        target = self._target(request, "predict")
-
+    async def predict(self, call: Call, request: Any) -> pb.PredictResponse:
         def inputs(_servable: Any) -> dict[str, Any]:
             return {
                 alias: tensor_proto.to_ndarray(proto, self.max_tensor_bytes, name=alias)
                 for alias, proto in request.inputs.items()
             }
 
-        signature = request.model_spec.signature_name
-        return API, target, signature, inputs, list(request.output_filter)
-
-    def classify(self, request: Any, deadline: float | None) -> pb.ClassificationResponse:
-        target = self._target(request, "classify")
-        return self._examples(
-            self.plane.classify, pb.ClassificationResponse, target, request, deadline
+        signature_name, output_filter = request.model_spec.signature_name, request.output_filter
+        return await self.plane.predict(
+            call, signature_name, inputs, list(output_filter), _predict_response
         )
 
-    def regress(self, request: Any, deadline: float | None) -> pb.RegressionResponse:
-        target = self._target(request, "regress")
-        return self._examples(self.plane.regress, pb.RegressionResponse, target, request, deadline)
-
-    def _examples(self, run: Callable, response_type: type, target: Target, request, deadline):
-        def respond(answered: Answered, result: Any) -> Any:
-            response = response_type(result=result)
-            responses.fill_model_spec(response.model_spec, answered)
-            return response
-
-        return run(
-            API,
-            target,
-            request.model_spec.signature_name,
-            lambda: serialized_examples(request.input),
-            deadline=deadline,
-            respond=respond,
+    async def classify(self, call: Call, request: Any) -> pb.ClassificationResponse:
+        respond = partial(_examples_response, pb.ClassificationResponse)
+        return await self.plane.classify(
+            call, request.model_spec.signature_name, request.input, respond
         )
 
-    def multi_inference(self, request: Any, deadline: float | None) -> pb.MultiInferenceResponse:
-        return self.plane.multi_inference(API, request, deadline=deadline)
-
-    def metadata(self, request: Any, _deadline: float | None) -> pb.GetModelMetadataResponse:
-        return self.plane.metadata(
-            API,
-            self._target(request, "metadata"),
-            list(request.metadata_field),
-            respond=responses.metadata_response,
+    async def regress(self, call: Call, request: Any) -> pb.RegressionResponse:
+        respond = partial(_examples_response, pb.RegressionResponse)
+        return await self.plane.regress(
+            call, request.model_spec.signature_name, request.input, respond
         )
+
+    async def multi_inference(self, call: Call, request: Any) -> pb.MultiInferenceResponse:
+        respond = partial(responses.multi_inference_response, request)
+        return await self.plane.multi_inference(call, respond)
+
+    async def metadata(self, call: Call, request: Any) -> pb.GetModelMetadataResponse:
+        fields = list(request.metadata_field)
+        return await self.plane.metadata(call, fields, responses.metadata_response)
 
     # --- ModelService -------------------------------------------------------------------
 
-    def status(self, request: Any, _deadline: float | None) -> pb.GetModelStatusResponse:
-        target = self._target(request, "status")
+    async def status(self, call: Call, _request: Any) -> pb.GetModelStatusResponse:
         # As in TF Serving, only an explicit version narrows the answer; labels don't.
-        return responses.model_status_response(self.plane.status(API, target.model, target.version))
+        return await self.plane.status(call, responses.model_status_response)
 
-    def reload_config(self, request: Any, _deadline: float | None) -> pb.ReloadConfigResponse:
-        """Serve the request's ModelServerConfig from now on (blocks until its models load)."""
+    async def reload_config(self, call: Call, request: Any) -> pb.ReloadConfigResponse:
+        """Serve the request's ModelServerConfig from now on (once its models are loaded)."""
         try:
-            if not self.reload:
+            if not self.reload_allowed:
                 raise failed_precondition(
                     "HandleReloadConfigRequest is not supported with --server_processes above 1 "
                     "(each process holds its own models); use --model_config_file_poll_wait_seconds"
@@ -140,23 +124,34 @@ class GrpcApi:
             except UserError as err:
                 raise invalid_argument(str(err)) from None
         except StatusError as err:
-            self.plane.refused(API, "reload_config", "", err)
+            self.plane.refused(call, err)
             raise
-        self.plane.reload(API, models)
+        await self.plane.reload(call, models)
         return pb.ReloadConfigResponse()
 
-    def _target(self, request: Any, method: str) -> Target:
-        """The model, version or label the request's ModelSpec names (it must have one)."""
+    def _target(self, call: Call) -> Target:
+        """The model, version or label the request's ModelSpec names (it must have one; a
+        MultiInference's is its first task's)."""
+        request = call.request
+        if call.method == "multi_inference":
+            return Target(request.tasks[0].model_spec.name if request.tasks else "")
         if not request.HasField("model_spec"):
             error = invalid_argument("Missing ModelSpec")
-            self.plane.refused(API, method, "", error)
+            self.plane.refused(call, error)
             raise error
         return target_of(request.model_spec)
 
 
-def _answer(answered: Answered, outputs: dict[str, Any]) -> pb.PredictResponse:
+def _predict_response(answered: Answered, outputs: dict[str, Any]) -> pb.PredictResponse:
     response = pb.PredictResponse()
     responses.fill_model_spec(response.model_spec, answered)
     for alias, value in outputs.items():
         tensor_proto.fill_tensor_proto(value, response.outputs[alias])
+    return response
+
+
+def _examples_response(kind: type, answered: Answered, result: Any) -> Any:
+    """A Classify or Regress response message of its result."""
+    response = kind(result=result)
+    responses.fill_model_spec(response.model_spec, answered)
     return response

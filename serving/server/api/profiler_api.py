@@ -11,6 +11,7 @@ TensorFlow's profiler server is not started: it would listen on every interface.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import re
 import shutil
@@ -20,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fmnist.serving.server.transport.grpc_server import Method
+from fmnist.serving.server.transport.methods import Method, parse_request
 from fmnist.serving.wire import messages as pb
 from fmnist.serving.wire.status import Code, StatusError, invalid_argument
 
@@ -40,9 +41,14 @@ class ProfilerApi:
         self._running: dict[str, threading.Event] = {}  # session id -> its stop signal
 
     def services(self) -> dict[str, dict[str, Method]]:
-        requests = pb.SERVICES[pb.PROFILER_SERVICE]
+        kinds = pb.SERVICES[pb.PROFILER_SERVICE]
         calls = {"Profile": self.profile, "Terminate": self.terminate}
-        return {pb.PROFILER_SERVICE: {n: Method(*requests[n], c) for n, c in calls.items()}}
+        return {
+            pb.PROFILER_SERVICE: {
+                name: Method(*kinds[name], _on_a_thread(kinds[name][0], call))
+                for name, call in calls.items()
+            }
+        }
 
     def profile(self, request: Any, deadline: float | None) -> pb.ProfileResponse:
         import tensorflow as tf
@@ -75,6 +81,15 @@ class ProfilerApi:
         if stop is not None:
             stop.set()
         return pb.TerminateResponse()
+
+
+def _on_a_thread(kind: type, call: Any) -> Any:
+    """A method whose `call` blocks (a profile waits out its duration) on a thread of its own."""
+
+    async def run(raw: bytes, deadline: float | None) -> Any:
+        return await asyncio.to_thread(call, parse_request(kind, raw), deadline)
+
+    return run
 
 
 def _options(opts: Any) -> Any:

@@ -35,6 +35,24 @@ def model_status_response(statuses: list[VersionStatus]) -> pb.GetModelStatusRes
     return response
 
 
+def multi_inference_response(
+    request: Any, answered: Answered, results: list[tuple[str, Any]]
+) -> pb.MultiInferenceResponse:
+    """A result per task of the request, each with its task's ModelSpec (the version that
+    answered, the signature that ran)."""
+    response = pb.MultiInferenceResponse()
+    for task, (signature_name, result) in zip(request.tasks, results, strict=True):
+        entry = response.results.add()
+        entry.model_spec.name = task.model_spec.name
+        entry.model_spec.signature_name = signature_name
+        entry.model_spec.version.value = answered.version
+        if isinstance(result, pb.ClassificationResult):
+            entry.classification_result.CopyFrom(result)
+        else:
+            entry.regression_result.CopyFrom(result)
+    return response
+
+
 def metadata_response(answered: Answered, signatures: Any) -> pb.GetModelMetadataResponse:
     """GetModelMetadataResponse: the ModelSpec and the SignatureDefMap packed in an Any."""
     response = pb.GetModelMetadataResponse()

@@ -12,31 +12,35 @@ are read in `rest_examples`.
 from __future__ import annotations
 
 import json
+import logging
 import re
-from collections.abc import Coroutine
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import unquote
 
 import numpy as np
 
-from fmnist.serving.server.api import responses
-from fmnist.serving.server.api.rest_examples import examples_of as _examples
-from fmnist.serving.server.api.rest_examples import serialized_examples
-from fmnist.serving.server.core.data_plane import SIGNATURE_DEF_FIELD, Answered, DataPlane, Target
-from fmnist.serving.server.servables.base import Servable
+from fmnist.serving.server.api import responses, rest_examples
+from fmnist.serving.server.core.data_plane import (
+    SIGNATURE_DEF_FIELD,
+    Answered,
+    Call,
+    DataPlane,
+    Target,
+)
 from fmnist.serving.wire import json_fast, json_tensors
 from fmnist.serving.wire.json_fast import NumericSpan
 from fmnist.serving.wire.signature import DEFAULT_SIGNATURE
 from fmnist.serving.wire.status import Code, StatusError, invalid_argument
 
+log = logging.getLogger(__name__)
 API = "rest"
 NESTING_TOO_DEEP = "JSON Parse error: nesting too deep"
 _VERSION = r"(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?"
 _POST_PATH = re.compile(rf"/v1/models/([^/:]+){_VERSION}:(classify|regress|predict)", re.I)
 _GET_PATH = re.compile(rf"/v1/models(?:/([^/:]+))?{_VERSION}(?:/(metadata))?", re.I)
 _INT64_MAX = 2**63 - 1
-INLINE_BODY_BYTES = 16 << 10  # a Predict body up to this is decoded on the event loop
 
 
 @dataclass(frozen=True)
@@ -49,13 +53,13 @@ class Route:
 
 
 @dataclass(frozen=True)
-class _Request:
+class RestRequest:
     """A parsed request: its route, and for a POST its document and what it names."""
 
     route: Route
     doc: dict[str, Any] | None = None
     signature_name: str = ""
-    features: Any = None
+    examples: rest_examples.Parsed | None = None
 
 
 class RestApi:
@@ -64,117 +68,103 @@ class RestApi:
     def __init__(self, plane: DataPlane):
         self.plane = plane
 
-    def handle(
-        self,
-        http_method: str,
-        path: str,
-        body: bytes | bytearray,
-        deadline: float | None = None,
+    async def handle(
+        self, http_method: str, path: str, body: bytes | bytearray, deadline: float | None = None
     ) -> tuple[int, bytes]:
         """(HTTP status, JSON body); work stops with DEADLINE_EXCEEDED (504) after `deadline`
         (a `time.monotonic()` value), checked while decoding, running and encoding."""
+        call = Call(API, "unknown", Target(""), size=len(body), deadline=deadline)
         try:
-            return 200, self._answer(self._parse(http_method, path, body, deadline), deadline)
+            request = await self._parse(call, http_method, path, body)
+            return 200, await self._answer(call, request)
         except Exception as err:
-            return _error_answer(err)
+            return _error_answer(err, http_method, path)
 
-    def handle_inline(
-        self, http_method: str, path: str, body: bytes | bytearray, deadline: float | None
-    ) -> Coroutine[Any, Any, tuple[int, bytes]] | None:
-        """`handle` on the event loop, for a small Predict (a few KB of JSON decode in tens
-        of microseconds: cheaper than two thread hand-offs); None for anything else."""
-        small_predict = len(body) <= INLINE_BODY_BYTES and path[-8:].lower() == ":predict"
-        if http_method != "POST" or not small_predict:
-            return None
-        return self._predict_inline(http_method, path, body, deadline)
-
-    async def _predict_inline(
-        self, http_method: str, path: str, body: bytes | bytearray, deadline: float | None
-    ) -> tuple[int, bytes]:
-        try:
-            request = self._parse(http_method, path, body, deadline)
-            call, respond = self._predict_call(request, deadline)
-            return 200, await self.plane.predict_async(*call, deadline=deadline, respond=respond)
-        except Exception as err:
-            return _error_answer(err)
-
-    def _parse(
-        self, http_method: str, path: str, body: bytes | bytearray, deadline: float | None
-    ) -> _Request:
+    async def _parse(
+        self, call: Call, http_method: str, path: str, body: bytes | bytearray
+    ) -> RestRequest:
         """The route and JSON document of a request; what is refused here, before a model
         is looked at, is counted as refused."""
-        method, model = "unknown", ""
         try:
-            json_fast.check_deadline(deadline)
+            json_fast.check_deadline(call.deadline)
             route = parse_route(http_method, path)
-            method, model = route.method, route.target.model
+            call.method, call.target = route.method, route.target
             if http_method != "POST":
-                return _Request(route)
-            doc = _parse_json(body, deadline, fast=method == "predict")
-            signature_name = _signature_name(doc)
-            features = _examples(doc, method) if method != "predict" else None
-            return _Request(route, doc, signature_name, features)
+                return RestRequest(route)
+            read = partial(_read_document, route, body, call.deadline)
+            request = await self.plane.placement.request_work(call, read)
+            call.request = request.doc
+            return request
         except (StatusError, RecursionError) as err:
             if isinstance(err, RecursionError):  # a document nested past Python's stack
                 err = invalid_argument(NESTING_TOO_DEEP)
-            self.plane.refused(API, method, model, err)
+            self.plane.refused(call, err)
             raise err from None
 
-    def _answer(self, request: _Request, deadline: float | None) -> bytes:
-        route = request.route
-        if route.method == "status":
-            statuses = self.plane.status(API, route.target.model, route.target.version)
-            return _dump(responses.as_json(responses.model_status_response(statuses)))
-        if route.method == "metadata":
-            answer = self.plane.metadata(
-                API, route.target, [SIGNATURE_DEF_FIELD], respond=responses.metadata_json
+    async def _answer(self, call: Call, request: RestRequest) -> bytes:
+        plane, method, signature_name = self.plane, call.method, request.signature_name
+        if method == "status":
+            return await plane.status(call, _status_json)
+        if method == "metadata":
+            return await plane.metadata(call, [SIGNATURE_DEF_FIELD], _metadata_json)
+        if method == "predict":
+            inputs, respond = _predict_io(request, call.deadline)
+            return await plane.predict(call, signature_name, inputs, (), respond)
+        examples = partial(rest_examples.serialize, request.examples)
+        if method == "classify":
+            return await plane.classify(call, signature_name, examples, _classify_json)
+        return await plane.regress(call, signature_name, examples, _regress_json)
+
+
+def _read_document(route: Route, body: bytes | bytearray, deadline: float | None) -> RestRequest:
+    """A POST's JSON document, its signature name and (classify, regress) its examples."""
+    doc = _parse_json(body, deadline, fast=route.method == "predict")
+    signature_name = _signature_name(doc)
+    parsed = None if route.method == "predict" else rest_examples.parse(doc, route.method)
+    return RestRequest(route, doc, signature_name, parsed)
+
+
+def _predict_io(request: RestRequest, deadline: float | None) -> tuple:
+    """A Predict's `inputs` (decoded by the dtypes of the signature it names) and `respond`
+    (in the request's own format: row or columnar)."""
+    doc, signature_name = request.doc, request.signature_name
+    row = "instances" in doc
+
+    def inputs(servable: Any) -> dict[str, np.ndarray]:
+        signature = _signature(servable, signature_name)
+        if "instances" in doc and "inputs" in doc:
+            raise invalid_argument(
+                "Not formatted correctly expecting only one of 'inputs' or 'instances' keys "
+                "to exist"
             )
-            return _dump(answer)
-        if route.method == "predict":
-            call, respond = self._predict_call(request, deadline)
-            return self.plane.predict(*call, deadline=deadline, respond=respond)
-        run = self.plane.classify if route.method == "classify" else self.plane.regress
-        return run(
-            API,
-            route.target,
-            request.signature_name,
-            lambda: serialized_examples(request.features),
-            deadline=deadline,
-            respond=_classify_json if route.method == "classify" else _regress_json,
-        )
+        if row:
+            return _row_inputs(doc["instances"], signature.inputs, deadline)
+        if "inputs" in doc:
+            return _columnar_inputs(doc["inputs"], signature.inputs, deadline)
+        raise invalid_argument("Missing 'inputs' or 'instances' key")
 
-    @staticmethod
-    def _predict_call(request: _Request, deadline: float | None) -> tuple:
-        """The data plane's Predict arguments for a request, and its `respond`."""
-        doc, signature_name = request.doc, request.signature_name
-        row = "instances" in doc
+    def respond(_answered: Answered, outputs: dict[str, np.ndarray]) -> bytes:
+        if row:
+            return _row_outputs(outputs, deadline)
+        return _columnar_outputs(outputs, deadline)
 
-        def inputs(servable: Servable) -> dict[str, np.ndarray]:
-            signature = _signature(servable, signature_name)
-            if "instances" in doc and "inputs" in doc:
-                raise invalid_argument(
-                    "Not formatted correctly expecting only one of 'inputs' or 'instances' keys "
-                    "to exist"
-                )
-            if row:
-                return _row_inputs(doc["instances"], signature.inputs, deadline)
-            if "inputs" in doc:
-                return _columnar_inputs(doc["inputs"], signature.inputs, deadline)
-            raise invalid_argument("Missing 'inputs' or 'instances' key")
-
-        def respond(_answered: Answered, outputs: dict[str, np.ndarray]) -> bytes:
-            if row:
-                return _row_outputs(outputs, deadline)
-            return _columnar_outputs(outputs, deadline)
-
-        return (API, request.route.target, signature_name, inputs), respond
+    return inputs, respond
 
 
-def _error_answer(err: Exception) -> tuple[int, bytes]:
+def _error_answer(err: Exception, http_method: str, path: str) -> tuple[int, bytes]:
     if isinstance(err, StatusError):
         return err.http_status, _dump({"error": err.message})
-    # a bug outside the data plane: still one JSON error
-    return 500, _dump({"error": f"Internal error: {err}"})
+    # A bug outside the data plane (which logs its own): logged, and still one JSON error.
+    log.error("REST %s %s answered 500: %s", http_method, path, err, exc_info=err)
+    return 500, _dump({"error": "Internal error (logged by the server)"})
+
+
+def _status_json(statuses: list[Any]) -> bytes:
+    return _dump(responses.as_json(responses.model_status_response(statuses)))
+
+
+def _metadata_json(answered: Answered, signatures: Any) -> bytes:
+    return _dump(responses.metadata_json(answered, signatures))
 
 
 def parse_route(http_method: str, path: str) -> Route:
@@ -242,7 +232,7 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _signature(servable: Servable, signature_name: str):
+def _signature(servable: Any, signature_name: str):
     name = signature_name or DEFAULT_SIGNATURE
     signature = servable.signatures.get(name)
     if signature is None:

@@ -15,7 +15,7 @@ Features = dict[str, tuple[str | None, list[Any]]]
 Parsed = tuple[Features | None, list[Features]]
 
 
-def examples_of(doc: dict[str, Any], method: str) -> Parsed:
+def parse(doc: dict[str, Any], method: str) -> Parsed:
     """(context, examples) from `context` (optional, merged into each example when
     serialized) and `examples`, checked and typed as TF Serving does."""
     context = _example(doc["context"]) if "context" in doc else None
@@ -31,7 +31,7 @@ def examples_of(doc: dict[str, Any], method: str) -> Parsed:
     return context, [_example(item) for item in examples]
 
 
-def serialized_examples(parsed: Parsed) -> list[bytes]:
+def serialize(parsed: Parsed) -> list[bytes]:
     """Serialized tf.Examples, the context's bytes before each (protobuf merges concatenated
     messages)."""
 

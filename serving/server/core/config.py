@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fmnist.errors import UserError
-from fmnist.serving.server.servables.batching import BatchingConfig, check_config
+from fmnist.serving.server.servables.batch_scheduler import BatchingConfig, check_config
 
 DEFAULT_GRPC_PORT = 8500
 DEFAULT_REST_PORT = 8501
@@ -78,6 +78,8 @@ class ServerConfig:
     reuse_port: bool = False  # set in those processes: they bind the ports with SO_REUSEPORT
     tf_intra_op_threads: int = 0  # --tensorflow_intra_op_parallelism; 0: TensorFlow's choice
     tf_inter_op_threads: int = 0  # --tensorflow_inter_op_parallelism; 0: TensorFlow's choice
+    log_level: str = "info"  # --log_level: debug, info, warning or error
+    log_format: str = "text"  # --log_format: TF Serving's lines (text) or JSON lines
 
 
 def read_batching_parameters_file(path: str | None) -> BatchingConfig:

@@ -1,38 +1,41 @@
-"""One request path under both APIs: resolve the model, version and label a request names,
-hold that version while it runs, run its servable, record metrics, and fail only with
-canonical status errors (TF Serving's ServerCore and *_impl.cc do this for its APIs).
+"""One request path under both APIs, as TF Serving's ServerCore and *_impl.cc: resolve the
+model, version and label a request names, hold that version while it runs, run its servable
+where `Placement` says, record metrics, and fail only with canonical status errors.
 
-The gRPC and REST APIs translate their wire formats into these calls and back. Each call
-takes a `respond` function that builds the API's answer inside the request's scope, so an
-answer that cannot be encoded fails with the right code and is timed with the request.
-`predict_async` is Predict for a small request on an event loop: the servable's own async
-form waits without a thread (a batch queue) or runs on `executor`.
+Every operation is a coroutine on the API's event loop; the servables stay synchronous. An
+API describes each request as a `Call` and passes a `respond` function that builds its wire
+answer from the plain result inside the request's scope, so an answer that cannot be
+encoded fails with the right code and is timed with the request. A request answered
+INTERNAL is logged with its traceback, method, model and version. Each of
+`DataPlane.observers` (none by default: the place for request logging) gets every answered
+`Call`: method, wire request, resolved model spec, plain result, wire response, timing.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Executor
-from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from functools import partial, partialmethod
 from typing import Any, TypeVar
 
 import numpy as np
 
 from fmnist.serving.server.core.config import ModelConfig
-from fmnist.serving.server.core.metrics import Metrics, RequestRecord
-from fmnist.serving.server.core.registry import ServableRegistry, ServableVersion, VersionStatus
+from fmnist.serving.server.core.metrics import Metrics
+from fmnist.serving.server.core.placement import Placement
+from fmnist.serving.server.core.registry import ServableRegistry
 from fmnist.serving.server.servables import examples
-from fmnist.serving.server.servables.base import Outputs, Servable
-from fmnist.serving.wire import messages as pb
+from fmnist.serving.server.servables.base import Servable
 from fmnist.serving.wire.status import Code, StatusError, invalid_argument
 
+log = logging.getLogger(__name__)
 R = TypeVar("R")
 SIGNATURE_DEF_FIELD = "signature_def"  # the only metadata field TF Serving supports
-# Predict inputs: arrays by alias, or a function of the servable that decodes them (REST
-# reads its JSON by the dtypes of the signature it names).
-Inputs = Mapping[str, np.ndarray] | Callable[[Servable], Mapping[str, np.ndarray]]
+INTERNAL_ERROR = "Internal error (logged by the server)"  # a bug's own words stay in the log
 # A span around each request for a profiler's trace: (name, model=...) -> context manager.
 Trace = Callable[..., AbstractContextManager]
 
@@ -59,6 +62,28 @@ class Answered:
     signature: str | None = None
 
 
+@dataclass(eq=False)
+class Call:
+    """One request, as its API describes it and the data plane fills in. `request` and
+    `response` are the API's own (messages, or REST's JSON document and body); `result` is
+    the plain answer between them."""
+
+    api: str  # "grpc" or "rest"
+    method: str  # predict, classify, regress, multi_inference, metadata, status, ...
+    target: Target
+    request: Any = None
+    size: int = 0  # the request's bytes: where its work runs
+    deadline: float | None = None  # a time.monotonic() value
+    model: str = ""  # metrics label: the model named, if it is served
+    version: str = ""  # metrics label: the version that answered
+    answered: Answered | None = None  # the effective model spec: resolved version, signature
+    result: Any = None
+    response: Any = None
+    code: Code = Code.OK
+    started: float = field(default_factory=time.perf_counter)
+    seconds: float = 0.0  # from start to answer
+
+
 class DataPlane:
     """The operations of TF Serving's APIs over a registry of served models."""
 
@@ -68,187 +93,185 @@ class DataPlane:
         metrics: Metrics,
         method_check: bool = False,
         trace: Trace = no_trace,
-        executor: Executor | None = None,
+        pools: Mapping[str, Any] | None = None,
     ):
         self.registry = registry
         self.metrics = metrics
         self.method_check = method_check  # --enable_signature_method_name_check
         self.trace = trace  # TensorFlow's TraceMe spans while a profile is captured
-        self.executor = executor  # where predict_async runs models that block
+        self.placement = Placement(pools)  # the APIs' thread pools, by API name
+        self.observers: list[Callable[[Call], Any]] = []
 
     # --- operations -------------------------------------------------------------------
 
-    def predict(
+    async def predict(
         self,
-        api: str,
-        target: Target,
+        call: Call,
         signature_name: str,
-        inputs: Inputs,
-        output_filter: Sequence[str] = (),
-        *,
-        deadline: float | None = None,
-        respond: Callable[[Answered, Outputs], R],
+        inputs: Mapping[str, np.ndarray] | Callable[[Servable], Mapping[str, np.ndarray]],
+        output_filter: Sequence[str],
+        respond: Callable[[Answered, dict[str, np.ndarray]], R],
     ) -> R:
-        def run(record: RequestRecord) -> R:
-            with self._hold(target, record) as held:
-                given = inputs(held.servable) if callable(inputs) else inputs
-                name, outputs = held.servable.predict(
-                    signature_name, given, output_filter, deadline=deadline
-                )
-                del given  # the request's arrays are not needed while the answer is built
-            return respond(Answered(held.name, held.version, name), outputs)
+        """Predict of arrays by alias, or of a function that decodes them from the servable
+        (REST reads its JSON by the dtypes of the signature it names)."""
 
-        return self._serve(api, "predict", target.model, run)
+        async def run(servable: Servable) -> tuple[str, dict[str, np.ndarray]]:
+            given = inputs
+            if callable(inputs):
+                given = await self.placement.request_work(call, partial(inputs, servable))
+            return await self.placement.predict(
+                call, servable, signature_name, given, output_filter
+            )
 
-    async def predict_async(
+        return await self._serve(call, self._on_version(call, call.target, run, respond))
+
+    async def _examples(
         self,
-        api: str,
-        target: Target,
+        method: str,
+        call: Call,
         signature_name: str,
-        inputs: Inputs,
-        output_filter: Sequence[str] = (),
-        *,
-        deadline: float | None = None,
-        respond: Callable[[Answered, Outputs], R],
+        given: Any,
+        respond: Callable[[Answered, Any], R],
     ) -> R:
-        """`predict` on an event loop (see the module docstring)."""
-        with self._scope(api, "predict", target.model) as record:
-            with self._hold(target, record) as held:
-                given = inputs(held.servable) if callable(inputs) else inputs
-                name, outputs = await held.servable.predict_async(
-                    signature_name, given, output_filter, deadline=deadline, executor=self.executor
-                )
-                del given
-            return respond(Answered(held.name, held.version, name), outputs)
+        """Classify or Regress of the tf.Examples `given`: a tf.Example `Input` message, or a
+        function giving them serialized (REST's JSON); `respond` gets the result message."""
+        serialize = given if callable(given) else partial(examples.serialized_examples, given)
 
-    def classify(
-        self,
-        api: str,
-        target: Target,
-        signature_name: str,
-        serialized: Sequence[bytes] | Callable[[], Sequence[bytes]],
-        *,
-        deadline: float | None = None,
-        respond: Callable[[Answered, pb.ClassificationResult], R],
+        async def run(servable: Servable) -> tuple[str, Any]:
+            serialized = await self.placement.request_work(call, serialize)
+            task = getattr(servable, method)
+            work = partial(
+                task, signature_name, serialized, self.method_check, deadline=call.deadline
+            )
+            return await self.placement.on_pool(call, work)
+
+        return await self._serve(call, self._on_version(call, call.target, run, respond))
+
+    classify = partialmethod(_examples, "classify")
+    regress = partialmethod(_examples, "regress")
+
+    async def multi_inference(
+        self, call: Call, respond: Callable[[Answered, list[tuple[str, Any]]], R]
     ) -> R:
-        """Serialized tf.Examples (or a function giving them once the version is held)."""
-        return self._examples(
-            api, "classify", target, signature_name, serialized, deadline, respond
-        )
+        """A MultiInferenceRequest (`call.request`): its tasks checked, then run on the
+        version the first task's ModelSpec names; `respond` gets (signature, result) each."""
 
-    def regress(
-        self,
-        api: str,
-        target: Target,
-        signature_name: str,
-        serialized: Sequence[bytes] | Callable[[], Sequence[bytes]],
-        *,
-        deadline: float | None = None,
-        respond: Callable[[Answered, pb.RegressionResult], R],
-    ) -> R:
-        return self._examples(api, "regress", target, signature_name, serialized, deadline, respond)
+        async def checked() -> R:
+            tasks, spec = examples.multi_inference_tasks(call.request)
 
-    def multi_inference(
-        self, api: str, request: Any, *, deadline: float | None = None
-    ) -> pb.MultiInferenceResponse:
-        """A MultiInferenceRequest: its tasks checked, then run on the version the first
-        task's ModelSpec names."""
-        model = request.tasks[0].model_spec.name if request.tasks else ""
+            async def run(servable: Servable) -> tuple[None, list[tuple[str, Any]]]:
+                given = partial(examples.serialized_examples, call.request.input)
+                serialized = await self.placement.request_work(call, given)
+                work = partial(servable.multi_inference, tasks, serialized, deadline=call.deadline)
+                return None, await self.placement.on_pool(call, work)
 
-        def run(record: RequestRecord) -> pb.MultiInferenceResponse:
-            spec = examples.first_task_spec(request)
-            examples.check_tasks(request)
-            with self._hold(target_of(spec), record) as held:
-                return examples.run_multi_inference(held.servable, request, held.version, deadline)
+            return await self._on_version(call, target_of(spec), run, respond)
 
-        return self._serve(api, "multi_inference", model, run)
+        return await self._serve(call, checked())
 
-    def metadata(
-        self,
-        api: str,
-        target: Target,
-        fields: Sequence[str],
-        *,
-        respond: Callable[[Answered, pb.SignatureDefMap], R],
+    async def metadata(
+        self, call: Call, fields: Sequence[str], respond: Callable[[Answered, Any], R]
     ) -> R:
         """GetModelMetadata: `signature_def` is the only field (checked before the model)."""
 
-        def run(record: RequestRecord) -> R:
+        async def checked() -> R:
             if not fields:
                 raise invalid_argument(
                     "GetModelMetadataRequest must specify at least one metadata_field"
                 )
-            for field in fields:
-                if field != SIGNATURE_DEF_FIELD:
-                    raise invalid_argument(f"Metadata field {field} is not supported")
-            with self._hold(target, record) as held:
-                signatures = held.servable.metadata()
-            return respond(Answered(held.name, held.version), signatures)
+            for name in fields:
+                if name != SIGNATURE_DEF_FIELD:
+                    raise invalid_argument(f"Metadata field {name} is not supported")
+            return await self._on_version(call, call.target, _signature_defs, respond)
 
-        return self._serve(api, "metadata", target.model, run)
+        return await self._serve(call, checked())
 
-    def status(self, api: str, model: str, version: int | None = None) -> list[VersionStatus]:
+    async def status(self, call: Call, respond: Callable[[list[Any]], R]) -> R:
         """The model's version states; as in TF Serving, a label does not narrow them."""
-        return self._serve(api, "status", model, lambda _: self.registry.status(model, version))
 
-    def reload(self, api: str, models: tuple[ModelConfig, ...]) -> None:
-        """Serve `models` from now on (blocks until the new ones are loaded)."""
-        self._serve(api, "reload_config", "", lambda _: self.registry.reload(models))
+        async def answer() -> R:
+            call.result = self.registry.status(call.target.model, call.target.version)
+            return respond(call.result)
 
-    def refused(self, api: str, method: str, model: str, error: StatusError) -> None:
+        return await self._serve(call, answer())
+
+    async def reload(self, call: Call, models: tuple[ModelConfig, ...]) -> None:
+        """Serve `models` from now on (returns once the new ones are loaded)."""
+        await self._serve(call, self.placement.on_pool(call, partial(self.registry.reload, models)))
+
+    def refused(self, call: Call, error: StatusError) -> None:
         """Count a request its API refused before it reached an operation (a malformed URL
         or body), so the metrics see every request."""
-        record = self.metrics.start(api, method)
-        if model in self.registry.managers:
-            record.model = model
-        self.metrics.finish(record, error.code.name)
+        call.code = error.code
+        self._label(call)
+        self.metrics.finish(call)
 
     # --- the request scope ----------------------------------------------------------------
 
-    def _examples(self, api, method, target, signature_name, serialized, deadline, respond):
-        def run(record: RequestRecord):
-            with self._hold(target, record) as held:
-                given = serialized() if callable(serialized) else serialized
-                run_method = getattr(held.servable, method)  # classify or regress
-                name, result = run_method(
-                    signature_name, given, self.method_check, deadline=deadline
-                )
-            return respond(Answered(held.name, held.version, name), result)
+    def _label(self, call: Call) -> None:
+        call.model = call.target.model if call.target.model in self.registry.managers else ""
 
-        return self._serve(api, method, target.model, run)
+    async def _on_version(
+        self,
+        call: Call,
+        target: Target,
+        run: Callable[[Servable], Awaitable[tuple[str | None, Any]]],
+        respond: Callable[..., R],
+    ) -> R:
+        """Hold the target's version (a version being retired finishes the requests holding
+        it) while `run(servable)` gives (signature used, plain result); then `respond`
+        builds the API's answer from them."""
+        with self.registry.acquire(target.model, target.version, target.label) as held:
+            call.version = str(held.version)
+            name, call.result = await run(held.servable)
+        call.answered = Answered(held.name, held.version, name)
+        return await self.placement.request_work(call, partial(respond, call.answered, call.result))
 
-    def _serve(self, api: str, method: str, model: str, run: Callable[[RequestRecord], R]) -> R:
-        with self._scope(api, method, model) as record:
-            return run(record)
-
-    @contextmanager
-    def _scope(self, api: str, method: str, model: str) -> Iterator[RequestRecord]:
-        """One request, metered and traced; anything but a StatusError is a bug, reported
-        INTERNAL to the client (one request's bug must not take the server down)."""
-        record = self.metrics.start(api, method)
-        if model in self.registry.managers:
-            record.model = model
+    async def _serve(self, call: Call, work: Awaitable[R]) -> R:
+        """One request, metered, traced and observed. Anything but a StatusError is a bug,
+        answered INTERNAL (one request's bug must not take the server down); an INTERNAL
+        answer is logged with its traceback."""
+        self._label(call)
         try:
-            with self.trace(f"{api}.{method}", model=model):
-                yield record
+            with self.trace(f"{call.api}.{call.method}", model=call.model):
+                call.response = await work
+            return call.response
         except StatusError as err:
-            self.metrics.finish(record, err.code.name)
+            call.code = err.code
+            if err.code == Code.INTERNAL:
+                _log_internal(call, err)
             raise
         except asyncio.CancelledError:  # the client went away while it waited
-            self.metrics.finish(record, Code.CANCELLED.name)
+            call.code = Code.CANCELLED
             raise
         except Exception as err:
-            self.metrics.finish(record, Code.INTERNAL.name)
-            raise StatusError(Code.INTERNAL, f"Internal error: {err}") from None
-        self.metrics.finish(record, Code.OK.name)
+            call.code = Code.INTERNAL
+            _log_internal(call, err)
+            raise StatusError(Code.INTERNAL, INTERNAL_ERROR) from None
+        finally:
+            call.seconds = time.perf_counter() - call.started
+            self.metrics.finish(call)
+            for observe in self.observers:
+                try:
+                    observe(call)
+                except Exception:
+                    log.exception("a request observer failed")
 
-    @contextmanager
-    def _hold(self, target: Target, record: RequestRecord) -> Iterator[ServableVersion]:
-        """The version the target names, held until the block ends (a version being retired
-        finishes the requests holding it)."""
-        with self.registry.acquire(target.model, target.version, target.label) as held:
-            record.version = str(held.version)
-            yield held
+
+async def _signature_defs(servable: Servable) -> tuple[None, Any]:
+    return None, servable.metadata()
+
+
+def _log_internal(call: Call, error: BaseException) -> None:
+    context = {"api": call.api, "method": call.method, "model": call.model}
+    context["version"] = call.version
+    log.error(
+        "%s %s of model %s version %s answered INTERNAL: %s",
+        *context.values(),
+        error,
+        exc_info=error,
+        extra=context,
+    )
 
 
 def target_of(spec: Any) -> Target:

@@ -7,8 +7,7 @@ ones; they are served on the REST port at the path the monitoring config enables
 from __future__ import annotations
 
 import os
-import time
-from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import generate_latest
@@ -16,17 +15,6 @@ from prometheus_client.exposition import generate_latest
 # Loopback latencies are sub-millisecond; the tail reaches seconds for big batches.
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 _BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-
-
-@dataclass
-class RequestRecord:
-    """What one request touched; filled in as the request resolves its model and version."""
-
-    api: str  # "grpc" or "rest"
-    method: str  # predict, classify, regress, metadata, status
-    model: str = ""
-    version: str = ""
-    started: float = 0.0
 
 
 class Metrics:
@@ -76,15 +64,13 @@ class Metrics:
         self.batch_padding.inc(padding)
         self.batch_requests.inc(requests)
 
-    def start(self, api: str, method: str, model: str = "") -> RequestRecord:
-        return RequestRecord(api, method, model, started=time.perf_counter())
-
-    def finish(self, record: RequestRecord, code: str) -> None:
-        elapsed = time.perf_counter() - record.started
-        labels = (record.model, record.version, record.api, record.method)
-        self._child(self.requests, (*labels, code)).inc()
-        if code == "OK":
-            self._child(self.latency, labels).observe(elapsed)
+    def finish(self, call: Any) -> None:
+        """One answered request: a data plane `Call` (its model, version, API, method, code
+        and seconds)."""
+        labels = (call.model, call.version, call.api, call.method)
+        self._child(self.requests, (*labels, call.code.name)).inc()
+        if call.code.name == "OK":
+            self._child(self.latency, labels).observe(call.seconds)
 
     def _child(self, metric, labels: tuple[str, ...]):
         """The metric's child for these label values, looked up once (`labels()` validates

@@ -3,7 +3,9 @@
 A poll lists a model's base path (integer-named directories only, via `fmnist.layout`),
 loads every newly aspired version completely before it becomes visible, and only then
 retires versions that left the policy. A retired version stops taking new requests at
-once but is closed only when its last in-flight request has finished. A version that
+once but is closed only when its last in-flight request has finished, and then on the
+registry's unload thread, never on the thread that let go of it (an event loop, a request
+thread): closing can take long (a TF session, a batch queue draining). A version that
 fails to load is reported (state END with the error) and not retried until its directory
 goes away, so a broken publish leaves the previous version serving. As in TF Serving's
 file-system source, a base path that is missing (or cannot be listed) changes nothing:
@@ -12,20 +14,22 @@ the loaded versions keep serving; one that exists but holds no versions unloads 
 
 from __future__ import annotations
 
-import sys
+import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fmnist.errors import UserError
 from fmnist.layout import scan_versions
-from fmnist.serving.server.core.config import ModelConfig
+from fmnist.serving.server.core.config import ModelConfig, read_model_config_file
 from fmnist.serving.server.servables.base import Servable
 from fmnist.serving.server.servables.loader import Loader
 from fmnist.serving.wire.status import StatusError, invalid_argument, not_found
 
+log = logging.getLogger(__name__)
 # ModelVersionStatus.State names, as GetModelStatus reports them.
 START, LOADING, AVAILABLE, UNLOADING, END = "START", "LOADING", "AVAILABLE", "UNLOADING", "END"
 
@@ -51,19 +55,21 @@ class VersionStatus:
     error: str = ""
 
 
-Log = Callable[[str], None]
+def _unload_thread() -> Executor:
+    return ThreadPoolExecutor(1, thread_name_prefix="unload")
 
 
 class ModelManager:
-    """The versions of one model; thread-safe; `acquire` is the request hot path."""
+    """The versions of one model; thread-safe; `acquire` is the request hot path. Versions
+    are closed on `unloads` (one thread of the registry's)."""
 
-    def __init__(self, config: ModelConfig, loader: Loader, log: Log | None = None):
+    def __init__(self, config: ModelConfig, loader: Loader, unloads: Executor | None = None):
         self.config = config
         self._loader = loader
-        self._log = log or _stderr
+        self._unloads = unloads or _unload_thread()
         self._lock = threading.Lock()
         self._poll_lock = threading.Lock()
-        self._servables: dict[int, ServableVersion] = {}  # every version seen, for status
+        self._versions: dict[int, ServableVersion] = {}  # every version seen, for status
         self._latest: ServableVersion | None = None  # highest AVAILABLE version
         self._failed: dict[int, Path] = {}  # load failures, until the directory goes away
         self._base_state = "ok"  # ok | missing | empty | error: logged when it changes
@@ -78,48 +84,45 @@ class ModelManager:
     def acquire(
         self, version: int | None = None, label: str | None = None
     ) -> Iterator[ServableVersion]:
-        """Hold a servable for one request (latest, a version, or a label's version)."""
+        """Hold a version for one request (latest, a version, or a label's version)."""
         with self._lock:
             if label is not None:
                 if label not in self.config.labels:
                     raise invalid_argument(f"Unrecognized servable version label: {label}")
                 version = self.config.labels[label]
             if version is None:
-                servable = self._latest
-                if servable is None:
+                held = self._latest
+                if held is None:
                     raise not_found(f"Servable not found for request: Latest({self.name})")
             else:
-                servable = self._servables.get(version)
-                if servable is None or servable.state != AVAILABLE:
+                held = self._versions.get(version)
+                if held is None or held.state != AVAILABLE:
                     raise not_found(
                         f"Servable not found for request: Specific({self.name}, {version})"
                     )
-            servable.in_flight += 1
+            held.in_flight += 1
         try:
-            yield servable
+            yield held
         finally:
-            self._release(servable)
-
-    def _release(self, servable: ServableVersion) -> None:
-        with self._lock:
-            servable.in_flight -= 1
-            drained = servable.state == UNLOADING and servable.in_flight == 0
-        if drained:
-            self._finish_unload(servable)
+            with self._lock:
+                held.in_flight -= 1
+                drained = held.state == UNLOADING and held.in_flight == 0
+            if drained:
+                self._close_soon(held)
 
     def status(self, version: int | None = None) -> list[VersionStatus]:
         """Version states, newest first (TF Serving's GetModelStatus; NOT_FOUND if none)."""
         with self._lock:
             if version is not None:
-                servable = self._servables.get(version)
-                if servable is None:
+                entry = self._versions.get(version)
+                if entry is None:
                     raise not_found(f"Could not find version {version} of model {self.name}")
-                chosen = [servable]
+                chosen = [entry]
             else:
-                chosen = sorted(self._servables.values(), key=lambda s: -s.version)
+                chosen = sorted(self._versions.values(), key=lambda e: -e.version)
             if not chosen:
                 raise not_found(f"Could not find any versions of model {self.name}")
-            return [VersionStatus(s.version, s.state, s.error) for s in chosen]
+            return [VersionStatus(e.version, e.state, e.error) for e in chosen]
 
     # --- versions ------------------------------------------------------------------
 
@@ -136,25 +139,27 @@ class ModelManager:
         self._failed = {v: p for v, p in self._failed.items() if on_disk.get(v) == p}
         candidates = {v: p for v, p in on_disk.items() if v not in self._failed}
         for version in sorted(self.config.policy.select(candidates), reverse=True):
-            current = self._servables.get(version)
+            current = self._versions.get(version)
             if current is None or current.state not in (LOADING, AVAILABLE):
                 self._load(version, candidates[version])
         candidates = {v: p for v, p in on_disk.items() if v not in self._failed}
         aspired = self.config.policy.select(candidates)
+        self._retire(lambda e: e.version not in aspired)
+
+    def _retire(self, leaving) -> None:
+        """AVAILABLE versions for which `leaving(entry)` holds take no new requests; each is
+        closed once its in-flight requests are done."""
         with self._lock:
-            retiring = [
-                s
-                for s in self._servables.values()
-                if s.state == AVAILABLE and s.version not in aspired
-            ]
-            for servable in retiring:
-                servable.state = UNLOADING
+            retiring = [e for e in self._versions.values() if e.state == AVAILABLE and leaving(e)]
+            for entry in retiring:
+                entry.state = UNLOADING
             self._update_latest()
-            drained = [s for s in retiring if s.in_flight == 0]
-        for servable in retiring:
-            self._log(f"model {self.name}: unloading version {servable.version}")
-        for servable in drained:
-            self._finish_unload(servable)
+        for entry in retiring:
+            log.info("model %s: unloading version %s", self.name, entry.version)
+            with self._lock:
+                drained = entry.in_flight == 0
+            if drained:
+                self._close_soon(entry)
 
     def _scan(self) -> dict[int, Path] | None:
         """The versions on disk, or None when the base path cannot be read (logged once)."""
@@ -172,52 +177,65 @@ class ModelManager:
             loaded = self._loaded_versions()
             keeping = f"; keeping versions {loaded} loaded" if loaded else ""
             if state == "missing":
-                self._log(f"model {self.name}: could not find base path {base}{keeping}")
+                log.warning("model %s: could not find base path %s%s", self.name, base, keeping)
             elif state == "error":
-                self._log(f"model {self.name}: {detail}{keeping}")
+                log.warning("model %s: %s%s", self.name, detail, keeping)
             elif state == "empty":
-                self._log(
-                    f"model {self.name}: no versions found under base path {base} "
-                    "(version directories are named by integers, e.g. /1/)"
+                log.warning(
+                    "model %s: no versions found under base path %s (version directories are "
+                    "named by integers, e.g. /1/)",
+                    self.name,
+                    base,
                 )
             elif previous in ("missing", "error"):
-                self._log(f"model {self.name}: base path {base} readable again")
+                log.info("model %s: base path %s readable again", self.name, base)
         return on_disk
 
     def _loaded_versions(self) -> list[int]:
         with self._lock:
-            return sorted(v for v, s in self._servables.items() if s.state == AVAILABLE)
+            return sorted(v for v, e in self._versions.items() if e.state == AVAILABLE)
 
     def _load(self, version: int, path: Path) -> None:
-        servable = ServableVersion(self.name, version, path, state=LOADING)
+        entry = ServableVersion(self.name, version, path, state=LOADING)
         with self._lock:
-            self._servables[version] = servable
+            self._versions[version] = entry
         try:
             model = self._loader(path)
         except Exception as err:  # any failure to load is the version's, not the server's
             message = str(err).splitlines()[0] if str(err) else type(err).__name__
             with self._lock:
-                servable.state, servable.error = END, message
+                entry.state, entry.error = END, message
                 self._failed[version] = path
-            self._log(f"model {self.name}: version {version} failed to load: {message}")
+            log.error("model %s: version %s failed to load: %s", self.name, version, message)
             return
         with self._lock:
-            servable.servable, servable.state = model, AVAILABLE
+            entry.servable, entry.state = model, AVAILABLE
             self._update_latest()
-        self._log(f"model {self.name}: version {version} available ({path})")
+        log.info("model %s: version %s available (%s)", self.name, version, path)
 
     def _update_latest(self) -> None:
-        available = [s for s in self._servables.values() if s.state == AVAILABLE]
-        self._latest = max(available, key=lambda s: s.version, default=None)
+        available = [e for e in self._versions.values() if e.state == AVAILABLE]
+        self._latest = max(available, key=lambda e: e.version, default=None)
 
-    def _finish_unload(self, servable: ServableVersion) -> None:
+    def _close_soon(self, entry: ServableVersion) -> None:
+        try:
+            self._unloads.submit(self._close, entry)
+        except RuntimeError:  # the server has stopped its unload thread: the last to go
+            self._close(entry)
+
+    def _close(self, entry: ServableVersion) -> None:
+        """On the unload thread: close a drained version's servable."""
         with self._lock:
-            if servable.state != UNLOADING:
+            if entry.state != UNLOADING:
                 return
-            model, servable.servable = servable.servable, None
-            servable.state = END
-        model.close()
-        self._log(f"model {self.name}: version {servable.version} unloaded")
+            model, entry.servable = entry.servable, None
+        try:
+            model.close()
+        except Exception:
+            log.exception("model %s: closing version %s failed", self.name, entry.version)
+        with self._lock:
+            entry.state = END
+        log.info("model %s: version %s unloaded", self.name, entry.version)
 
     def set_policy(self, config: ModelConfig) -> None:
         """Take a reloaded config's version policy (labels follow via `set_labels`)."""
@@ -228,8 +246,8 @@ class ModelManager:
         """Each label must name an AVAILABLE version (TF Serving's rule on reload)."""
         with self._lock:
             for version in labels.values():
-                servable = self._servables.get(version)
-                if servable is None or servable.state != AVAILABLE:
+                entry = self._versions.get(version)
+                if entry is None or entry.state != AVAILABLE:
                     raise invalid_argument(
                         f"Request to assign label to version {version} of model {self.name}, "
                         "which is not currently available for inference"
@@ -240,27 +258,21 @@ class ModelManager:
             self.config = replace(self.config, labels=dict(labels))
 
     def unload_all(self) -> None:
-        with self._lock:
-            live = [s for s in self._servables.values() if s.state == AVAILABLE]
-            for servable in live:
-                servable.state = UNLOADING
-            self._latest = None
-            drained = [s for s in live if s.in_flight == 0]
-        for servable in drained:
-            self._finish_unload(servable)
+        self._retire(lambda _: True)
 
 
 class ServableRegistry:
-    """All configured models, by name, and the file-system poller that keeps them current."""
+    """All configured models, by name, and the pollers that keep them current: of the base
+    paths, and of the model config file."""
 
-    def __init__(self, models: tuple[ModelConfig, ...], loader: Loader, log: Log | None = None):
-        # Replaced whole (never mutated) on reload, so request threads read it without a lock.
-        self.managers = {m.name: ModelManager(m, loader, log) for m in models}
+    def __init__(self, models: tuple[ModelConfig, ...], loader: Loader):
         self._loader = loader
-        self._log = log or _stderr
+        self._unloads = _unload_thread()
+        # Replaced whole (never mutated) on reload, so request threads read it without a lock.
+        self.managers = {m.name: ModelManager(m, loader, self._unloads) for m in models}
         self._reload_lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     def status(self, name: str, version: int | None = None) -> list[VersionStatus]:
         if name not in self.managers:
@@ -269,22 +281,20 @@ class ServableRegistry:
             raise not_found(f"Could not find any versions of model {name}")
         return self.managers[name].status(version)
 
-    @contextmanager
-    def acquire(
-        self, name: str, version: int | None = None, label: str | None = None
-    ) -> Iterator[ServableVersion]:
-        if name not in self.managers:
+    def acquire(self, name: str, version: int | None = None, label: str | None = None):
+        """`ModelManager.acquire` of the named model (NOT_FOUND for a model not served)."""
+        manager = self.managers.get(name)
+        if manager is None:
             what = f"Specific({name}, {version})" if version is not None else f"Latest({name})"
             raise not_found(f"Servable not found for request: {what}")
-        with self.managers[name].acquire(version, label) as servable:
-            yield servable
+        return manager.acquire(version, label)
 
     def poll_all(self) -> None:
         for manager in self.managers.values():
             try:
                 manager.poll()
-            except Exception as err:  # keep polling the other models, and later polls
-                self._log(f"model {manager.name}: poll failed: {err}")
+            except Exception:  # keep polling the other models, and later polls
+                log.exception("model %s: poll failed", manager.name)
 
     def check_labels(self) -> None:
         """Labels must name available versions when the server starts (TF Serving's rule)."""
@@ -310,7 +320,7 @@ class ServableRegistry:
             for config in models:
                 manager = current.get(config.name)
                 if manager is None or manager.config.base_path != config.base_path:
-                    manager = ModelManager(config, self._loader, self._log)
+                    manager = ModelManager(config, self._loader, self._unloads)
                 else:
                     manager.set_policy(config)
                 manager.poll()
@@ -328,28 +338,47 @@ class ServableRegistry:
             self.managers = managers
             for name, manager in current.items():
                 if managers.get(name) is not manager:
-                    self._log(f"model {name}: removed from the config; unloading")
+                    log.info("model %s: removed from the config; unloading", name)
                     manager.unload_all()
 
     def start_polling(self, interval: float) -> None:
+        """Poll the base paths every `interval` seconds (<= 0: never)."""
+        self._every(interval, "fs-poller", self.poll_all)
+
+    def watch_config_file(self, path: str, interval: float, models: tuple[ModelConfig, ...]):
+        """TF Serving's --model_config_file_poll_wait_seconds: re-read the config file every
+        `interval` seconds and reload when it changed from the last `models` it gave; a file
+        that does not parse keeps the current config."""
+        last = [models]
+
+        def check() -> None:
+            try:
+                models = read_model_config_file(path)
+                if models != last[0]:
+                    self.reload(models)
+                    log.info("Reloaded model config file %s", path)
+                last[0] = models
+            except (UserError, StatusError) as err:
+                log.warning("keeping the current model config: %s", err)
+
+        self._every(interval, "config-poller", check)
+
+    def _every(self, interval: float, name: str, work) -> None:
         if interval <= 0:
             return
-        self._thread = threading.Thread(
-            target=self._poll_loop, args=(interval,), name="fs-poller", daemon=True
-        )
-        self._thread.start()
 
-    def _poll_loop(self, interval: float) -> None:
-        while not self._stop.wait(interval):
-            self.poll_all()
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                work()
+
+        self._threads.append(threading.Thread(target=loop, name=name, daemon=True))
+        self._threads[-1].start()
 
     def stop(self) -> None:
+        """Stop polling, unload every version, and wait until they are closed."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        for thread in self._threads:
+            thread.join()
         for manager in self.managers.values():
             manager.unload_all()
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+        self._unloads.shutdown(wait=True)

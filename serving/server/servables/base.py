@@ -2,44 +2,50 @@
 
 `Servable` is what the data plane holds for one model version (TF Serving's servable): its
 signatures as plain data, Predict, the tf.Example APIs (Classify, Regress, MultiInference),
-its SignatureDefs for GetModelMetadata, and `close`. `SignatureServable` implements the
-tf.Example APIs once, for any servable that can run tensors by name, which the SavedModel
-(graph tensors) and the TFLite model (interpreter tensors) both can.
+its SignatureDefs for GetModelMetadata, and `close`. Servables are synchronous; where a call
+runs (the event loop, a thread pool, a batch queue) is the data plane's choice.
+`SignatureServable` implements Predict (input checks, zero-row batches, chunks) and the
+tf.Example APIs once, for any servable that runs tensors by name, which the SavedModel
+(graph tensors) and the TFLite model (interpreter tensors) both do.
 """
 
 from __future__ import annotations
 
 import abc
-import asyncio
-import functools
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
-from fmnist.serving.server.servables import examples
+from fmnist.serving.server.servables import examples, validation
 from fmnist.serving.server.servables.examples import ExampleResult
+from fmnist.serving.server.servables.validation import TensorSpec
+from fmnist.serving.wire import dtypes
 from fmnist.serving.wire import messages as pb
 from fmnist.serving.wire.signature import (
     CLASSIFY_METHOD,
+    DEFAULT_SIGNATURE,
     REGRESS_METHOD,
     Signature,
     TensorInfo,
     to_signature_def,
 )
-from fmnist.serving.wire.status import invalid_argument
+from fmnist.serving.wire.status import failed_precondition, invalid_argument
 
 Outputs = dict[str, np.ndarray]
 
 
-class Servable(Protocol):
-    """One loaded model version, as the data plane uses it."""
+class Busy(Exception):
+    """A call made with `wait=False` would have to wait (for a free TFLite interpreter)."""
 
-    @property
-    def signatures(self) -> Mapping[str, Signature]:
-        """Signature key -> its inputs and outputs, as plain data."""
-        ...
+
+class Servable(Protocol):
+    """One loaded model version, as the data plane uses it. `deadline` is a
+    `time.monotonic()` value: past it, DEADLINE_EXCEEDED."""
+
+    signatures: Mapping[str, Signature]  # signature key -> its inputs and outputs
+    runs_inline: bool  # a small Predict costs less than a thread hand-off (with wait=False)
 
     def predict(
         self,
@@ -48,65 +54,58 @@ class Servable(Protocol):
         output_filter: Sequence[str] = (),
         *,
         deadline: float | None = None,
+        wait: bool = True,
     ) -> tuple[str, Outputs]:
-        """Run a signature on named inputs (validated first); the signature used and outputs.
-        `deadline` is a `time.monotonic()` value: past it, DEADLINE_EXCEEDED."""
-        ...
-
-    async def predict_async(
-        self,
-        signature_name: str,
-        inputs: Mapping[str, np.ndarray],
-        output_filter: Sequence[str] = (),
-        *,
-        deadline: float | None = None,
-        executor: Executor | None = None,
-    ) -> tuple[str, Outputs]:
-        """`predict` for a small request on an event loop: it waits without holding the
-        loop (a run on `executor`, a batch queue), or runs there if that is quicker."""
+        """Run a signature on named inputs (checked first): the signature used and outputs.
+        `wait=False`: raise Busy rather than wait for a shared part of the model."""
         ...
 
     def classify(
-        self,
-        signature_name: str,
-        serialized: Sequence[bytes],
-        check_method: bool = False,
-        *,
-        deadline: float | None = None,
+        self, signature_name: str, serialized: Sequence[bytes], check_method: bool = False
     ) -> tuple[str, pb.ClassificationResult]:
-        """Serialized tf.Examples through a classify signature (TF Serving's checks)."""
+        """Serialized tf.Examples through a classify signature (TF Serving's checks); each
+        of the tf.Example APIs also takes `deadline`."""
         ...
 
     def regress(
-        self,
-        signature_name: str,
-        serialized: Sequence[bytes],
-        check_method: bool = False,
-        *,
-        deadline: float | None = None,
+        self, signature_name: str, serialized: Sequence[bytes], check_method: bool = False
     ) -> tuple[str, pb.RegressionResult]: ...
 
     def multi_inference(
-        self,
-        tasks: Sequence[tuple[str, str]],
-        serialized: Sequence[bytes],
-        *,
-        deadline: float | None = None,
+        self, tasks: Sequence[tuple[str, str]], serialized: Sequence[bytes]
     ) -> list[tuple[str, ExampleResult]]:
         """(signature name, method name) tasks over the same examples; a result per task."""
         ...
 
-    def metadata(self) -> pb.SignatureDefMap:
-        """The SignatureDefs, as GetModelMetadata answers them."""
-        ...
+    def metadata(self) -> pb.SignatureDefMap: ...
 
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class Port:
+    """A signature tensor as a servable feeds or fetches it: its tensor name, DataType, and
+    the shape requests are held to."""
+
+    name: str
+    dtype: int
+    spec: TensorSpec
+
+    @classmethod
+    def of(cls, alias: str, info: TensorInfo) -> Port:
+        return cls(info.name, info.dtype, TensorSpec(alias, info.shape))
+
+
+Ports = tuple[dict[str, Port], dict[str, Port]]  # (inputs, outputs) of a signature, by alias
+
+
 class SignatureServable(abc.ABC):
-    """A servable that runs tensors by name; the tf.Example APIs and metadata come from here."""
+    """A servable that runs tensors by name: Predict, the tf.Example APIs and metadata."""
 
     signatures: Mapping[str, Signature]
+    ports: Mapping[str, Ports]  # signature key -> its tensors
+    defaults: Mapping[str, Mapping[str, np.ndarray]] = {}  # signature key -> input defaults
+    runs_inline = False
 
     @abc.abstractmethod
     def run_tensors(
@@ -115,11 +114,15 @@ class SignatureServable(abc.ABC):
         fetches: Sequence[str],
         rows: int | None,
         deadline: float | None,
+        wait: bool = True,
     ) -> list[np.ndarray]:
-        """Tensor name -> value in, the fetched tensors' values out; `rows` is a batch size
-        every feed shares, to run in chunks along (None: run whole)."""
+        """Tensor name -> value in, the fetched tensors' values out, in chunks along `rows`
+        when it is a batch size every feed shares (None: run whole; see
+        `validation.run_in_chunks`)."""
 
     @abc.abstractmethod
+    def close(self) -> None: ...
+
     def predict(
         self,
         signature_name: str,
@@ -127,25 +130,42 @@ class SignatureServable(abc.ABC):
         output_filter: Sequence[str] = (),
         *,
         deadline: float | None = None,
-    ) -> tuple[str, Outputs]: ...
-
-    @abc.abstractmethod
-    def close(self) -> None: ...
-
-    async def predict_async(
-        self,
-        signature_name: str,
-        inputs: Mapping[str, np.ndarray],
-        output_filter: Sequence[str] = (),
-        *,
-        deadline: float | None = None,
-        executor: Executor | None = None,
+        wait: bool = True,
     ) -> tuple[str, Outputs]:
-        """`predict` on `executor`, so that the event loop goes on meanwhile."""
-        run = functools.partial(
-            self.predict, signature_name, inputs, output_filter, deadline=deadline
-        )
-        return await asyncio.get_running_loop().run_in_executor(executor, run)
+        """Inputs are checked before anything runs; a zero-row batch answers empty outputs
+        of the declared shapes without running (as TF Serving's SavedModel does, and a
+        runtime may refuse an empty batch); large batches run in chunks."""
+        name = signature_name or DEFAULT_SIGNATURE
+        if name not in self.ports:
+            raise failed_precondition(f'Serving signature key "{name}" not found.')
+        ins, outs = self.ports[name]
+        feeds = self._feeds(name, ins, inputs)
+        aliases = validation.output_aliases(outs, output_filter)
+        specs = {alias: port.spec for alias, port in ins.items()}
+        shapes = {alias: feeds[port.name].shape for alias, port in ins.items()}
+        rows = validation.batch_rows(specs, shapes, [outs[a].spec for a in aliases])
+        if rows == 0 and all(validation.conforms(specs[a], shapes[a]) for a in specs):
+            empty = _zero_rows({alias: outs[alias] for alias in aliases})
+            if empty is not None:
+                return name, empty
+        values = self.run_tensors(feeds, [outs[a].name for a in aliases], rows, deadline, wait)
+        return name, dict(zip(aliases, values, strict=True))
+
+    def _feeds(
+        self, signature_name: str, ports: Mapping[str, Port], inputs: Mapping[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """Tensor name -> value for the signature's inputs (defaults fill the missing ones);
+        names, dtypes and shapes are checked here, before anything runs."""
+        defaults = self.defaults.get(signature_name, {})
+        validation.check_input_names(inputs, ports, defaults)
+        feeds = {}
+        for alias, port in ports.items():
+            value = np.asarray(inputs[alias]) if alias in inputs else defaults[alias]
+            validation.check_dtype(alias, dtypes.dtype_of(value), port.dtype)
+            if alias in inputs:  # a default is the model's own value, fed as it is
+                validation.check_shape(signature_name, port.spec, value.shape)
+            feeds[port.name] = value
+        return feeds
 
     def metadata(self) -> pb.SignatureDefMap:
         answer = pb.SignatureDefMap()
@@ -236,3 +256,14 @@ class SignatureServable(abc.ABC):
         rows = len(serialized) if batched else None
         feeds = dict.fromkeys(input_names, batch)
         return self.run_tensors(feeds, [o.name for o in outputs], rows, deadline)
+
+
+def _zero_rows(outputs: Mapping[str, Port]) -> Outputs | None:
+    """Zero-row outputs when every output's declaration fixes its shape, else None (run it)."""
+    empty = {}
+    for alias, port in outputs.items():
+        shape = validation.empty_output_shape(port.spec)
+        if shape is None or port.dtype not in dtypes.SUPPORTED_DTYPES:
+            return None
+        empty[alias] = np.empty(shape, dtype=dtypes.numpy_dtype(port.dtype))
+    return empty

@@ -1,6 +1,6 @@
 """tf.Example requests by TF Serving's rules (classifier.cc, regressor.cc, multi_inference.cc):
 the serialized examples of an `Input`, the checks a classify or regress signature must pass,
-the results built from a model's outputs, and a whole MultiInferenceRequest over a servable.
+the results built from a model's outputs, and the checks of a MultiInferenceRequest.
 
 Plain functions over the project's wire messages and signatures as plain data, so the
 SavedModel and TFLite servables, the data plane and warm-up replay share one copy.
@@ -150,25 +150,22 @@ def regression_result(values: np.ndarray, num_examples: int) -> pb.RegressionRes
 # --- MultiInference ------------------------------------------------------------------------
 
 
-def first_task_spec(request: Any) -> Any:
-    """TF Serving serves a MultiInference from the servable of its first task's ModelSpec."""
+def multi_inference_tasks(request: Any) -> tuple[list[tuple[str, str]], Any]:
+    """A MultiInferenceRequest's (signature name, method name) tasks, and the ModelSpec of
+    its first task, which names the servable (TF Serving's request-level checks, before
+    any model is looked at)."""
     if not request.tasks:
         raise invalid_argument("Expected at least one task")
-    return request.tasks[0].model_spec
-
-
-def check_tasks(request: Any) -> None:
-    """TF Serving's request-level MultiInference checks, before any model runs."""
-    model_name = ""
+    model_name = request.tasks[0].model_spec.name
     for task in request.tasks:
         if not task.model_spec.name:
             raise invalid_argument("Found ModelSpec with an empty model name.")
-        if not model_name:
-            model_name = task.model_spec.name
-        elif task.model_spec.name != model_name:
+        if task.model_spec.name != model_name:
             raise invalid_argument(
                 "All ModelSpecs in a MultiInferenceRequest must access the same model name."
             )
+    tasks = [(t.model_spec.signature_name, t.method_name) for t in request.tasks]
+    return tasks, request.tasks[0].model_spec
 
 
 def check_task_signatures(
@@ -189,28 +186,3 @@ def check_task_signatures(
             raise StatusError(Code.UNIMPLEMENTED, f"Unsupported signature method_name: {method}")
         checked.append(example_signature(signatures, name, method, False))
     return checked
-
-
-def run_multi_inference(
-    servable: Any,
-    request: Any,
-    version: int | None = None,
-    deadline: float | None = None,
-) -> pb.MultiInferenceResponse:
-    """Every task of a MultiInferenceRequest over its shared Input, in one model run."""
-    first_task_spec(request)
-    check_tasks(request)
-    tasks = [(t.model_spec.signature_name, t.method_name) for t in request.tasks]
-    results = servable.multi_inference(tasks, serialized_examples(request.input), deadline=deadline)
-    response = pb.MultiInferenceResponse()
-    for task, (signature_name, result) in zip(request.tasks, results, strict=True):
-        entry = response.results.add()
-        entry.model_spec.name = task.model_spec.name
-        entry.model_spec.signature_name = signature_name
-        if version is not None:
-            entry.model_spec.version.value = version
-        if isinstance(result, pb.ClassificationResult):
-            entry.classification_result.CopyFrom(result)
-        else:
-            entry.regression_result.CopyFrom(result)
-    return response

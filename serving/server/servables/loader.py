@@ -12,7 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fmnist.serving.server.servables.base import Servable
-from fmnist.serving.server.servables.batching import BatchingConfig, BatchObserver, with_batching
+from fmnist.serving.server.servables.batch_scheduler import BatchingConfig, BatchObserver
+from fmnist.serving.server.servables.batching import with_batching
 from fmnist.serving.server.servables.tflite import TFLITE_FILE
 from fmnist.serving.server.servables.warmup import with_warmup
 
@@ -26,17 +27,17 @@ SAVED_MODEL_NEEDS_TF = (
 def version_loader(
     prefer_tflite: bool,
     *,
-    warmup_log: Callable[[str], None] | None = None,
+    warmup: bool = False,
     batching: BatchingConfig | None = None,
     observe_batch: BatchObserver | None = None,
     tf_threads: tuple[int, int] = (0, 0),
 ) -> Loader:
-    """The loader for a server's versions: warm-up replay when `warmup_log` is given (TF
-    Serving's --enable_model_warmup), batching when `batching` is (--enable_batching);
+    """The loader for a server's versions: warm-up replay with `warmup` (TF Serving's
+    --enable_model_warmup), batching when `batching` is given (--enable_batching);
     `tf_threads` are a SavedModel session's (intra-op, inter-op) threads, 0 for TF's choice."""
     loader: Loader = _model_loader(prefer_tflite, tf_threads)
-    if warmup_log is not None:
-        loader = with_warmup(loader, warmup_log)
+    if warmup:
+        loader = with_warmup(loader)
     if batching is not None:
         loader = with_batching(loader, batching, observe_batch)
     return loader

@@ -6,7 +6,7 @@ and session, and one compiled session callable per (inputs, outputs) combination
 once and reused. Inputs are checked against the signature first (`validation`: a wrong
 rank can abort the process inside a kernel), and large batches run in chunks of
 `validation.CHUNK_ROWS` rows, so a request at the size limit does not hold every
-intermediate tensor of the whole batch at once. The tf.Example APIs come from
+intermediate tensor of the whole batch at once. Predict and the tf.Example APIs come from
 `SignatureServable`.
 """
 
@@ -23,12 +23,11 @@ from google.protobuf import text_format
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, saved_model_pb2
 
 from fmnist.serving.server.servables import validation
-from fmnist.serving.server.servables.base import SignatureServable
-from fmnist.serving.server.servables.validation import TensorSpec
-from fmnist.serving.wire import dtypes, tensor_proto
+from fmnist.serving.server.servables.base import Port, Ports, SignatureServable
 from fmnist.serving.wire import messages as pb
-from fmnist.serving.wire.signature import DEFAULT_SIGNATURE, Signature, from_signature_def
-from fmnist.serving.wire.status import StatusError, failed_precondition, invalid_argument
+from fmnist.serving.wire import tensor_proto
+from fmnist.serving.wire.signature import Signature, from_signature_def
+from fmnist.serving.wire.status import StatusError, invalid_argument
 
 SERVE_TAG = "serve"
 _MAX_CALLABLES = 64
@@ -73,6 +72,13 @@ class SavedModelServable(SignatureServable):
         self.signatures: dict[str, Signature] = {
             name: from_signature_def(proto) for name, proto in self.signature_defs.items()
         }
+        self.ports: dict[str, Ports] = {
+            key: tuple(
+                {a: Port.of(a, i) for a, i in infos.items()} for infos in (s.inputs, s.outputs)
+            )
+            for key, s in self.signatures.items()
+        }
+        self.defaults = {name: _defaults(proto) for name, proto in self.signature_defs.items()}
         self._graph = tf.Graph()
         config = config_pb2.ConfigProto(
             intra_op_parallelism_threads=intra_op_threads,
@@ -149,64 +155,13 @@ class SavedModelServable(SignatureServable):
         fetches: Sequence[str],
         rows: int | None,
         deadline: float | None = None,
+        wait: bool = True,
     ) -> list[np.ndarray]:
         """`run`, in chunks (`validation.chunk_rows`) along dimension 0 when `rows` is a batch
         size every feed shares (None: run whole). `deadline` (a `time.monotonic()` value) is
-        checked before each chunk: past it, DEADLINE_EXCEEDED and no further chunk runs."""
+        checked before each chunk: past it, DEADLINE_EXCEEDED and no further chunk runs.
+        Nothing is waited for (`wait` is for servables with shared parts)."""
         return validation.run_in_chunks(lambda part: self.run(part, fetches), feeds, rows, deadline)
-
-    def predict(
-        self,
-        signature_name: str,
-        inputs: Mapping[str, np.ndarray],
-        output_filter: Sequence[str] = (),
-        *,
-        deadline: float | None = None,
-    ) -> tuple[str, dict[str, np.ndarray]]:
-        """Run a signature on named inputs; returns the effective signature name and outputs.
-
-        Inputs are validated before anything runs; a zero-row batch returns empty outputs
-        of the declared shapes; `deadline` as in `run_tensors`."""
-        name = signature_name or DEFAULT_SIGNATURE
-        signature = self.signature_defs.get(name)
-        if signature is None:
-            raise failed_precondition(f'Serving signature key "{name}" not found.')
-        feeds = self._feeds(name, signature, inputs)
-        aliases = validation.output_aliases(signature.outputs, output_filter)
-        specs = _specs(signature.inputs)
-        outputs = [TensorSpec.from_tensor_info(a, signature.outputs[a]) for a in aliases]
-        shapes = {alias: feeds[signature.inputs[alias].name].shape for alias in signature.inputs}
-        rows = validation.batch_rows(specs, shapes, outputs)
-        if rows == 0 and all(validation.conforms(specs[a], shapes[a]) for a in specs):
-            empty = _empty_outputs(signature, aliases)
-            if empty is not None:
-                return name, empty
-        fetches = [signature.outputs[a].name for a in aliases]
-        values = self.run_tensors(feeds, fetches, rows, deadline)
-        return name, dict(zip(aliases, values, strict=True))
-
-    def _feeds(
-        self,
-        signature_name: str,
-        signature: pb.SignatureDef,
-        inputs: Mapping[str, np.ndarray],
-    ) -> dict[str, np.ndarray]:
-        """Graph tensor name -> value for the signature's inputs (defaults fill the missing
-        ones); names, dtypes and shapes are checked here, before anything runs."""
-        expected, defaults = signature.inputs, signature.defaults
-        validation.check_input_names(inputs, expected, defaults)
-        feeds = {}
-        for alias, info in expected.items():
-            value = inputs.get(alias)
-            if value is None:
-                value = tensor_proto.to_ndarray(defaults[alias])
-            validation.check_dtype(alias, dtypes.dtype_of(value), info.dtype)
-            if alias in inputs:  # a default is the model's own value, fed as it is
-                validation.check_shape(
-                    signature_name, TensorSpec.from_tensor_info(alias, info), value.shape
-                )
-            feeds[info.name] = value
-        return feeds
 
 
 def _ndarray(value: object) -> np.ndarray:
@@ -219,19 +174,11 @@ def _ndarray(value: object) -> np.ndarray:
     return array
 
 
-def _specs(infos: Mapping[str, pb.TensorInfo]) -> dict[str, TensorSpec]:
-    return {alias: TensorSpec.from_tensor_info(alias, info) for alias, info in infos.items()}
-
-
-def _empty_outputs(
-    signature: pb.SignatureDef, aliases: Sequence[str]
-) -> dict[str, np.ndarray] | None:
-    """Zero-row outputs when every output's declaration fixes its shape, else None (run it)."""
-    empty = {}
-    for alias in aliases:
-        info = signature.outputs[alias]
-        shape = validation.empty_output_shape(TensorSpec.from_tensor_info(alias, info))
-        if shape is None or info.dtype not in dtypes.SUPPORTED_DTYPES:
-            return None
-        empty[alias] = np.empty(shape, dtype=dtypes.numpy_dtype(info.dtype))
-    return empty
+def _defaults(signature: pb.SignatureDef) -> dict[str, np.ndarray]:
+    """A signature's input defaults as arrays (one that does not convert is left out: a
+    request must then give that input)."""
+    values = {}
+    for alias, proto in signature.defaults.items():
+        with contextlib.suppress(StatusError, ValueError, TypeError):
+            values[alias] = tensor_proto.to_ndarray(proto)
+    return values

@@ -10,6 +10,7 @@ is needed: the TFLite server on a Raspberry Pi warms up too.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 from google.protobuf import message
 
 from fmnist.serving.server.servables.base import Servable
-from fmnist.serving.server.servables.examples import run_multi_inference, serialized_examples
+from fmnist.serving.server.servables.examples import multi_inference_tasks, serialized_examples
 from fmnist.serving.wire import tensor_proto
 from fmnist.serving.wire.messages import PredictionLog
 from fmnist.serving.wire.status import StatusError
@@ -26,21 +27,20 @@ from fmnist.serving.wire.tfrecord import TFRecordError, read_records
 
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 MAX_RECORDS = 1000  # TF Serving's kMaxNumRecords
+log = logging.getLogger(__name__)
 
 
 class WarmupError(Exception):
     """A version's warm-up file cannot be read or one of its requests failed."""
 
 
-def with_warmup(
-    loader: Callable[[Path], Servable], log: Callable[[str], None]
-) -> Callable[[Path], Servable]:
+def with_warmup(loader: Callable[[Path], Servable]) -> Callable[[Path], Servable]:
     """`loader` followed by the version's warm-up replay; the model is closed if it fails."""
 
     def load(version_dir: Path) -> Servable:
         model = loader(version_dir)
         try:
-            replay(model, version_dir, log)
+            replay(model, version_dir)
         except BaseException:
             model.close()
             raise
@@ -49,7 +49,7 @@ def with_warmup(
     return load
 
 
-def replay(model: Servable, version_dir: Path, log: Callable[[str], None]) -> int:
+def replay(model: Servable, version_dir: Path) -> int:
     """Run every warm-up record of `version_dir` through `model`; returns how many ran."""
     path = version_dir / WARMUP_FILE
     if not path.is_file():
@@ -70,9 +70,12 @@ def replay(model: Servable, version_dir: Path, log: Callable[[str], None]) -> in
     except (TFRecordError, OSError) as err:
         raise WarmupError(f"Failed to read warmup record from {path}: {err}") from None
     elapsed_us = int((time.monotonic() - started) * 1e6)
-    log(
-        f"Finished reading warmup data for model at {path}. Number of warmup records read: "
-        f"{count}. Elapsed time (microseconds): {elapsed_us}."
+    log.info(
+        "Finished reading warmup data for model at %s. Number of warmup records read: %d. "
+        "Elapsed time (microseconds): %d.",
+        path,
+        count,
+        elapsed_us,
     )
     return count
 
@@ -92,7 +95,9 @@ def _run(model: Servable, entry: Any) -> None:
             request = entry.regress_log.request
             model.regress(request.model_spec.signature_name, serialized_examples(request.input))
         elif kind == "multi_inference_log":
-            run_multi_inference(model, entry.multi_inference_log.request)
+            request = entry.multi_inference_log.request
+            tasks, _ = multi_inference_tasks(request)
+            model.multi_inference(tasks, serialized_examples(request.input))
         else:
             raise WarmupError(f"Unsupported log_type for warmup: {kind}")
     except StatusError as err:

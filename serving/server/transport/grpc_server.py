@@ -1,60 +1,36 @@
-"""The gRPC port: a `grpc.aio` server on its own event-loop thread, model work on a bounded pool.
+"""The gRPC port: a `grpc.aio` server on its own event-loop thread.
 
-A call holds no worker thread while its request is still arriving, so stalled or slow
-clients cost a coroutine each and never starve the `threads` workers that run models.
-Every method is registered with a streaming request so that this module reads the request
-itself: when shutdown starts, a call still waiting for its request is answered UNAVAILABLE
-at once (its client can retry elsewhere) instead of holding the graceful stop for the
-whole grace period; calls whose request has arrived run to completion within the grace.
-
-A small request to a method with an async form (`Method.call_async`) is parsed and run on
-the event loop, where it may wait without a thread (a batch queue, or a model run on the
-pool); a thread hop each way would cost more than such a request's own work. Any other
-request is parsed and run on the pool, off the loop.
+A call holds no thread while its request is still arriving, so stalled or slow clients cost
+a coroutine each. Every method is registered with a streaming request so that this module
+reads the request itself: when shutdown starts, a call still waiting for its request is
+answered UNAVAILABLE at once (its client can retry elsewhere) instead of holding the
+graceful stop for the whole grace period; calls whose request has arrived run to completion
+within the grace. The request's bytes go to the method's `call` on the loop; where its work
+runs (the loop, a thread pool, a batch queue) is the data plane's choice, not this module's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import grpc
 import grpc.aio
-from google.protobuf import message
 
 from fmnist.serving.server.transport import event_loop
+from fmnist.serving.server.transport.methods import Method
+from fmnist.serving.server.transport.ports import address
 from fmnist.serving.wire import messages as pb
 from fmnist.serving.wire.status import Code, StatusError
 
+log = logging.getLogger(__name__)
 _MESSAGE_LIMIT = 1024  # TF Serving truncates gRPC error messages here, keeping trailers small
 Status = pb.HealthCheckResponse
-
-
-# A request up to this size may run on the event loop (the loop parses and converts it).
-INLINE_BYTES = 16 << 10
-
-
-@dataclass(frozen=True)
-class Method:
-    """One unary method: its message types and `call(request, deadline)`, where `deadline` is
-    a `time.monotonic()` value or None; no `call` means UNIMPLEMENTED (as in TF Serving).
-    `call_async`, if given, is the same as a coroutine function, for small requests."""
-
-    request: type[message.Message]
-    response: type[message.Message]
-    call: Callable[[Any, float | None], Any] | None = None
-    call_async: Callable[[Any, float | None], Awaitable[Any]] | None = None
-
-    def parse(self, raw: bytes) -> Any:
-        try:
-            return self.request.FromString(raw)
-        except message.DecodeError:  # gRPC's own wording for an unparseable request
-            raise StatusError(Code.INTERNAL, "Exception deserializing request!") from None
 
 
 class BindError(Exception):
@@ -63,12 +39,6 @@ class BindError(Exception):
 
 class SocketBindError(BindError):
     """The --grpc_socket_path UNIX socket could not be bound."""
-
-
-async def _abort(context: grpc.aio.ServicerContext, code: Code, message: str) -> None:
-    if len(message) > _MESSAGE_LIMIT:
-        message = message[:_MESSAGE_LIMIT] + "...TRUNCATED"
-    await context.abort(grpc.StatusCode[code.name], message)
 
 
 class GrpcServer:
@@ -84,7 +54,6 @@ class GrpcServer:
         *,
         host: str,
         port: int,
-        pool: concurrent.futures.ThreadPoolExecutor,
         max_message_bytes: int,
         health_check: bool = False,
         socket_path: str | None = None,
@@ -92,12 +61,11 @@ class GrpcServer:
         reuse_port: bool = False,
     ):
         self.services = dict(services)
-        self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.address = address(host, port)
         self.socket_path = socket_path  # also listen on unix:PATH, as TF Serving does
         self.channel_arguments = list(channel_arguments)
         self.reuse_port = reuse_port  # SO_REUSEPORT: sibling processes share the port
         self.max_message_bytes = max_message_bytes
-        self.pool = pool  # where calls that block run (models, large requests)
         self.health = HealthService(("", *self.services)) if health_check else None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -212,19 +180,19 @@ class GrpcServer:
         if method.call is None:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not implemented!")
         left = context.time_remaining()
-        deadline = None if left is None else time.monotonic() + left
+        call = method.call(raw, None if left is None else time.monotonic() + left)
+        del raw  # the call parses it and lets it go: a request at the size limit is big
         try:
-            if method.call_async is not None and len(raw) <= INLINE_BYTES:
-                return await method.call_async(method.parse(raw), deadline)
-            # A queued job whose client gave up is dropped: cancelling the awaiting task
-            # cancels the wrapped future, which cancels a job that has not started.
-            # The raw bytes go in a list that `_call` empties once parsed, so that a request
-            # at the size limit is not held three times (raw, parsed, converted) while it runs.
-            job = self.pool.submit(_call, method, [raw], deadline)
-            del raw
-            return await asyncio.wrap_future(job)
+            return await call
         except StatusError as err:
-            await _abort(context, err.code, err.message)
+            error = err
+        except Exception:  # a bug outside the data plane (which answers only StatusError)
+            log.exception("gRPC %s failed", method.request.DESCRIPTOR.name)
+            error = StatusError(Code.INTERNAL, "Internal error (logged by the server)")
+        message = error.message
+        if len(message) > _MESSAGE_LIMIT:
+            message = message[:_MESSAGE_LIMIT] + "...TRUNCATED"
+        await context.abort(grpc.StatusCode[error.code.name], message)
 
     def _health_handler(self) -> grpc.GenericRpcHandler:
         health = self.health
@@ -250,13 +218,6 @@ class GrpcServer:
         )
 
 
-def _call(method: Method, raw: list[bytes], deadline: float | None) -> Any:
-    """On a worker thread: parse (large messages take a while), drop the bytes, and run
-    the method."""
-    request = method.parse(raw.pop())
-    return method.call(request, deadline)
-
-
 def _generic_handler(
     service: str, methods: Mapping[str, Method], unary: Callable[[Method, Any], Any]
 ) -> grpc.GenericRpcHandler:
@@ -264,7 +225,7 @@ def _generic_handler(
         async def behaviour(_requests, context):
             return await unary(method, context)
 
-        # Requests stay bytes here: `_call` parses them on the pool, off the event loop.
+        # Requests stay bytes here: the method's call parses them where the data plane says.
         return grpc.stream_unary_rpc_method_handler(
             behaviour, None, method.response.SerializeToString
         )

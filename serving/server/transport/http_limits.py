@@ -8,7 +8,10 @@ connection streams) rewrites the bare 400 and answers an over-long header block 
 414 (its request line alone is too long) or 431, then closes without a reset: the
 rest of the client's request is drained (bounded in time and bytes) on a helper thread.
 Header blocks between `MAX_HEADER_BYTES` and Tornado's read limit are parsed and then
-refused by `limit_error`, from the request handler.
+refused by `limit_error`, from the request handler. Only Tornado's public API is used: the
+stream is made with IOStream's constructor and sees the header bytes through `read_from_fd`
+(so a header block pipelined behind another request's body is judged by the bytes read
+after it).
 """
 
 from __future__ import annotations
@@ -62,10 +65,17 @@ class JsonErrorStream(iostream.IOStream):
     """An IOStream whose server-side errors are answered in JSON (see the module doc)."""
 
     _reading_headers = False
+    _head = b""  # the first bytes received while reading the current header block
 
     def read_until_regex(self, regex: bytes, max_bytes: int | None = None):
-        self._reading_headers = True  # Tornado reads a request's header block this way only
+        self._reading_headers, self._head = True, b""  # how Tornado reads a header block
         return super().read_until_regex(regex, max_bytes)
+
+    def read_from_fd(self, buf: bytearray | memoryview) -> int | None:
+        count = super().read_from_fd(buf)
+        if count and self._reading_headers and len(self._head) <= MAX_URL_BYTES:
+            self._head += bytes(buf[: min(count, MAX_URL_BYTES + 2 - len(self._head))])
+        return count
 
     def read_until(self, delimiter: bytes, max_bytes: int | None = None):
         self._reading_headers = False
@@ -87,8 +97,7 @@ class JsonErrorStream(iostream.IOStream):
             and self._reading_headers
             and not self.closed()
         ):
-            buffered = bytes(getattr(self, "_read_buffer", b"")[: MAX_URL_BYTES + 2])
-            self._answer_and_linger(error_response(*oversized_header_error(buffered)))
+            self._answer_and_linger(error_response(*oversized_header_error(self._head)))
         super().close(exc_info)
 
     def _answer_and_linger(self, response: bytes) -> None:

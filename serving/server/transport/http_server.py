@@ -1,13 +1,12 @@
-"""The REST port: a Tornado HTTP server on its own event-loop thread, handing work to a pool.
+"""The REST port: a Tornado HTTP server on its own event-loop thread.
 
-The event loop only moves bytes: each request body is streamed into one buffer with a
-size limit (413 with a JSON error, before reading, when Content-Length is over it), then
-the REST handler runs on a thread pool; a small request the API takes `inline` is
-answered on the loop itself, sparing two thread hand-offs. The REST timeout counts from
-the request's headers: at its deadline the client gets a 504 and the handler, which checks
-the same deadline while decoding, running and encoding, stops its work, so a timed-out
-request frees its thread. Stopping closes the listener, lets in-flight requests finish
-(telling keep-alive clients to close), then closes the remaining connections.
+Each request body is streamed into one buffer with a size limit (413 with a JSON error,
+before reading, when Content-Length is over it), then given to `handle`, a coroutine on
+the loop (where its work runs is the data plane's choice). The REST timeout counts from
+the request's headers: at its deadline the client gets a 504 at once, and the handler,
+which checks the same deadline while decoding, running and encoding, stops its work.
+Stopping closes the listener, lets in-flight requests finish (telling keep-alive clients
+to close), then closes the remaining connections.
 """
 
 from __future__ import annotations
@@ -18,21 +17,19 @@ import re
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 import tornado.httpserver
 import tornado.iostream
 import tornado.netutil
 import tornado.web
+from tornado.httputil import responses
 
 from fmnist.serving.server.transport import event_loop, http_limits
 
 _CHUNKED_SLACK = 4  # a chunked body may stream this many times the limit before a reset
-# (HTTP method, path, body, deadline) -> (HTTP status, JSON body); never raises.
-Handle = Callable[[str, str, bytearray, float], tuple[int, bytes]]
-# The same on the event loop: an awaitable answer, or None to run `Handle` on the pool.
-Inline = Callable[[str, str, bytearray, float], Awaitable[tuple[int, bytes]] | None]
+# (HTTP method, path, body, deadline) -> (HTTP status, JSON body), on the loop; never raises.
+Handle = Callable[[str, str, bytearray, float], Awaitable[tuple[int, bytes]]]
 
 
 class MetricsPage(Protocol):
@@ -53,19 +50,15 @@ class HttpServer:
         *,
         host: str,
         port: int,
-        threads: int,
         max_body_bytes: int,
         timeout_s: float,
         metrics: MetricsPage | None = None,
         metrics_path: str | None = None,
         reuse_port: bool = False,
-        inline: Inline | None = None,
     ):
         self.handle, self.host, self.port = handle, host, port
-        self.inline = inline
         self.max_body_bytes = max_body_bytes
         self.timeout_s = timeout_s
-        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rest")
         self.metrics, self.metrics_path = metrics, metrics_path
         self.reuse_port = reuse_port  # SO_REUSEPORT: sibling processes share the port
         self.in_flight = 0
@@ -113,7 +106,6 @@ class HttpServer:
         future.result()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
-        self.pool.shutdown(wait=True)
 
     async def _shutdown(self, grace_s: float) -> None:
         self.draining = True
@@ -128,15 +120,19 @@ class _JsonErrorHTTPServer(tornado.httpserver.HTTPServer):
     """Tornado's HTTP server, with connections that answer malformed requests in JSON."""
 
     def handle_stream(self, stream: tornado.iostream.IOStream, address: tuple) -> None:
-        if type(stream) is tornado.iostream.IOStream:  # plain TCP (no TLS here)
-            stream.__class__ = http_limits.JsonErrorStream  # adds behaviour, no state
-        super().handle_stream(stream, address)
+        # The same connection, nothing read from it yet, in a stream that answers in JSON.
+        json_stream = http_limits.JsonErrorStream(
+            stream.socket,
+            max_buffer_size=self.max_buffer_size,
+            read_chunk_size=self.read_chunk_size,
+        )
+        super().handle_stream(json_stream, address)
 
 
 class _Handler(tornado.web.RequestHandler):
     def initialize(self, server: HttpServer) -> None:
         self.server = server
-        self._counted = False
+        self._counted = self._replied = False
         self._body = bytearray()
         self._size = 0
 
@@ -163,10 +159,13 @@ class _Handler(tornado.web.RequestHandler):
         self._done()
 
     def write_error(self, status_code: int, **kwargs) -> None:
+        error = kwargs.get("exc_info", (None, None))[1]
+        reason = getattr(error, "reason", None) or responses.get(status_code, "Unknown")
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"error": self._reason}))
+        self.finish(json.dumps({"error": reason}))
 
     def _reply(self, status: int, body: bytes) -> None:
+        self._replied = True
         self.set_status(status)
         self.finish(body)
 
@@ -178,7 +177,7 @@ class _ApiHandler(_Handler):
     def prepare(self):
         self._deadline = time.monotonic() + self.server.timeout_s
         super().prepare()
-        if self._finished:
+        if self._replied:
             return
         length = self.request.headers.get("Content-Length", "0")
         if length.isdigit() and int(length) > self.server.max_body_bytes:
@@ -204,23 +203,18 @@ class _ApiHandler(_Handler):
         if not path.lower().startswith("/v1/"):
             return self._reply(404, json.dumps({"error": f"Not found: {path}"}).encode())
         body, self._body = self._body, bytearray()
-        method, inline = self.request.method, self.server.inline
-        work = inline(method, path, body, self._deadline) if inline is not None else None
-        if work is None:
-            work = asyncio.wrap_future(
-                self.server.pool.submit(self.server.handle, method, path, body, self._deadline)
-            )
+        work = asyncio.ensure_future(
+            self.server.handle(self.request.method, path, body, self._deadline)
+        )
         del body
-        remaining = max(0.0, self._deadline - time.monotonic())
-        try:
-            # On timeout, wait_for cancels the work if it has not started; running work
-            # sees the same deadline and stops at its next check.
-            status, answer = await asyncio.wait_for(work, remaining)
-        except asyncio.TimeoutError:
-            status, answer = 504, self._timed_out()
-        if status == 504:
-            answer = self._timed_out()
-        self._reply(status, answer)
+        # At the deadline the client is answered at once; the work, which checks the same
+        # deadline, stops at its next check (cancelled, it still lets go of what it holds).
+        await asyncio.wait((work,), timeout=max(0.0, self._deadline - time.monotonic()))
+        if not work.done():
+            work.cancel()
+            return self._reply(504, self._timed_out())
+        status, answer = work.result()
+        self._reply(status, self._timed_out() if status == 504 else answer)
 
     def _timed_out(self) -> bytes:
         timeout_ms = round(self.server.timeout_s * 1000)

@@ -1,9 +1,9 @@
-"""Is a port free to listen on? Checked before models load, so a taken port fails at once.
+"""Can the server listen on host:port? Checked before models load, so a bad address fails at once.
 
 TF Serving loads its models and only then binds, and this server does the same (a port
 that accepts connections before the models are loaded would look ready to TCP health
-checks). So the check is a probe: bind and listen the way the servers will, then let go;
-the real bind after loading reports a port taken in between the same way.
+checks). So the check is a probe: resolve the host, bind and listen the way the servers
+will, then let go; the real bind after loading reports a port taken in between the same way.
 """
 
 from __future__ import annotations
@@ -14,23 +14,30 @@ import socket
 from fmnist.errors import UserError
 
 
+def address(host: str, port: int | None) -> str:
+    """host:port, with an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def check_free(host: str, port: int, *, api: str, flag: str) -> None:
-    """UserError, naming the port and the flag that sets it, if host:port cannot be listened
-    on; port 0 (any free port) always can. SO_REUSEADDR is set as gRPC and Tornado set it,
-    so a port an earlier server left in TIME_WAIT counts as free."""
-    if port == 0:
-        return
+    """UserError, naming what is wrong (the host and --host, or the port and the flag that
+    sets it), if host:port cannot be listened on; port 0 (any free port) only needs a host
+    that is an address of this machine. SO_REUSEADDR is set as gRPC and Tornado set it, so
+    a port an earlier server left in TIME_WAIT counts as free."""
     try:
         addresses = socket.getaddrinfo(
             host, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
         )
     except socket.gaierror as err:
-        raise UserError(f"cannot listen for {api} on {host}:{port}: {err.strerror}") from None
-    for family, kind, proto, _, address in dict.fromkeys(addresses):
+        raise UserError(
+            f"cannot listen for {api} on {host}: --host {host} is not an address or a host "
+            f"name that resolves ({err.strerror})"
+        ) from None
+    for family, kind, proto, _, where in dict.fromkeys(addresses):
         with socket.socket(family, kind, proto) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
-                probe.bind(address)
+                probe.bind(where)
                 probe.listen(1)
             except OSError as err:
                 raise UserError(why_not(host, port, err, api=api, flag=flag)) from None
@@ -38,12 +45,13 @@ def check_free(host: str, port: int, *, api: str, flag: str) -> None:
 
 def why_not(host: str, port: int, err: OSError, *, api: str, flag: str) -> str:
     """One line: why `api` cannot listen on host:port."""
-    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     if err.errno == errno.EADDRINUSE:
         reason = f"port {port} is already in use (choose another with {flag})"
+    elif err.errno == errno.EADDRNOTAVAIL:
+        reason = f"--host {host} is not an address of this machine"
     else:
         reason = err.strerror or str(err)
-    return f"cannot listen for {api} on {where}: {reason}"
+    return f"cannot listen for {api} on {address(host, port)}: {reason}"
 
 
 def explain_bind_failure(host: str, port: int, *, api: str, flag: str) -> str:
@@ -53,5 +61,4 @@ def explain_bind_failure(host: str, port: int, *, api: str, flag: str) -> str:
         check_free(host, port, api=api, flag=flag)
     except UserError as err:
         return str(err)
-    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return f"cannot listen for {api} on {where} (set another port with {flag})"
+    return f"cannot listen for {api} on {address(host, port)} (set another port with {flag})"

@@ -1,0 +1,69 @@
+"""The server's log. Every module logs to its own `logging` logger, all under `fmnist`;
+`configure` sends them, and the libraries' warnings, to stderr at `--log_level`: as TF
+Serving's lines (`--log_format text`, the default: readiness scripts wait for its
+"Running gRPC ModelServer at ..." line), or one JSON object a line for log shippers
+(`--log_format json`: time, level, source, message, the request's api, method, model and
+version where a record has them, and any traceback).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import TextIO
+
+LEVELS = ("debug", "info", "warning", "error")
+FORMATS = ("text", "json")
+CONTEXT = ("api", "method", "model", "version")  # request fields a record may carry
+_LETTERS = {"DEBUG": "D", "INFO": "I", "WARNING": "W", "ERROR": "E", "CRITICAL": "F"}
+
+
+def configure(level: str = "info", fmt: str = "text", stream: TextIO | None = None) -> None:
+    """One handler, on the root logger: the project's records from `level` up, everyone
+    else's from WARNING up."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonLines() if fmt == "json" else TfServingLines())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))
+    logging.getLogger("fmnist").setLevel(level.upper())
+
+
+def _source(record: logging.LogRecord) -> str:
+    """Where a record comes from, as glog names it: path/file.py:line."""
+    if record.name.startswith("fmnist."):
+        return f"{record.name.replace('.', '/')}.py:{record.lineno}"
+    return f"{record.filename}:{record.lineno}"
+
+
+class TfServingLines(logging.Formatter):
+    """`2026-01-02 03:04:05.123456: I fmnist/serving/server/app.py:42] message`, as TF
+    Serving (glog) prints them, then any traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
+        micros = int(record.created % 1 * 1e6)
+        letter = _LETTERS.get(record.levelname, "I")
+        line = f"{stamp}.{micros:06d}: {letter} {_source(record)}] {record.getMessage()}"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+class JsonLines(logging.Formatter):
+    """One JSON object a record."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.created % 1 * 1e6):06d}Z",
+            "level": record.levelname,
+            "source": _source(record),
+            "message": record.getMessage(),
+        }
+        entry.update({k: getattr(record, k) for k in CONTEXT if hasattr(record, k)})
+        if record.exc_info:
+            entry["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(entry)

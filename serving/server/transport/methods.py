@@ -1,0 +1,35 @@
+"""A unary RPC as the APIs declare it and the gRPC transport serves it. No grpcio import, so
+the APIs build their method tables where grpcio is missing (the REST-only Pi install, the
+unit tests)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf import message
+
+from fmnist.serving.wire.status import Code, StatusError
+
+# call(serialized request, deadline) -> the response message; `deadline` is a
+# `time.monotonic()` value or None. It raises only StatusError.
+Call = Callable[[bytes, float | None], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Method:
+    """One unary method: its message types and its `call`; no call is UNIMPLEMENTED, as in
+    TF Serving."""
+
+    request: type[message.Message]
+    response: type[message.Message]
+    call: Call | None = None
+
+
+def parse_request(kind: type[message.Message], raw: bytes) -> Any:
+    """A serialized request message; INTERNAL with gRPC's own wording if it does not parse."""
+    try:
+        return kind.FromString(raw)
+    except message.DecodeError:
+        raise StatusError(Code.INTERNAL, "Exception deserializing request!") from None
