@@ -1,17 +1,13 @@
 """The model server: composes the parts (servables/ load versions, core/ holds the registry
 and the data plane, api/ translates gRPC and REST, transport/ serves them) and runs them.
 
-Startup checks that both ports can be listened on (a bad address fails at once, not after
-loading), loads every model's aspired versions, binds, then prints one line with the bound
-ports (so a parent that asked for port 0 can read them). SIGTERM or SIGINT stops it: health
-turns NOT_SERVING, both listeners close, gRPC calls still waiting for their request are
-answered UNAVAILABLE, in-flight requests finish (up to the grace period), models unload,
-and the process exits 0.
-
-Without TensorFlow (an `[edge]` install), `--prefer_tflite_model` versions serve over gRPC
-and REST alike: TF is imported only to load a SavedModel. Where grpcio is missing (32-bit
-Pi OS without Debian's python3-grpcio), gRPC is left out with one logged line and the ready
-line says `gRPC disabled`.
+Startup checks both addresses (a bad one fails at once, not after loading), loads every
+model's aspired versions, binds, then prints the ready line with the bound ports. SIGTERM
+or SIGINT stops it: health turns NOT_SERVING, both listeners close, gRPC calls still
+waiting for their request are answered UNAVAILABLE, in-flight requests finish (up to the
+grace period), models unload, and the process exits 0. Without TensorFlow, model.tflite
+versions serve (TF is imported only to load a SavedModel); without grpcio, REST serves
+alone (logged; the ready line says `gRPC disabled`).
 """
 
 from __future__ import annotations
@@ -25,7 +21,7 @@ import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol, TextIO
+from typing import Any, TextIO
 
 from fmnist.errors import UserError
 from fmnist.serving.server import logs
@@ -46,18 +42,6 @@ GRPC_NEEDS_GRPCIO = (
 )
 
 
-class Server(Protocol):
-    """What `serve_until_signal` runs: one server process, or several (workers.py)."""
-
-    def start(self) -> None: ...
-
-    def ports(self) -> tuple[int | None, int | None]: ...  # (gRPC, REST); None: disabled
-
-    def wait(self) -> None: ...  # returns when the server has stopped, or one process ended
-
-    def stop(self) -> int: ...  # graceful; the exit code
-
-
 def prepare_process(config: ServerConfig) -> None:
     """What every server process sets up first: its log, and TensorFlow's C++ log level."""
     logs.configure(config.log_level, config.log_format)
@@ -66,7 +50,7 @@ def prepare_process(config: ServerConfig) -> None:
 
 def run(
     config: ServerConfig,
-    make: Callable[[ServerConfig], Server] | None = None,
+    make: Callable[[ServerConfig], Any] | None = None,
     out: TextIO = sys.stdout,
 ) -> int:
     """Serve `config` (with `make(config)`, default one ModelServer) until SIGTERM or SIGINT;
@@ -80,10 +64,12 @@ def run(
     return serve_until_signal(server, announce)
 
 
-def serve_until_signal(server: Server, announce: Callable[[int | None, int | None], Any]) -> int:
-    """Start `server`, `announce` its ports, and serve until SIGTERM or SIGINT (handled on
-    this thread's event loop) or until it ends on its own; then stop it gracefully. A signal
-    during start-up stops it as soon as it has started."""
+def serve_until_signal(server: Any, announce: Callable[[int | None, int | None], Any]) -> int:
+    """`server.start()`, `announce(*server.ports())` (gRPC, REST; None: disabled), then serve
+    until SIGTERM or SIGINT (handled on this thread's event loop) or until `server.wait()`
+    returns (one of its processes ended); then `server.stop()`, graceful, gives the exit
+    code. A signal during start-up stops it as soon as it has started. `server` is a
+    ModelServer, or several (workers.ProcessGroup)."""
 
     async def serve() -> int:
         loop = asyncio.get_running_loop()
@@ -233,8 +219,10 @@ class ModelServer:
     def check_ports(self) -> None:
         """Fail at once, before loading anything, if a configured address cannot be listened
         on (sibling processes share their ports: the first of them checked)."""
-        if not self.config.reuse_port:
-            check_ports(self.config, grpc=self.grpc is not None)
+        config = self.config
+        if not config.reuse_port:
+            grpc_port = config.grpc_port if self.grpc is not None else None
+            ports.check_ports(config.host, grpc_port, config.rest_port)
 
     def ports(self) -> tuple[int | None, int | None]:
         return self.grpc_port, self.rest_port
@@ -270,12 +258,3 @@ def _profiler_services() -> dict:
         log.info("--enable_profiler: TensorFlow is not installed; no profiler service")
         return {}
     return profiler_api.ProfilerApi().services()
-
-
-def check_ports(config: ServerConfig, grpc: bool = True) -> None:
-    """UserError naming the flag if the gRPC (when served) or REST address of `config`
-    cannot be listened on."""
-    if grpc:
-        ports.check_free(config.host, config.grpc_port, api="gRPC", flag="--port")
-    if config.rest_port is not None:
-        ports.check_free(config.host, config.rest_port, api="REST", flag="--rest_api_port")

@@ -14,8 +14,6 @@ from collections.abc import Callable
 from fmnist.errors import UserError
 from fmnist.serving.server.logs import FORMATS, LEVELS
 
-_TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add this stage's subcommands to the `fmnist` parser."""
@@ -26,6 +24,7 @@ def _register_serve(subparsers: argparse._SubParsersAction) -> None:
     serve = subparsers.add_parser(
         "serve",
         allow_abbrev=False,
+        formatter_class=_Help,
         help="serve SavedModels over TF Serving's gRPC and REST APIs",
         description="A TF Serving-compatible model server (gRPC PredictionService/ModelService "
         "and the REST API) for development, CI and boards without tensorflow_model_server. "
@@ -44,211 +43,87 @@ def _register_serve(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_transport_flags(arg: Callable[..., object]) -> None:
     """Where and how it listens: TF Serving's port, thread and limit flags, plus --host and
-    --server_processes."""
-    arg(
-        "--port",
-        type=_port,
-        default=8500,
-        metavar="PORT",
-        help="gRPC port (default 8500); 0 or 'auto' picks a free port",
-    )
+    --server_processes (docs/serving.md#flags describes each flag)."""
+    arg("--port", type=_port, default=8500, metavar="PORT", help="gRPC port; 0 or auto: any free")
     arg(
         "--rest_api_port",
         type=_port,
         default=8501,
         metavar="PORT",
-        help="REST port (default 8501); 0 disables REST, as in TF Serving; 'auto' picks a "
-        "free port",
+        help="REST; 0 disables it, auto: free",
     )
-    arg("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    arg(
-        "--enable_grpc_healthcheck_service",
-        type=_bool,
-        nargs="?",
-        const=True,
-        default=False,
-        metavar="BOOL",
-        help="serve the standard gRPC health service",
-    )
+    arg("--host", default="127.0.0.1", help="address to listen on")
+    _boolean(arg, "--enable_grpc_healthcheck_service", False, "serve gRPC's health service")
     arg(
         "--rest_api_timeout_in_ms",
-        type=_positive_int,
+        type=_positive,
         default=30_000,
         metavar="MS",
-        help="REST request timeout (default 30000)",
+        help="REST timeout",
     )
-    arg(
-        "--rest_api_num_threads",
-        type=_positive_int,
-        metavar="N",
-        help="REST worker threads (default 4 per CPU)",
-    )
-    arg(
-        "--grpc_max_threads",
-        type=_positive_int,
-        metavar="N",
-        help="gRPC worker threads (default 4 per CPU)",
-    )
-    arg(
-        "--max_request_bytes",
-        type=_positive_int,
-        default=64 << 20,
-        metavar="BYTES",
-        help="largest accepted request: gRPC message or REST body (default 64 MiB); larger "
-        "ones get RESOURCE_EXHAUSTED / HTTP 413",
-    )
-    arg(
-        "--grpc_socket_path",
-        metavar="PATH",
-        help="also serve gRPC on this UNIX domain socket (relative or absolute path), as "
-        "TF Serving does",
-    )
-    arg(
-        "--grpc_channel_arguments",
-        default="",
-        metavar="K=V,...",
-        help="gRPC server channel arguments, comma-separated key=value (ints where they "
-        "parse as int), e.g. grpc.max_concurrent_streams=100",
-    )
-    arg(
-        "--server_processes",
-        type=_positive_int,
-        default=1,
-        metavar="N",
-        help="serve from N processes sharing the ports (SO_REUSEPORT), each with its own copy "
-        "of the models: Python runs one core per process, and the kernel spreads client "
-        "connections across them (default 1; gRPC config reloads need 1)",
-    )
+    arg("--rest_api_num_threads", type=_positive, metavar="N", help="REST threads (4 per CPU)")
+    arg("--grpc_max_threads", type=_positive, metavar="N", help="gRPC threads (4 per CPU)")
+    limit = "largest gRPC message or REST body; larger: RESOURCE_EXHAUSTED, HTTP 413"
+    arg("--max_request_bytes", type=_positive, default=64 << 20, metavar="BYTES", help=limit)
+    arg("--grpc_socket_path", metavar="PATH", help="also serve gRPC on this UNIX domain socket")
+    options = "gRPC server options, e.g. grpc.max_concurrent_streams=100"
+    arg("--grpc_channel_arguments", default="", metavar="K=V,...", help=options)
+    processes = "processes sharing the ports (SO_REUSEPORT), a copy of the models each"
+    arg("--server_processes", type=_positive, default=1, metavar="N", help=processes)
 
 
 def _add_models_flags(arg: Callable[..., object]) -> None:
     """Which models it serves and how versions load, poll, warm up and report metrics."""
-    arg("--model_name", default="default", help="model name (ignored with --model_config_file)")
-    arg(
-        "--model_base_path",
-        metavar="DIR",
-        help="directory of integer-named SavedModel versions (ignored with --model_config_file)",
-    )
-    arg(
-        "--model_config_file",
-        metavar="FILE",
-        help="text-format ModelServerConfig: several models, version policies, version labels",
-    )
-    arg(
-        "--file_system_poll_wait_seconds",
-        type=_seconds,
-        default=1.0,
-        metavar="S",
-        help="seconds between polls of the base paths for new versions (default 1); 0 reads "
-        "them once at start",
-    )
-    arg(
-        "--monitoring_config_file",
-        metavar="FILE",
-        help="text-format MonitoringConfig; enables Prometheus metrics on the REST port",
-    )
-    arg(
-        "--enable_signature_method_name_check",
-        type=_bool,
-        nargs="?",
-        const=True,
-        default=False,
-        metavar="BOOL",
-        help="require classify/regress method names on Classify/Regress "
-        "signatures (off by default, as in TF Serving)",
-    )
+    arg("--model_name", default="default", help="model name (without --model_config_file)")
+    arg("--model_base_path", metavar="DIR", help="directory of integer-named versions")
+    arg("--model_config_file", metavar="FILE", help="text-format ModelServerConfig: models")
+    poll = "seconds between polls of the base paths; 0: once, at start"
+    arg("--file_system_poll_wait_seconds", type=_seconds, default=1.0, metavar="S", help=poll)
+    prometheus = "text-format MonitoringConfig: Prometheus metrics on the REST port"
+    arg("--monitoring_config_file", metavar="FILE", help=prometheus)
+    _boolean(arg, "--enable_signature_method_name_check", False, "check Classify/Regress methods")
+    reread = "seconds between re-reads of --model_config_file; 0: never"
     arg(
         "--model_config_file_poll_wait_seconds",
         type=_seconds,
         default=0.0,
         metavar="S",
-        help="seconds between re-reads of --model_config_file (models added/removed, policies "
-        "and labels changed); 0 (default) reads it once",
+        help=reread,
     )
-    arg(
-        "--enable_model_warmup",
-        type=_bool,
-        nargs="?",
-        const=True,
-        default=True,
-        metavar="BOOL",
-        help="replay a version's assets.extra/tf_serving_warmup_requests before it becomes "
-        "AVAILABLE; a bad file fails the version's load (default true, as in TF Serving)",
-    )
-    arg(
-        "--prefer_tflite_model",
-        type=_bool,
-        nargs="?",
-        const=True,
-        default=False,
-        metavar="BOOL",
-        help="serve a version directory's model.tflite instead of its SavedModel; works "
-        "without TensorFlow (REST) on an [edge] install",
-    )
+    _boolean(arg, "--enable_model_warmup", True, "replay a version's warm-up requests first")
+    _boolean(arg, "--prefer_tflite_model", False, "serve model.tflite (no TensorFlow needed)")
 
 
 def _add_runtime_flags(arg: Callable[..., object]) -> None:
     """How a model runs: TensorFlow's thread pools, request batching, the profiler."""
-    arg(
-        "--tensorflow_intra_op_parallelism",
-        type=_thread_pool_size,
-        default=0,
-        metavar="N",
-        help="threads one SavedModel op may use; 0 (default) lets TensorFlow choose (one per "
-        "core), as in TF Serving. 1 suits small models under concurrent load",
-    )
-    arg(
-        "--tensorflow_inter_op_parallelism",
-        type=_thread_pool_size,
-        default=0,
-        metavar="N",
-        help="SavedModel ops run at once; 0 (default) lets TensorFlow choose, as in TF Serving. "
-        "With 1, a run stays on the thread that asked for it",
-    )
-    arg(
-        "--enable_batching",
-        type=_bool,
-        nargs="?",
-        const=True,
-        default=False,
-        metavar="BOOL",
-        help="merge concurrent Predict requests into shared model runs (TF Serving's "
-        "batching; parameters from --batching_parameters_file)",
-    )
-    arg(
-        "--batching_parameters_file",
-        metavar="FILE",
-        help="text-format BatchingParameters (max_batch_size, batch_timeout_micros, "
-        "max_enqueued_batches, num_batch_threads, allowed_batch_sizes, ...); needs "
-        "--enable_batching, as in TF Serving",
-    )
-    arg(
-        "--enable_profiler",
-        type=_bool,
-        nargs="?",
-        const=True,
-        default=True,
-        metavar="BOOL",
-        help="serve TensorFlow's profiler service on the gRPC port, for TensorBoard's "
-        "'Capture profile' (default true, as in TF Serving; needs TensorFlow)",
-    )
+    for scope, what in (("intra", "threads one op may use"), ("inter", "ops run at once")):
+        help = f"SavedModel {what}; 0: TensorFlow's choice"
+        arg(
+            f"--tensorflow_{scope}_op_parallelism", type=_threads, default=0, metavar="N", help=help
+        )
+    _boolean(arg, "--enable_batching", False, "merge concurrent Predicts into shared runs")
+    arg("--batching_parameters_file", metavar="FILE", help="text-format BatchingParameters")
+    _boolean(arg, "--enable_profiler", True, "TensorFlow's profiler service on the gRPC port")
 
 
 def _add_logging_flags(arg: Callable[..., object]) -> None:
     """What the server logs, and in which format."""
-    arg(
-        "--log_level",
-        choices=LEVELS,
-        default="info",
-        help="the least severe log lines printed (default info)",
-    )
-    arg(
-        "--log_format",
-        choices=FORMATS,
-        default="text",
-        help="text (default): TF Serving's log lines, which readiness scripts wait for; json: "
-        "one JSON object a line, for log shippers",
-    )
+    arg("--log_level", choices=LEVELS, default="info", help="the least severe lines logged")
+    arg("--log_format", choices=FORMATS, default="text", help="text: TF Serving's lines")
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults in --help, where a flag has one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _boolean(arg: Callable[..., object], flag: str, default: bool, help: str) -> None:
+    """A flag that takes true/false (or nothing: true), as TF Serving's boolean flags."""
+    arg(flag, type=_bool, nargs="?", const=True, default=default, metavar="BOOL", help=help)
 
 
 def _ports(args: argparse.Namespace) -> tuple[int, int | None]:
@@ -261,14 +136,11 @@ def _ports(args: argparse.Namespace) -> tuple[int, int | None]:
 
 
 def _check_ports(args: argparse.Namespace) -> None:
-    """A taken port fails in a fraction of a second, before TensorFlow is even imported
+    """A bad address fails in a fraction of a second, before TensorFlow is even imported
     (the server checks again before loading models, and binds after)."""
     from fmnist.serving.server.transport import ports
 
-    grpc_port, rest_port = _ports(args)
-    ports.check_free(args.host, grpc_port, api="gRPC", flag="--port")
-    if rest_port is not None:
-        ports.check_free(args.host, rest_port, api="REST", flag="--rest_api_port")
+    ports.check_ports(args.host, *_ports(args))
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -356,20 +228,12 @@ def _port(text: str) -> int:
     """A TCP port; 'auto' (-1 internally) asks the OS for a free one."""
     if text == "auto":
         return -1
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port: {text!r}") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port out of range: {port}")
-    return port
+    return _whole_number(text, 0, 65535)
 
 
 def _bool(text: str) -> bool:
-    if text.lower() in _TRUE:
-        return True
-    if text.lower() in _FALSE:
-        return False
+    if text.lower() in ("true", "1", "yes", "false", "0", "no"):
+        return text.lower() in ("true", "1", "yes")
     raise argparse.ArgumentTypeError(f"not a boolean: {text!r}")
 
 
@@ -383,24 +247,23 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _whole_number(text: str, least: int, most: int | None = None) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < least or (most is not None and value > most):
+        limits = f"at least {least}" if most is None else f"between {least} and {most}"
+        raise argparse.ArgumentTypeError(f"must be {limits}: {value}")
+    return value
+
+
 MAX_TF_THREADS = 1024  # bounds a typo (TensorFlow would try to start every thread asked for)
 
 
-def _thread_pool_size(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if not 0 <= value <= MAX_TF_THREADS:
-        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_TF_THREADS}: {value}")
-    return value
+def _positive(text: str) -> int:
+    return _whole_number(text, 1)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {value}")
-    return value
+def _threads(text: str) -> int:
+    return _whole_number(text, 0, MAX_TF_THREADS)

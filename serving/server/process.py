@@ -62,8 +62,7 @@ class ServerProcess:
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+            _end(self.process)
             raise UserError(
                 f"fmnist serve did not stop on SIGTERM within {timeout:.0f} s and was killed "
                 f"(log: {self.log_path})"
@@ -77,11 +76,8 @@ def start_server(
     `python` runs it in another environment (default: this one's)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"server-{time.monotonic_ns()}.log"
-    command = [
-        *(python or sys.executable, "-m", "fmnist.cli", "serve"),
-        *("--port", "0", "--rest_api_port", "auto", "--host", "127.0.0.1"),
-        *flags,
-    ]
+    ports = ("--port", "0", "--rest_api_port", "auto", "--host", "127.0.0.1")
+    command = [python or sys.executable, "-m", "fmnist.cli", "serve", *ports, *flags]
     # PYTHONSAFEPATH: `-m` would put the working directory first on sys.path, and from a
     # clone's root its `fmnist/` folder (the core package alone) would shadow the install.
     env = {
@@ -102,9 +98,7 @@ def start_server(
     lines = _read_ready(process, timeout)
     match = next((m for m in map(READY.search, list(lines)) if m), None)
     if match is None or process.poll() is not None:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
+        _end(process)
         last = (log_path.read_text(errors="replace").strip().splitlines() or [""])[-1]
         raise UserError(
             f"fmnist serve did not become ready within {timeout:.0f} s "
@@ -113,6 +107,12 @@ def start_server(
     rest = int(match.group(3)) if match.group(3) else None
     grpc = int(match.group(2)) if match.group(2) else None
     return ServerProcess(process, grpc, rest, log_path, lines)
+
+
+def _end(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.kill()
+    process.wait()
 
 
 def _read_ready(process: subprocess.Popen, timeout: float) -> list[str]:

@@ -1,13 +1,8 @@
 """`--server_processes N`: N server processes sharing the gRPC and REST ports (SO_REUSEPORT),
-each with its own copy of the models, so that Python's one-core-per-process limit does not
-cap the server. The kernel spreads connections (not the calls within one) across them.
-
-The first process binds the ports (a free one for port 0); the others then bind the same
-ports. Prometheus metrics are added up across the processes (prometheus_client's
-multiprocess mode). SIGTERM or SIGINT stops them all gracefully; if one ends on its own,
-the others are stopped too and the exit code says so. Each process polls the base paths
-itself, so during a rollout they switch versions within one poll of each other; a gRPC
-HandleReloadConfigRequest is refused (it would reach only one of them).
+each with its own copy of the models, so that Python's one core per process does not cap
+the server; the kernel spreads connections across them. The first binds the ports (a free
+one for port 0), the others the same ones. Metrics add up across them (prometheus_client's
+multiprocess mode); if one ends on its own, the others stop too and the exit code says so.
 """
 
 from __future__ import annotations

@@ -1,12 +1,8 @@
-"""TensorFlow's profiler service on the gRPC port, as TF Serving's `--enable_profiler` serves it:
-TensorBoard's "Capture profile" (or `tf.profiler.experimental.client.trace`) pointed at the
-gRPC address records what the server runs for the requested time.
-
-`Profile` runs TensorFlow's own profiler in this process (its public start/stop API) for
-`duration_ms`, then writes the trace where the client's request says the profile repository
-is: `<repository_root>/<session_id>/<host_name>.xplane.pb`, which TensorBoard reads.
-TensorFlow's profiler server is not started: it would listen on every interface.
-`Terminate` ends a running session early. Needs TensorFlow (`available()` says).
+"""TensorFlow's profiler service on the gRPC port (TF Serving's `--enable_profiler`), for
+TensorBoard's "Capture profile": `Profile` runs TensorFlow's profiler in this process (its
+public start/stop API; TF's profiler server would listen on every interface) for
+`duration_ms` and writes `<repository_root>/<session_id>/<host_name>.xplane.pb`;
+`Terminate` ends a session early. Needs TensorFlow (`available()` says).
 """
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 from urllib.parse import unquote
@@ -43,25 +42,6 @@ _GET_PATH = re.compile(rf"/v1/models(?:/([^/:]+))?{_VERSION}(?:/(metadata))?", r
 _INT64_MAX = 2**63 - 1
 
 
-@dataclass(frozen=True)
-class Route:
-    """What a REST path names: the API method (predict, classify, regress, metadata,
-    status) and its target."""
-
-    method: str
-    target: Target
-
-
-@dataclass(frozen=True)
-class RestRequest:
-    """A parsed request: its route, and for a POST its document and what it names."""
-
-    route: Route
-    doc: dict[str, Any] | None = None
-    signature_name: str = ""
-    examples: rest_examples.Parsed | None = None
-
-
 class RestApi:
     """Answers REST requests through the data plane; never raises."""
 
@@ -75,59 +55,55 @@ class RestApi:
         (a `time.monotonic()` value), checked while decoding, running and encoding."""
         call = Call(API, "unknown", Target(""), size=len(body), deadline=deadline)
         try:
-            request = await self._parse(call, http_method, path, body)
-            return 200, await self._answer(call, request)
+            document = await self._parse(call, http_method, path, body)
+            return 200, await self._answer(call, *document)
         except Exception as err:
             return _error_answer(err, http_method, path)
 
-    async def _parse(
-        self, call: Call, http_method: str, path: str, body: bytes | bytearray
-    ) -> RestRequest:
-        """The route and JSON document of a request; what is refused here, before a model
-        is looked at, is counted as refused."""
+    async def _parse(self, call: Call, http_method: str, path: str, body: bytes | bytearray):
+        """The route (into `call`) and, for a POST, its JSON document, signature name and
+        (classify, regress) examples; what is refused here, before a model is looked at,
+        is counted as refused."""
         try:
             json_fast.check_deadline(call.deadline)
-            route = parse_route(http_method, path)
-            call.method, call.target = route.method, route.target
+            call.method, call.target = parse_route(http_method, path)
             if http_method != "POST":
-                return RestRequest(route)
-            read = partial(_read_document, route, body, call.deadline)
-            request = await self.plane.placement.request_work(call, read)
-            call.request = request.doc
-            return request
+                return None, "", None
+            read = partial(_read_document, call.method, body, call.deadline)
+            document = await self.plane.placement.request_work(call, read)
+            call.request = document[0]
+            return document
         except (StatusError, RecursionError) as err:
             if isinstance(err, RecursionError):  # a document nested past Python's stack
                 err = invalid_argument(NESTING_TOO_DEEP)
             self.plane.refused(call, err)
             raise err from None
 
-    async def _answer(self, call: Call, request: RestRequest) -> bytes:
-        plane, method, signature_name = self.plane, call.method, request.signature_name
+    async def _answer(self, call: Call, doc: Any, signature_name: str, examples: Any) -> bytes:
+        plane, method = self.plane, call.method
         if method == "status":
             return await plane.status(call, _status_json)
         if method == "metadata":
             return await plane.metadata(call, [SIGNATURE_DEF_FIELD], _metadata_json)
         if method == "predict":
-            inputs, respond = _predict_io(request, call.deadline)
+            inputs, respond = _predict_io(doc, signature_name, call.deadline)
             return await plane.predict(call, signature_name, inputs, (), respond)
-        examples = partial(rest_examples.serialize, request.examples)
+        serialize = partial(rest_examples.serialize, examples)
         if method == "classify":
-            return await plane.classify(call, signature_name, examples, _classify_json)
-        return await plane.regress(call, signature_name, examples, _regress_json)
+            return await plane.classify(call, signature_name, serialize, _classify_json)
+        return await plane.regress(call, signature_name, serialize, _regress_json)
 
 
-def _read_document(route: Route, body: bytes | bytearray, deadline: float | None) -> RestRequest:
+def _read_document(method: str, body: bytes | bytearray, deadline: float | None) -> tuple:
     """A POST's JSON document, its signature name and (classify, regress) its examples."""
-    doc = _parse_json(body, deadline, fast=route.method == "predict")
-    signature_name = _signature_name(doc)
-    parsed = None if route.method == "predict" else rest_examples.parse(doc, route.method)
-    return RestRequest(route, doc, signature_name, parsed)
+    doc = _parse_json(body, deadline, fast=method == "predict")
+    examples = None if method == "predict" else rest_examples.parse(doc, method)
+    return doc, _signature_name(doc), examples
 
 
-def _predict_io(request: RestRequest, deadline: float | None) -> tuple:
+def _predict_io(doc: dict[str, Any], signature_name: str, deadline: float | None) -> tuple:
     """A Predict's `inputs` (decoded by the dtypes of the signature it names) and `respond`
     (in the request's own format: row or columnar)."""
-    doc, signature_name = request.doc, request.signature_name
     row = "instances" in doc
 
     def inputs(servable: Any) -> dict[str, np.ndarray]:
@@ -167,8 +143,9 @@ def _metadata_json(answered: Answered, signatures: Any) -> bytes:
     return _dump(responses.metadata_json(answered, signatures))
 
 
-def parse_route(http_method: str, path: str) -> Route:
-    """The method and target of a TF Serving REST path (INVALID_ARGUMENT if it is none)."""
+def parse_route(http_method: str, path: str) -> tuple[str, Target]:
+    """The API method (predict, classify, regress, metadata, status) and target of a TF
+    Serving REST path (INVALID_ARGUMENT if it is none)."""
     pattern = {"POST": _POST_PATH, "GET": _GET_PATH}.get(http_method)
     match = pattern.fullmatch(path) if pattern else None
     if match is None:
@@ -185,7 +162,7 @@ def parse_route(http_method: str, path: str) -> Route:
         raise invalid_argument("Missing model name in request.")
     # As in TF Serving, a label does not narrow a status request.
     label = unquote(label) if label is not None and method != "status" else None
-    return Route(method, Target(name, version, label))
+    return method, Target(name, version, label)
 
 
 def _signature_name(doc: dict[str, Any]) -> str:
@@ -249,12 +226,15 @@ def _is_object(value: Any) -> bool:
 def _row_inputs(instances: Any, infos, deadline: float | None) -> dict[str, np.ndarray]:
     """`instances`: a list with one item per batch row, plain values or {input: value} objects."""
     names = sorted(infos)
+    plain = isinstance(instances, NumericSpan) or (
+        isinstance(instances, list) and instances and not _is_object(instances[0])
+    )
+    if plain and len(names) > 1:
+        raise invalid_argument(
+            "instances is a plain list, but expecting list of objects as multiple input "
+            "tensors required as per tensorinfo_map"
+        )
     if isinstance(instances, NumericSpan):  # a plain array of numbers, left as text
-        if len(names) > 1:
-            raise invalid_argument(
-                "instances is a plain list, but expecting list of objects as multiple input "
-                "tensors required as per tensorinfo_map"
-            )
         array = _converted(instances, infos[names[0]].dtype, "'instances' list", deadline)
         if array.ndim == 0 or array.shape[0] == 0:
             raise invalid_argument("No values in 'instances' array")
@@ -263,20 +243,19 @@ def _row_inputs(instances: Any, infos, deadline: float | None) -> dict[str, np.n
         raise invalid_argument("Expecting 'instances' to be an list/array")
     if not instances:
         raise invalid_argument("No values in 'instances' array")
-    if not _is_object(instances[0]):
-        if len(names) > 1:
-            raise invalid_argument(
-                "instances is a plain list, but expecting list of objects as multiple input "
-                "tensors required as per tensorinfo_map"
-            )
+    if plain:
         for i, item in enumerate(instances):
             if _is_object(item):
                 raise invalid_argument(
                     f"Expecting value/list but got object at item {i} of input list"
                 )
-        return {
-            names[0]: _converted(instances, infos[names[0]].dtype, "'instances' list", deadline)
-        }
+        dtype = infos[names[0]].dtype
+        return {names[0]: _converted(instances, dtype, "'instances' list", deadline)}
+    return _object_rows(instances, names, infos, deadline)
+
+
+def _object_rows(instances: list, names: list[str], infos, deadline: float | None):
+    """Row-format instances that are {input: value} objects, as one array per input."""
     columns: dict[str, list[Any]] = {name: [] for name in names}
     for i, item in enumerate(instances):
         if not _is_object(item):

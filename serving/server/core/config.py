@@ -1,9 +1,6 @@
-"""The model server's typed configuration, from TF Serving's flags and config files.
-
-Model config files are text-format `tensorflow.serving.ModelServerConfig`; the monitoring
-config is text-format `MonitoringConfig`; batching parameters `BatchingParameters` (all
-TF Serving's own messages, as the project declares them in `serving/wire`). They are read
-here so that a bad file is a one-line user error before anything loads.
+"""The model server's typed configuration, from TF Serving's flags and its text-format config
+files (ModelServerConfig, MonitoringConfig, BatchingParameters), read here so that a bad
+file is a one-line user error before anything loads.
 """
 
 from __future__ import annotations

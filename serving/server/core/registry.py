@@ -1,15 +1,12 @@
 """Served versions of each model: loading by version policy, polling, labels, in-flight draining.
 
-A poll lists a model's base path (integer-named directories only, via `fmnist.layout`),
-loads every newly aspired version completely before it becomes visible, and only then
-retires versions that left the policy. A retired version stops taking new requests at
-once but is closed only when its last in-flight request has finished, and then on the
-registry's unload thread, never on the thread that let go of it (an event loop, a request
-thread): closing can take long (a TF session, a batch queue draining). A version that
-fails to load is reported (state END with the error) and not retried until its directory
-goes away, so a broken publish leaves the previous version serving. As in TF Serving's
-file-system source, a base path that is missing (or cannot be listed) changes nothing:
-the loaded versions keep serving; one that exists but holds no versions unloads them.
+A poll loads every newly aspired version (integer-named directories) before it becomes
+visible, and only then retires versions that left the policy: they take no new requests
+and close once their in-flight requests are done, on the registry's unload thread (never
+on the thread that let go: an event loop or a request thread; closing can take long). A
+version that fails to load is END with its error and not retried until its directory goes
+away. A base path that is missing or unreadable keeps the loaded versions serving (as TF
+Serving's file-system source); one that holds no versions unloads them.
 """
 
 from __future__ import annotations
@@ -55,10 +52,6 @@ class VersionStatus:
     error: str = ""
 
 
-def _unload_thread() -> Executor:
-    return ThreadPoolExecutor(1, thread_name_prefix="unload")
-
-
 class ModelManager:
     """The versions of one model; thread-safe; `acquire` is the request hot path. Versions
     are closed on `unloads` (one thread of the registry's)."""
@@ -66,13 +59,13 @@ class ModelManager:
     def __init__(self, config: ModelConfig, loader: Loader, unloads: Executor | None = None):
         self.config = config
         self._loader = loader
-        self._unloads = unloads or _unload_thread()
+        self._unloads = unloads or ThreadPoolExecutor(1, thread_name_prefix="unload")
         self._lock = threading.Lock()
         self._poll_lock = threading.Lock()
         self._versions: dict[int, ServableVersion] = {}  # every version seen, for status
         self._latest: ServableVersion | None = None  # highest AVAILABLE version
         self._failed: dict[int, Path] = {}  # load failures, until the directory goes away
-        self._base_state = "ok"  # ok | missing | empty | error: logged when it changes
+        self._base_state = "ok"  # ok | empty | unreadable: logged when it changes
 
     @property
     def name(self) -> str:
@@ -162,24 +155,23 @@ class ModelManager:
                 self._close_soon(entry)
 
     def _scan(self) -> dict[int, Path] | None:
-        """The versions on disk, or None when the base path cannot be read (logged once)."""
-        base = self.config.base_path
+        """The versions on disk, or None when the base path cannot be read (logged when
+        that changes)."""
+        base, problem = self.config.base_path, ""
         try:
             on_disk = scan_versions(base)
         except OSError as err:
-            on_disk, state = None, "error"
-            detail = f"cannot list base path {base}: {err.strerror or err}"
+            on_disk, problem = None, f"cannot list base path {base}: {err.strerror or err}"
+        if on_disk is None:
+            state, problem = "unreadable", problem or f"could not find base path {base}"
         else:
-            state = "missing" if on_disk is None else "empty" if not on_disk else "ok"
-            detail = ""
+            state = "empty" if not on_disk else "ok"
         if state != self._base_state:
             previous, self._base_state = self._base_state, state
             loaded = self._loaded_versions()
-            keeping = f"; keeping versions {loaded} loaded" if loaded else ""
-            if state == "missing":
-                log.warning("model %s: could not find base path %s%s", self.name, base, keeping)
-            elif state == "error":
-                log.warning("model %s: %s%s", self.name, detail, keeping)
+            if problem:
+                keeping = f"; keeping versions {loaded} loaded" if loaded else ""
+                log.warning("model %s: %s%s", self.name, problem, keeping)
             elif state == "empty":
                 log.warning(
                     "model %s: no versions found under base path %s (version directories are "
@@ -187,7 +179,7 @@ class ModelManager:
                     self.name,
                     base,
                 )
-            elif previous in ("missing", "error"):
+            elif previous == "unreadable":
                 log.info("model %s: base path %s readable again", self.name, base)
         return on_disk
 
@@ -267,7 +259,7 @@ class ServableRegistry:
 
     def __init__(self, models: tuple[ModelConfig, ...], loader: Loader):
         self._loader = loader
-        self._unloads = _unload_thread()
+        self._unloads = ThreadPoolExecutor(1, thread_name_prefix="unload")
         # Replaced whole (never mutated) on reload, so request threads read it without a lock.
         self.managers = {m.name: ModelManager(m, loader, self._unloads) for m in models}
         self._reload_lock = threading.Lock()

@@ -12,6 +12,7 @@ tf.Example APIs once, for any servable that runs tensors by name, which the Save
 from __future__ import annotations
 
 import abc
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -41,41 +42,21 @@ class Busy(Exception):
 
 
 class Servable(Protocol):
-    """One loaded model version, as the data plane uses it. `deadline` is a
-    `time.monotonic()` value: past it, DEADLINE_EXCEEDED."""
+    """One loaded model version, as the data plane uses it; `SignatureServable` has the
+    signatures of its methods. `deadline` is a `time.monotonic()` value: past it,
+    DEADLINE_EXCEEDED. `wait=False`: raise Busy rather than wait for a shared part of the
+    model (a TFLite interpreter)."""
 
     signatures: Mapping[str, Signature]  # signature key -> its inputs and outputs
     runs_inline: bool  # a small Predict costs less than a thread hand-off (with wait=False)
 
-    def predict(
-        self,
-        signature_name: str,
-        inputs: Mapping[str, np.ndarray],
-        output_filter: Sequence[str] = (),
-        *,
-        deadline: float | None = None,
-        wait: bool = True,
-    ) -> tuple[str, Outputs]:
-        """Run a signature on named inputs (checked first): the signature used and outputs.
-        `wait=False`: raise Busy rather than wait for a shared part of the model."""
-        ...
+    def predict(self, signature_name, inputs, output_filter=(), *, deadline=None, wait=True): ...
 
-    def classify(
-        self, signature_name: str, serialized: Sequence[bytes], check_method: bool = False
-    ) -> tuple[str, pb.ClassificationResult]:
-        """Serialized tf.Examples through a classify signature (TF Serving's checks); each
-        of the tf.Example APIs also takes `deadline`."""
-        ...
+    def classify(self, signature_name, serialized, check_method=False, *, deadline=None): ...
 
-    def regress(
-        self, signature_name: str, serialized: Sequence[bytes], check_method: bool = False
-    ) -> tuple[str, pb.RegressionResult]: ...
+    def regress(self, signature_name, serialized, check_method=False, *, deadline=None): ...
 
-    def multi_inference(
-        self, tasks: Sequence[tuple[str, str]], serialized: Sequence[bytes]
-    ) -> list[tuple[str, ExampleResult]]:
-        """(signature name, method name) tasks over the same examples; a result per task."""
-        ...
+    def multi_inference(self, tasks, serialized, *, deadline=None): ...
 
     def metadata(self) -> pb.SignatureDefMap: ...
 
@@ -103,7 +84,6 @@ class SignatureServable(abc.ABC):
     """A servable that runs tensors by name: Predict, the tf.Example APIs and metadata."""
 
     signatures: Mapping[str, Signature]
-    ports: Mapping[str, Ports]  # signature key -> its tensors
     defaults: Mapping[str, Mapping[str, np.ndarray]] = {}  # signature key -> input defaults
     runs_inline = False
 
@@ -122,6 +102,15 @@ class SignatureServable(abc.ABC):
 
     @abc.abstractmethod
     def close(self) -> None: ...
+
+    @functools.cached_property
+    def ports(self) -> dict[str, Ports]:
+        """Each signature's (inputs, outputs) as fed and fetched: as declared, unless a
+        servable holds requests to other shapes."""
+        return {
+            key: tuple({a: Port.of(a, i) for a, i in t.items()} for t in (s.inputs, s.outputs))
+            for key, s in self.signatures.items()
+        }
 
     def predict(
         self,
@@ -173,38 +162,17 @@ class SignatureServable(abc.ABC):
             answer.signature_def[name].CopyFrom(to_signature_def(signature))
         return answer
 
-    def classify(
-        self,
-        signature_name: str,
-        serialized: Sequence[bytes],
-        check_method: bool = False,
-        *,
-        deadline: float | None = None,
-    ) -> tuple[str, pb.ClassificationResult]:
-        return self._example_task(
-            signature_name, CLASSIFY_METHOD, serialized, check_method, deadline
-        )
-
-    def regress(
-        self,
-        signature_name: str,
-        serialized: Sequence[bytes],
-        check_method: bool = False,
-        *,
-        deadline: float | None = None,
-    ) -> tuple[str, pb.RegressionResult]:
-        return self._example_task(
-            signature_name, REGRESS_METHOD, serialized, check_method, deadline
-        )
-
     def _example_task(
         self,
-        signature_name: str,
         method: str,
+        signature_name: str,
         serialized: Sequence[bytes],
-        check_method: bool,
-        deadline: float | None,
+        check_method: bool = False,
+        *,
+        deadline: float | None = None,
     ) -> tuple[str, ExampleResult]:
+        """Classify or Regress (`method`): serialized tf.Examples through a signature of that
+        kind (TF Serving's checks); the signature used and its result message."""
         name, signature = examples.example_signature(
             self.signatures, signature_name, method, check_method
         )
@@ -214,6 +182,9 @@ class SignatureServable(abc.ABC):
         values = self._run_examples(feeds, outputs, serialized, deadline)
         by_alias = dict(zip(aliases, values, strict=True))
         return name, examples.build_result(method, by_alias, len(serialized))
+
+    classify = functools.partialmethod(_example_task, CLASSIFY_METHOD)
+    regress = functools.partialmethod(_example_task, REGRESS_METHOD)
 
     def multi_inference(
         self,

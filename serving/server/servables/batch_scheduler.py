@@ -1,16 +1,14 @@
-"""TF Serving's shared batch scheduler (shared_batch_scheduler.h) as a library: concurrent
-requests of the same shape merged into one model call.
+"""TF Serving's shared batch scheduler (shared_batch_scheduler.h) as a library.
 
-Callers queue from an event loop (`BatchScheduler.run`) and wait for their answer without
-a thread; `num_batch_threads` batch threads each run one batch at a time, then wake the
-callers' loops. A queue belongs to an owner (a served version) and a request shape; its
-requests are concatenated along dim 0 into one call of the queue's `process`, padded up to
-the next `allowed_batch_sizes` entry (copies of a real row, dropped from the outputs), and
-the outputs are split back to each caller. A batch closes when it is full, or when its
-first request has waited `batch_timeout_micros`; at most `max_enqueued_batches` batches
-wait; a request larger than `max_batch_size` is refused, or split across batches with
-`enable_large_batch_splitting`. A queue whose outputs cannot be split (no batch dimension)
-is closed to batching from then on (`accepts`). No TensorFlow: the TFLite server batches too.
+Callers queue requests from an event loop (`run`) and wait there, without a thread;
+`num_batch_threads` batch threads each run one batch at a time. A queue belongs to an
+owner (a served version) and a request shape; its requests are concatenated along dim 0
+into one call of its `process`, padded up to the next `allowed_batch_sizes` entry (copies
+of a real row, dropped from the outputs), and the outputs are split back to each caller.
+A batch closes when full, or when its first request has waited `batch_timeout_micros`; at
+most `max_enqueued_batches` wait; a request larger than `max_batch_size` is refused, or
+split across batches with `enable_large_batch_splitting`. A queue whose outputs cannot be
+split (no batch dimension) stops batching (`accepts`). No TensorFlow: TFLite batches too.
 """
 
 from __future__ import annotations
@@ -24,7 +22,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -91,30 +89,32 @@ def execution_limit(config: BatchingConfig) -> int:
     return config.max_batch_size
 
 
+@dataclass(eq=False)
 class QueuedRequest:
     """One caller's request: its inputs, its answer (or error) once every piece has run,
     and how to wake its caller."""
 
-    def __init__(self, inputs: Mapping[str, np.ndarray], rows: int, deadline: float | None):
-        self.inputs, self.rows, self.deadline = inputs, rows, deadline
-        self.wake: Callable[[], None] = lambda: None
-        self.answered = False
-        self.name = ""
-        self.outputs: Outputs | None = None
-        self.error: BaseException | None = None
-        self.pieces: list[_Piece] = []
+    inputs: Mapping[str, np.ndarray]
+    rows: int
+    deadline: float | None
+    wake: Callable[[], None]
+    answered: bool = False
+    name: str = ""
+    outputs: Outputs | None = None
+    error: BaseException | None = None
+    pieces: list[_Piece] = field(default_factory=list)
 
 
+@dataclass(eq=False)
 class _Piece:
     """Rows [start, stop) of a request, as placed in one batch."""
 
-    __slots__ = ("batch", "outputs", "request", "running", "start", "stop")
-
-    def __init__(self, request: QueuedRequest, start: int, stop: int):
-        self.request, self.start, self.stop = request, start, stop
-        self.batch: _Batch | None = None
-        self.outputs: Outputs | None = None
-        self.running = False
+    request: QueuedRequest
+    start: int
+    stop: int
+    batch: _Batch | None = None
+    outputs: Outputs | None = None
+    running: bool = False
 
     @property
     def size(self) -> int:
@@ -125,13 +125,11 @@ class _Piece:
         return value if self.size == self.request.rows else value[self.start : self.stop]
 
 
+@dataclass(eq=False)
 class _Batch:
-    __slots__ = ("pieces", "size", "started")
-
-    def __init__(self) -> None:
-        self.pieces: list[_Piece] = []
-        self.size = 0
-        self.started = 0.0  # monotonic time its first piece arrived
+    pieces: list[_Piece] = field(default_factory=list)
+    size: int = 0
+    started: float = 0.0  # monotonic time its first piece arrived
 
 
 class _Queue:
@@ -189,9 +187,9 @@ class BatchScheduler:
         rows: int,
         deadline: float | None,
     ) -> tuple[str, Outputs]:
-        """Queue a request (`process` runs the queue's batches), wait on this event loop for
-        its batch(es) to run, and return its own outputs. At the deadline, or if the caller
-        goes away, the request leaves the queue (a piece already running ends unobserved)."""
+        """Queue a request (`process` runs its queue's batches) and wait on this event loop
+        for its own outputs. At the deadline, or if the caller goes away, it leaves the
+        queue (a piece already running ends unobserved)."""
         if rows > self.config.max_batch_size:
             raise StatusError(
                 Code.INVALID_ARGUMENT,
@@ -200,8 +198,7 @@ class BatchScheduler:
             )
         loop = asyncio.get_running_loop()
         woken = loop.create_future()
-        request = QueuedRequest(inputs, rows, deadline)
-        request.wake = lambda: _wake(loop, woken)
+        request = QueuedRequest(inputs, rows, deadline, lambda: _wake(loop, woken))
         with self._cv:
             self._enqueue(self._queue(owner, key, process), request)
             self._cv.notify()

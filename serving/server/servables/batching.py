@@ -1,13 +1,9 @@
 """TF Serving's request batching (`--enable_batching`): a servable whose Predicts go through
-the shared `BatchScheduler` (one for every version the wrapped loader loads, as TF Serving's
-SharedBatchScheduler is), queued by request shape: signature, output filter, input names,
-dtypes and every dim but dim 0.
-
-Differences from TF Serving, said plainly: requests whose inner dims differ are queued
-apart instead of padded (`pad_variable_length_inputs` is accepted and changes nothing, so
-every caller gets the answer for exactly its own input); requests without a shared batch
-dim, with zero rows, relying on signature defaults, or for a signature whose declared dim 0
-is fixed run alone; Classify, Regress and MultiInference run unbatched (as in TF Serving).
+one `BatchScheduler` shared by every version, queued by request shape (signature, output
+filter, input names, dtypes, every dim but dim 0). Unlike TF Serving, requests of other
+inner dims queue apart instead of being padded (`pad_variable_length_inputs` changes
+nothing); requests without a shared batch dim, with zero rows, relying on signature
+defaults, or for a fixed dim 0 run alone; Classify, Regress, MultiInference run unbatched.
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
 """What loads a version directory into a servable (TF Serving's loaders): its model.tflite
-with `--prefer_tflite_model`, else its SavedModel; then warm-up replay and the batching
-wrapper, as the server's flags ask.
-
-TensorFlow is imported only for a SavedModel, so a TFLite-only install serves model.tflite
-versions, and a SavedModel version there fails its own load in one line.
+with `--prefer_tflite_model`, else its SavedModel (the only import of TensorFlow); then
+warm-up replay and the batching wrapper, as the server's flags ask.
 """
 
 from __future__ import annotations

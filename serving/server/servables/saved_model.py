@@ -1,13 +1,9 @@
-"""One SavedModel version, run the way TF Serving runs it: a session fed by signature tensor names.
+"""One SavedModel version, run the way TF Serving runs it: a session fed by signature tensor
+names (eager `signatures[...]` calls cost more per call; docs/serving.md#serving-speed).
 
-TF Serving loads a SavedModel into a session and feeds the tensors a SignatureDef names.
-Eager `signatures[...]` calls cost ~6x more per call, so each version gets its own graph
-and session, and one compiled session callable per (inputs, outputs) combination, built
-once and reused. Inputs are checked against the signature first (`validation`: a wrong
-rank can abort the process inside a kernel), and large batches run in chunks of
-`validation.CHUNK_ROWS` rows, so a request at the size limit does not hold every
-intermediate tensor of the whole batch at once. Predict and the tf.Example APIs come from
-`SignatureServable`.
+Each version gets its own graph and session, and one compiled session callable per
+(inputs, outputs), built once and reused. Predict (inputs checked first, large batches in
+chunks) and the tf.Example APIs come from `SignatureServable`.
 """
 
 from __future__ import annotations
@@ -23,7 +19,7 @@ from google.protobuf import text_format
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, saved_model_pb2
 
 from fmnist.serving.server.servables import validation
-from fmnist.serving.server.servables.base import Port, Ports, SignatureServable
+from fmnist.serving.server.servables.base import SignatureServable
 from fmnist.serving.wire import messages as pb
 from fmnist.serving.wire import tensor_proto
 from fmnist.serving.wire.signature import Signature, from_signature_def
@@ -56,6 +52,23 @@ def read_meta_graph(version_dir: Path) -> meta_graph_pb2.MetaGraphDef:
     raise LoadError(f"{version_dir}: no MetaGraphDef tagged '{SERVE_TAG}'")
 
 
+def _session(version_dir: Path, intra_op_threads: int, inter_op_threads: int):
+    """A session of its own graph, the version loaded into it."""
+    config = config_pb2.ConfigProto(
+        intra_op_parallelism_threads=intra_op_threads,
+        inter_op_parallelism_threads=inter_op_threads,
+    )
+    graph = tf.Graph()
+    session = tf.compat.v1.Session(graph=graph, config=config)
+    try:
+        with graph.as_default():
+            tf.compat.v1.saved_model.loader.load(session, [SERVE_TAG], str(version_dir))
+    except Exception as err:
+        session.close()
+        raise LoadError(f"cannot load {version_dir}: {err}") from err
+    return session
+
+
 class SavedModelServable(SignatureServable):
     """A loaded version: its SignatureDefs and a private session to run them."""
 
@@ -72,29 +85,12 @@ class SavedModelServable(SignatureServable):
         self.signatures: dict[str, Signature] = {
             name: from_signature_def(proto) for name, proto in self.signature_defs.items()
         }
-        self.ports: dict[str, Ports] = {
-            key: tuple(
-                {a: Port.of(a, i) for a, i in infos.items()} for infos in (s.inputs, s.outputs)
-            )
-            for key, s in self.signatures.items()
-        }
         self.defaults = {name: _defaults(proto) for name, proto in self.signature_defs.items()}
-        self._graph = tf.Graph()
-        config = config_pb2.ConfigProto(
-            intra_op_parallelism_threads=intra_op_threads,
-            inter_op_parallelism_threads=inter_op_threads,
-        )
+        self._session = _session(version_dir, intra_op_threads, inter_op_threads)
         # One op at a time anyway: run them on the caller's thread, sparing a hand-off to
         # TF's inter-op pool and back (TF's RunOptions.inter_op_thread_pool = -1).
         caller_thread = -1 if inter_op_threads == 1 else 0
         self._run_options = config_pb2.RunOptions(inter_op_thread_pool=caller_thread)
-        self._session = tf.compat.v1.Session(graph=self._graph, config=config)
-        try:
-            with self._graph.as_default():
-                tf.compat.v1.saved_model.loader.load(self._session, [SERVE_TAG], str(version_dir))
-        except Exception as err:
-            self._session.close()
-            raise LoadError(f"cannot load {version_dir}: {err}") from err
         self._callables: dict[tuple, object] = {}
         self._lock = threading.Lock()
         for signature in self.signature_defs.values():  # build the common callables up front
@@ -127,12 +123,10 @@ class SavedModelServable(SignatureServable):
                 options = config_pb2.CallableOptions(
                     feed=feeds, fetch=fetches, run_options=self._run_options
                 )
-                # Private API, kept because it pays: the C++ Session::MakeCallable path that
-                # the public Session.make_callable() wraps, minus its per-call Python checks
-                # of every feed (TF Serving has none; validation.py already checked them).
-                # benchmarks/bench_session_callable.py: batch-1 half_plus_two, median 77 us
-                # vs 213 us public (2.8x). Removing it costs that per call; nothing else.
-                # tests/serving/test_private_tf_api.py fails if TensorFlow drops it.
+                # Private API, kept because it pays (docs/serving.md#serving-speed): the C++
+                # path that Session.make_callable() wraps, minus its per-call Python checks
+                # (validation.py already checked the feeds). test_private_tf_api.py fails
+                # if TensorFlow drops it.
                 fn = self._session._make_callable_from_options(options)
                 self._callables[key] = fn
         return fn

@@ -1,17 +1,13 @@
-"""One TFLite version, served as TF Serving's TfLiteSession serves `<version>/model.tflite`.
+"""One TFLite version, served as TF Serving's TfLiteSession serves `<version>/model.tflite`,
+with no TensorFlow (`fmnist.edge.runtime`'s interpreter), so a Raspberry Pi can serve it.
 
-No TensorFlow: the interpreter comes from `fmnist.edge.runtime` (ai-edge-litert, else
-tflite-runtime), so a Raspberry Pi can serve the int8 model. As in TF Serving
-(servables/tensorflow/tflite_session.cc), a model without SignatureDef metadata gets one
-`serving_default` predict signature built from its input and output tensors: each alias
-is the tensor name without its `:N` suffix, each shape the tensor's shape as loaded (batch
-1, not -1); a model that carries SignatureDef metadata is served with those instead
-(`tflite_signatures`), with any number of inputs and outputs. TF Serving feeds raw tensors
-of the model's own types (uint8/int8 for a quantized model) and resizes the inputs to each
-request's shape; here every input is also checked against the model's shape signature
-first (any batch size, fixed other dims), and large batches run in chunks. A pool of
-interpreters (one thread each, as TF Serving's `--num_tflite_pools`, default one per CPU)
-serves concurrent requests; a request holds one for all its chunks.
+As in tflite_session.cc, a model without SignatureDef metadata gets one `serving_default`
+predict signature of its tensors (aliases without `:N`, shapes as loaded: batch 1); one
+with that metadata (`tflite_signatures`) is served with those, any number of inputs and
+outputs. Requests feed the model's own types (uint8/int8 when quantized), resized to the
+request; every input is first held to the model's shape signature (any batch size), and
+large batches run in chunks. A pool of interpreters (one thread each, one per CPU, as
+`--num_tflite_pools`) serves concurrent requests; a request holds one for all its chunks.
 """
 
 from __future__ import annotations
@@ -125,6 +121,27 @@ def _read_model(model_file: Path, runtime: Runtime) -> bytes:
     return content
 
 
+def _signatures(
+    model_file: Path, content: bytes, inputs: list[dict[str, Any]], outputs: list[dict[str, Any]]
+) -> dict[str, Signature]:
+    """The model's stored SignatureDefs, or the one TF Serving derives from its tensors."""
+    try:
+        stored = read_signature_defs(content)
+    except ValueError as err:
+        raise TfliteLoadError(
+            f"{model_file}: Invalid SignatureDefs found in TfLite model: {err}"
+        ) from None
+    if stored:
+        return {key: _fixed(key, sig, inputs, outputs) for key, sig in stored.items()}
+    return {
+        DEFAULT_SIGNATURE: Signature(
+            method_name=PREDICT_METHOD,
+            inputs={legacy_name(d["name"]): _tensor_info(d) for d in inputs},
+            outputs={legacy_name(d["name"]): _tensor_info(d) for d in outputs},
+        )
+    }
+
+
 class _Slot:
     """A pooled interpreter and the input shapes it is currently allocated for."""
 
@@ -217,22 +234,7 @@ class TfliteServable(SignatureServable):
         self._interpreters = _Interpreters(self._new_interpreter, size)
         first = self._interpreters.first.interpreter
         inputs, outputs = first.get_input_details(), first.get_output_details()
-        try:
-            stored = read_signature_defs(self._content)
-        except ValueError as err:
-            raise TfliteLoadError(
-                f"{model_file}: Invalid SignatureDefs found in TfLite model: {err}"
-            ) from None
-        if stored:
-            self.signatures = {k: _fixed(k, s, inputs, outputs) for k, s in stored.items()}
-        else:  # TF Serving's generated signature
-            self.signatures = {
-                DEFAULT_SIGNATURE: Signature(
-                    method_name=PREDICT_METHOD,
-                    inputs={legacy_name(d["name"]): _tensor_info(d) for d in inputs},
-                    outputs={legacy_name(d["name"]): _tensor_info(d) for d in outputs},
-                )
-            }
+        self.signatures = _signatures(model_file, self._content, inputs, outputs)
         by_name = {d["name"]: d for d in (*inputs, *outputs)}
         self.ports: dict[str, Ports] = {
             key: tuple(

@@ -27,7 +27,7 @@ K = TypeVar("K", bound=Hashable)
 
 CHUNK_ROWS = 256  # batch rows per session run: bounds the model's intermediate tensors
 # ... unless rows are tiny (half_plus_two's are 4 bytes): then a chunk holds up to this many
-# input bytes, since per-run overhead would otherwise dominate (3.5M rows: 1.8 s vs 0.3 s).
+# input bytes, since per-run overhead would otherwise dominate.
 CHUNK_BYTES = 256 << 10
 
 Shape = tuple[int, ...]

@@ -1,11 +1,7 @@
-"""TF Serving's model warm-up: replay `assets.extra/tf_serving_warmup_requests` before a
-version becomes AVAILABLE, so its first real requests do not pay for graph set-up.
-
-The file is a TFRecord of PredictionLog records (at most 1000, TF Serving's limit); each
-record's Predict/Classify/Regress/MultiInference request runs through the version. A file
-that cannot be read, a record that does not parse or a request that fails fails the
-version's load, as in TF Serving; a version without the file loads as usual. No TensorFlow
-is needed: the TFLite server on a Raspberry Pi warms up too.
+"""TF Serving's model warm-up: replay `assets.extra/tf_serving_warmup_requests` (a TFRecord of
+at most 1000 PredictionLogs) through a version before it becomes AVAILABLE, so its first
+real requests do not pay for set-up. A file that cannot be read, a record that does not
+parse or a request that fails fails the version's load, as in TF Serving. No TensorFlow.
 """
 
 from __future__ import annotations

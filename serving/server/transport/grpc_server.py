@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -67,8 +66,7 @@ class GrpcServer:
         self.reuse_port = reuse_port  # SO_REUSEPORT: sibling processes share the port
         self.max_message_bytes = max_message_bytes
         self.health = HealthService(("", *self.services)) if health_check else None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._loop: event_loop.LoopThread | None = None
         self._server: grpc.aio.Server | None = None
         self._closing = False
         self._receiving: set[asyncio.Task] = set()  # calls still waiting for their request
@@ -78,13 +76,11 @@ class GrpcServer:
 
     def start(self) -> int:
         """Bind (TCP, and the UNIX socket if any) and start; returns the bound TCP port."""
-        self._loop = event_loop.new_event_loop()
-        self._thread = threading.Thread(target=self._run_loop, name="grpc-loop", daemon=True)
-        self._thread.start()
+        self._loop = event_loop.LoopThread("grpc-loop")
         try:
-            return asyncio.run_coroutine_threadsafe(self._start(), self._loop).result()
+            return self._loop.run(self._start()).result()
         except BaseException:
-            self._end_loop()
+            self._loop.stop()
             self._loop = None
             raise
 
@@ -95,20 +91,9 @@ class GrpcServer:
                 self._stopping = concurrent.futures.Future()
                 self._stopping.set_result(None)
             else:
-                self._stopping = asyncio.run_coroutine_threadsafe(self._stop(grace), self._loop)
-                self._stopping.add_done_callback(lambda _: self._end_loop())
+                self._stopping = self._loop.run(self._stop(grace))
+                self._stopping.add_done_callback(lambda _: self._loop.stop())
         return self._stopping
-
-    def _run_loop(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_forever()
-        self._loop.close()
-
-    def _end_loop(self) -> None:
-        if self._loop is not None and self._loop.is_running():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
 
     # --- on the loop thread ----------------------------------------------------------------
 
@@ -124,7 +109,10 @@ class GrpcServer:
         options.update(self.channel_arguments)
         self._server = grpc.aio.server(options=list(options.items()))
         handlers = [
-            _generic_handler(name, methods, self._unary) for name, methods in self.services.items()
+            grpc.method_handlers_generic_handler(
+                service, {name: self._handler(method) for name, method in methods.items()}
+            )
+            for service, methods in self.services.items()
         ]
         if self.health is not None:
             handlers.append(self._health_handler())
@@ -150,7 +138,7 @@ class GrpcServer:
         answered UNAVAILABLE; no new calls; running ones finish (gRPC cancels any left
         after `grace`)."""
         if self.health is not None:
-            await self.health.shut_down()
+            self.health.closing.set()
         self._closing = True
         for waiting in list(self._receiving):
             waiting.cancel()  # _receive answers it UNAVAILABLE
@@ -194,15 +182,21 @@ class GrpcServer:
             message = message[:_MESSAGE_LIMIT] + "...TRUNCATED"
         await context.abort(grpc.StatusCode[error.code.name], message)
 
+    def _handler(self, method: Method) -> grpc.RpcMethodHandler:
+        async def unary(_requests, context: grpc.aio.ServicerContext) -> Any:
+            return await self._unary(method, context)
+
+        # Requests stay bytes here: the method's call parses them where the data plane says.
+        return grpc.stream_unary_rpc_method_handler(unary, None, method.response.SerializeToString)
+
     def _health_handler(self) -> grpc.GenericRpcHandler:
         health = self.health
 
         async def check(_requests, context):
             request = pb.HealthCheckRequest.FromString(await self._receive(context))
-            status = health.status.get(request.service)
-            if status is None:
+            if request.service not in health.services:
                 await context.abort(grpc.StatusCode.NOT_FOUND)  # as grpc_health answers
-            return Status(status=status)
+            return Status(status=health.status(request.service))
 
         async def watch(_requests, context):
             request = pb.HealthCheckRequest.FromString(await self._receive(context))
@@ -218,23 +212,6 @@ class GrpcServer:
         )
 
 
-def _generic_handler(
-    service: str, methods: Mapping[str, Method], unary: Callable[[Method, Any], Any]
-) -> grpc.GenericRpcHandler:
-    def handler(method: Method):
-        async def behaviour(_requests, context):
-            return await unary(method, context)
-
-        # Requests stay bytes here: the method's call parses them where the data plane says.
-        return grpc.stream_unary_rpc_method_handler(
-            behaviour, None, method.response.SerializeToString
-        )
-
-    return grpc.method_handlers_generic_handler(
-        service, {name: handler(method) for name, method in methods.items()}
-    )
-
-
 class HealthService:
     """The standard gRPC health service's state: every service SERVING until shutdown, then
     NOT_SERVING, and every Watch stream ends (status OK), as gRPC's C++ servers do; an open
@@ -242,36 +219,18 @@ class HealthService:
     servicer keeps Watch streams open forever.)"""
 
     def __init__(self, services: Iterable[str]):
-        self.status = {name: Status.SERVING for name in services}
-        self._closing = False
-        self._changed: asyncio.Condition | None = None
+        self.services = set(services)
+        self.closing = asyncio.Event()
 
-    def _condition(self) -> asyncio.Condition:
-        if self._changed is None:  # created on the loop that uses it
-            self._changed = asyncio.Condition()
-        return self._changed
+    def status(self, service: str) -> int:
+        if service not in self.services:
+            return Status.SERVICE_UNKNOWN
+        return Status.NOT_SERVING if self.closing.is_set() else Status.SERVING
 
     async def watch(self, service: str, write: Callable[[Any], Any]) -> None:
-        """Send the service's status, then each change, until shutdown."""
-        changed, last = self._condition(), None
-
-        def current() -> int:
-            return self.status.get(service, Status.SERVICE_UNKNOWN)
-
-        while True:
-            async with changed:
-                while current() == last and not self._closing:
-                    await changed.wait()
-                status, closing = current(), self._closing
-            if status != last:
-                await write(Status(status=status))
-                last = status
-            if closing:
-                return
-
-    async def shut_down(self) -> None:
-        changed = self._condition()
-        async with changed:
-            self.status = dict.fromkeys(self.status, Status.NOT_SERVING)
-            self._closing = True
-            changed.notify_all()
+        """Send the service's status, then its change at shutdown, and end."""
+        status = self.status(service)
+        await write(Status(status=status))
+        await self.closing.wait()
+        if self.status(service) != status:
+            await write(Status(status=self.status(service)))

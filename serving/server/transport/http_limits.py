@@ -1,17 +1,12 @@
 """JSON answers for HTTP requests Tornado rejects before any handler sees them.
 
-Tornado answers a malformed request (bad request line, NUL bytes or bad characters in a
-header, a bad Content-Length) with a bare `400` and no body, and drops the connection,
-with no answer at all, when the header block outgrows `max_header_size`. The REST API
-promises `{"error": "..."}` for every error, so `JsonErrorStream` (the server's
-connection streams) rewrites the bare 400 and answers an over-long header block with
-414 (its request line alone is too long) or 431, then closes without a reset: the
-rest of the client's request is drained (bounded in time and bytes) on a helper thread.
-Header blocks between `MAX_HEADER_BYTES` and Tornado's read limit are parsed and then
-refused by `limit_error`, from the request handler. Only Tornado's public API is used: the
-stream is made with IOStream's constructor and sees the header bytes through `read_from_fd`
-(so a header block pipelined behind another request's body is judged by the bytes read
-after it).
+Tornado answers a malformed request with a bare `400`, and drops the connection when the
+header block outgrows `max_header_size`. The REST API promises `{"error": ...}` for every
+error, so `JsonErrorStream` (every connection's stream, made with IOStream's public
+constructor) rewrites the bare 400 and answers an over-long header block with 414 (its
+request line alone is too long) or 431, then closes without a reset: the rest of the
+request is drained (bounded) on a helper thread. Header blocks between `MAX_HEADER_BYTES`
+and Tornado's read limit are parsed, then refused by `limit_error` in the handler.
 """
 
 from __future__ import annotations

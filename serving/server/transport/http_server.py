@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -63,25 +62,18 @@ class HttpServer:
         self.reuse_port = reuse_port  # SO_REUSEPORT: sibling processes share the port
         self.in_flight = 0
         self.draining = False
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop: event_loop.LoopThread | None = None
         self._server: tornado.httpserver.HTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     def start(self) -> int:
         # OSError if taken (by anything but a sibling process, with reuse_port)
         sockets = tornado.netutil.bind_sockets(self.port, self.host, reuse_port=self.reuse_port)
         self.port = sockets[0].getsockname()[1]
-        ready = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, args=(sockets, ready), name="rest-loop", daemon=True
-        )
-        self._thread.start()
-        ready.wait()
+        self._loop = event_loop.LoopThread("rest-loop")
+        self._loop.run(self._serve(sockets)).result()
         return self.port
 
-    def _run(self, sockets, ready: threading.Event) -> None:
-        self._loop = event_loop.new_event_loop()
-        asyncio.set_event_loop(self._loop)
+    async def _serve(self, sockets: list) -> None:
         routes = []
         if self.metrics is not None and self.metrics_path:
             routes.append((re.escape(self.metrics_path), _MetricsHandler, {"server": self}))
@@ -94,18 +86,13 @@ class HttpServer:
             idle_connection_timeout=60,
         )
         self._server.add_sockets(sockets)
-        ready.set()
-        self._loop.run_forever()
-        self._loop.close()
 
     def stop(self, grace_s: float) -> None:
         """Stop accepting, wait up to `grace_s` for in-flight requests, then close everything."""
         if self._loop is None:
             return
-        future = asyncio.run_coroutine_threadsafe(self._shutdown(grace_s), self._loop)
-        future.result()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
+        self._loop.run(self._shutdown(grace_s)).result()
+        self._loop.stop()
 
     async def _shutdown(self, grace_s: float) -> None:
         self.draining = True

@@ -1,9 +1,8 @@
 """Can the server listen on host:port? Checked before models load, so a bad address fails at once.
 
-TF Serving loads its models and only then binds, and this server does the same (a port
-that accepts connections before the models are loaded would look ready to TCP health
-checks). So the check is a probe: resolve the host, bind and listen the way the servers
-will, then let go; the real bind after loading reports a port taken in between the same way.
+TF Serving binds only once its models are loaded (an open port would look ready to TCP
+health checks), and so does this server: the check is a probe (resolve, bind and listen
+as the servers will, then let go); the real bind reports a port taken since the same way.
 """
 
 from __future__ import annotations
@@ -17,6 +16,14 @@ from fmnist.errors import UserError
 def address(host: str, port: int | None) -> str:
     """host:port, with an IPv6 host in brackets."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def check_ports(host: str, grpc_port: int | None, rest_port: int | None) -> None:
+    """`check_free` for the gRPC port and the REST port (None: not served)."""
+    if grpc_port is not None:
+        check_free(host, grpc_port, api="gRPC", flag="--port")
+    if rest_port is not None:
+        check_free(host, rest_port, api="REST", flag="--rest_api_port")
 
 
 def check_free(host: str, port: int, *, api: str, flag: str) -> None:
