@@ -147,7 +147,7 @@ class ModelServer:
         reload = config.server_processes == 1  # sibling processes would not follow a reload
         services = GrpcApi(self.plane, config.max_request_bytes, reload).services()
         if config.enable_profiler:
-            services.update(_profiler_services())
+            services.update(_profiler_services(self.plane.placement))
         return GrpcServer(
             services,
             host=config.host,
@@ -250,11 +250,11 @@ class ModelServer:
         return 0
 
 
-def _profiler_services() -> dict:
+def _profiler_services(placement: Any) -> dict:
     """TF's profiler service (--enable_profiler), or none (logged) without TensorFlow."""
     from fmnist.serving.server.api import profiler_api
 
     if not profiler_api.available():
         log.info("--enable_profiler: TensorFlow is not installed; no profiler service")
         return {}
-    return profiler_api.ProfilerApi().services()
+    return profiler_api.ProfilerApi(placement).services()

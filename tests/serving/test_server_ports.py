@@ -64,3 +64,23 @@ def test_an_in_process_server_checks_its_ports_before_loading(serving_fixtures: 
             server.registry.status("half_plus_two")  # nothing was loaded
     finally:
         server.stop()
+
+
+def test_a_host_that_does_not_resolve_names_the_host(serving_fixtures: Path):
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "fmnist.cli", "serve", "--host", "999.1.1.1"),
+            *("--model_base_path", str(serving_fixtures / "saved_model_half_plus_two_cpu")),
+            *("--port", "0", "--rest_api_port", "0"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(
+        "fmnist serve: error: cannot listen for gRPC on 999.1.1.1: --host 999.1.1.1 is not an "
+        "address or a host name that resolves"
+    )

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import threading
+import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +39,7 @@ from fmnist.serving.wire.signature import (
 from fmnist.serving.wire.status import Code, StatusError, failed_precondition
 from fmnist.serving.wire.tensor_proto import to_tensor_proto
 
+WAIT_S = 10.0  # bound on every wait for a condition
 SIGNATURES = {
     DEFAULT_SIGNATURE: Signature(
         PREDICT_METHOD,
@@ -294,3 +299,119 @@ def test_every_request_is_counted_once_with_its_code(apis) -> None:
         ("rest", "predict", "INVALID_ARGUMENT"): 1,
         ("rest", "unknown", "INVALID_ARGUMENT"): 1,
     }
+
+
+# --- where work runs, what is logged, and where versions close -------------------------------
+
+
+class BrokenServable(FakeServable):
+    """Every Predict fails with a bug, as a runtime might."""
+
+    def predict(self, signature_name, inputs, output_filter=(), *, deadline=None):
+        raise RuntimeError("the runtime's own words")
+
+
+def plane_of(tmp_path: Path, loader, pools=None) -> DataPlane:
+    (tmp_path / "m" / "1").mkdir(parents=True)
+    registry = ServableRegistry((ModelConfig("m", tmp_path / "m"),), loader=loader)
+    registry.poll_all()
+    return DataPlane(registry, Metrics(), pools=pools)
+
+
+def test_a_servable_that_raises_is_internal_and_its_traceback_is_logged(tmp_path, caplog):
+    grpc_api = GrpcApi(plane_of(tmp_path, BrokenServable))
+    with (
+        caplog.at_level(logging.ERROR, logger="fmnist.serving.server"),
+        pytest.raises(StatusError) as raised,
+    ):
+        grpc_predict(grpc_api)
+    # The client learns it is the server's fault, not the runtime's words.
+    assert (raised.value.code, raised.value.message) == (
+        Code.INTERNAL,
+        "Internal error (logged by the server)",
+    )
+    (record,) = caplog.records
+    assert (record.api, record.method, record.model, record.version) == (
+        "grpc",
+        "predict",
+        "m",
+        "1",
+    )
+    assert "the runtime's own words" in record.getMessage()
+    assert record.exc_info and record.exc_info[0] is RuntimeError
+
+
+class Gate:
+    """A servable's predict that waits at the gate; how many waited at once."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.inside = self.most = 0
+        self.open = threading.Event()
+
+    def __call__(self) -> None:
+        with self.lock:
+            self.inside += 1
+            self.most = max(self.most, self.inside)
+        self.open.wait(WAIT_S)
+        with self.lock:
+            self.inside -= 1
+
+
+def test_rest_model_work_is_bounded_by_the_rest_pool(tmp_path) -> None:
+    gate = Gate()
+
+    class Gated(FakeServable):
+        def predict(self, signature_name, inputs, output_filter=(), *, deadline=None):
+            gate()
+            return super().predict(signature_name, inputs, output_filter, deadline=deadline)
+
+    pools = {"rest": ThreadPoolExecutor(2), "grpc": ThreadPoolExecutor(8)}
+    rest_api = RestApi(plane_of(tmp_path, Gated, pools))
+    body = json.dumps({"instances": [[1, 2]]}).encode()
+
+    async def five_requests():
+        calls = [rest_api.handle("POST", "/v1/models/m:predict", body) for _ in range(5)]
+        waiting = asyncio.gather(*calls)
+        while gate.inside < 2:  # both REST threads taken...
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.05)  # ...and no third one joins them (a pool of more would)
+        gate.open.set()
+        return await waiting
+
+    answers = asyncio.run(five_requests())
+    assert [status for status, _ in answers] == [200] * 5
+    assert gate.most == 2
+
+
+def test_a_version_released_on_the_event_loop_closes_on_the_unload_thread(tmp_path) -> None:
+    """A request holds version 1 while version 2 replaces it: the request lets go on the
+    event loop, and closing (which can take long) must not happen there."""
+    closed_on = []
+
+    class Recorded(FakeServable):
+        def predict(self, signature_name, inputs, output_filter=(), *, deadline=None):
+            (tmp_path / "m" / "2").mkdir()
+            registry.poll_all()  # version 1 retires while this request holds it
+            return super().predict(signature_name, inputs, output_filter, deadline=deadline)
+
+        def close(self) -> None:
+            closed_on.append(threading.current_thread().name)
+
+    plane = plane_of(tmp_path, Recorded)
+    registry = plane.registry
+
+    async def predict_then_name_the_loop_thread() -> str:
+        await (
+            GrpcApi(plane)
+            .services()[pb.PREDICTION_SERVICE]["Predict"]
+            .call(predict_request(version=1).SerializeToString(), None)
+        )
+        return threading.current_thread().name
+
+    loop_thread = asyncio.run(predict_then_name_the_loop_thread())
+    deadline = time.monotonic() + WAIT_S
+    while not closed_on:
+        assert time.monotonic() < deadline, "version 1 was never closed"
+        time.sleep(0.001)
+    assert closed_on[0].startswith("unload") and closed_on[0] != loop_thread

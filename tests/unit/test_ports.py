@@ -45,3 +45,21 @@ def test_a_failed_bind_is_explained_by_probing_again():
         port = taken.getsockname()[1]
         message = explain_bind_failure("127.0.0.1", port, api="gRPC", flag="--port")
     assert message.endswith(f"port {port} is already in use (choose another with --port)")
+
+
+@pytest.mark.parametrize("port", [0, 8500])
+def test_a_host_that_does_not_resolve_is_named_as_the_problem(port):
+    """Even with port 0, which is never taken: the host is what cannot be listened on."""
+    with pytest.raises(UserError) as caught:
+        check_free("999.1.1.1", port, api="gRPC", flag="--port")
+    message = str(caught.value)
+    assert message.startswith("cannot listen for gRPC on 999.1.1.1: --host 999.1.1.1 is not an")
+    assert "--port" not in message
+
+
+def test_a_host_that_is_not_this_machines_is_named_as_the_problem():
+    with pytest.raises(UserError) as caught:
+        check_free("192.0.2.1", 0, api="REST", flag="--rest_api_port")  # TEST-NET-1
+    assert str(caught.value) == (
+        "cannot listen for REST on 192.0.2.1:0: --host 192.0.2.1 is not an address of this machine"
+    )

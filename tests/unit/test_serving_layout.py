@@ -168,3 +168,87 @@ def test_serving_imports_nothing_private_from_other_packages(package: str) -> No
                     if alias.name.startswith("_") and not inside
                 }
     assert private == set()
+
+
+# --- what each layer may do (issue 49) -------------------------------------------------------
+
+
+def _names(path: Path) -> set[str]:
+    """Every name and attribute a file uses."""
+    nodes = list(ast.walk(ast.parse(path.read_text())))
+    return {n.id for n in nodes if isinstance(n, ast.Name)} | {
+        n.attr for n in nodes if isinstance(n, ast.Attribute)
+    }
+
+
+def _server_files(layer: str) -> list[Path]:
+    return sorted((SERVING / "server" / layer).glob("*.py"))
+
+
+def test_the_apis_import_nothing_from_the_servables() -> None:
+    """api/ sees models only through the data plane (core/)."""
+    offenders = {
+        path.name: sorted(n for n in _imports(path) if n.startswith(f"{SERVER_PACKAGE}.servables"))
+        for path in _server_files("api")
+    }
+    assert {name: found for name, found in offenders.items() if found} == {}
+
+
+def test_methods_are_declared_without_grpc() -> None:
+    """The APIs declare their methods where grpcio is not needed; only the gRPC server
+    module imports grpc."""
+    methods = SERVING / "server" / "transport" / "methods.py"
+    assert "class Method" in methods.read_text()
+    uses_grpc = {
+        str(path.relative_to(SERVING / "server"))
+        for path in (SERVING / "server").rglob("*.py")
+        if any(n.split(".")[0] == "grpc" for n in _imports(path))
+    }
+    assert uses_grpc == {"transport/grpc_server.py"}
+
+
+def test_core_hands_the_apis_plain_results() -> None:
+    """core/ builds no wire response: the APIs do, from the data plane's plain results."""
+    built = {
+        path.name: sorted(n for n in _names(path) if n.endswith("Response"))
+        for path in _server_files("core")
+    }
+    assert {name: found for name, found in built.items() if found} == {}
+
+
+def test_only_the_placement_hands_request_work_to_threads() -> None:
+    """One place decides where a request's work runs (core/placement.py): the transports
+    and the APIs hand none to a pool themselves."""
+    handing = {"run_in_executor", "to_thread", "ThreadPoolExecutor", "submit", "wrap_future"}
+    offenders = {
+        str(path.relative_to(SERVING / "server")): sorted(_names(path) & handing)
+        for layer in ("api", "transport")
+        for path in _server_files(layer)
+    }
+    assert {name: found for name, found in offenders.items() if found} == {}
+
+
+def test_the_http_transport_uses_no_tornado_private() -> None:
+    """Tornado through its public API only: no attribute of Tornado's own whose name starts
+    with an underscore (read from the installed Tornado, so a rename shows too), and no
+    stream's class swapped."""
+    import tornado.httpserver
+    import tornado.iostream
+    import tornado.web
+
+    tornado_classes = (
+        tornado.web.RequestHandler,
+        tornado.iostream.IOStream,
+        tornado.httpserver.HTTPServer,
+    )
+    privates = {
+        name
+        for cls in tornado_classes
+        for name in dir(cls)
+        if name.startswith("_") and not name.endswith("__")
+    }
+    privates |= {"_read_buffer", "_finished", "_reason"}  # the ones used before issue 49
+    for path in _server_files("transport"):
+        used = _names(path)
+        assert used & privates == set(), path.name
+        assert "__class__" not in used, path.name

@@ -7,20 +7,23 @@ public start/stop API; TF's profiler server would listen on every interface) for
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import re
 import shutil
 import tempfile
 import threading
 import time
+from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+from fmnist.serving.server.core.placement import Placement
 from fmnist.serving.server.transport.methods import Method, parse_request
 from fmnist.serving.wire import messages as pb
 from fmnist.serving.wire.status import Code, StatusError, invalid_argument
 
+_ON_THE_GRPC_POOL = SimpleNamespace(api="grpc")  # what Placement.on_pool reads of a call
 # TF's defaults when a request leaves the options unset (ProfileOptions.version 0).
 _HOST_TRACER, _DEVICE_TRACER, _PYTHON_TRACER = 2, 1, 0
 
@@ -32,7 +35,8 @@ def available() -> bool:
 class ProfilerApi:
     """tensorflow.ProfilerService: Profile and Terminate (one session at a time, as TF's)."""
 
-    def __init__(self) -> None:
+    def __init__(self, placement: Placement) -> None:
+        self.placement = placement  # a profile waits out its duration: on the gRPC pool
         self._lock = threading.Lock()
         self._running: dict[str, threading.Event] = {}  # session id -> its stop signal
 
@@ -41,10 +45,14 @@ class ProfilerApi:
         calls = {"Profile": self.profile, "Terminate": self.terminate}
         return {
             pb.PROFILER_SERVICE: {
-                name: Method(*kinds[name], _on_a_thread(kinds[name][0], call))
+                name: Method(*kinds[name], partial(self._handle, kinds[name][0], call))
                 for name, call in calls.items()
             }
         }
+
+    async def _handle(self, kind: type, call: Any, raw: bytes, deadline: float | None) -> Any:
+        work = partial(call, parse_request(kind, raw), deadline)
+        return await self.placement.on_pool(_ON_THE_GRPC_POOL, work)
 
     def profile(self, request: Any, deadline: float | None) -> pb.ProfileResponse:
         import tensorflow as tf
@@ -77,15 +85,6 @@ class ProfilerApi:
         if stop is not None:
             stop.set()
         return pb.TerminateResponse()
-
-
-def _on_a_thread(kind: type, call: Any) -> Any:
-    """A method whose `call` blocks (a profile waits out its duration) on a thread of its own."""
-
-    async def run(raw: bytes, deadline: float | None) -> Any:
-        return await asyncio.to_thread(call, parse_request(kind, raw), deadline)
-
-    return run
 
 
 def _options(opts: Any) -> Any:

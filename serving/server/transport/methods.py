@@ -4,6 +4,7 @@ unit tests)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +12,8 @@ from typing import Any
 from google.protobuf import message
 
 from fmnist.serving.wire.status import Code, StatusError
+
+log = logging.getLogger(__name__)
 
 # call(serialized request, deadline) -> the response message; `deadline` is a
 # `time.monotonic()` value or None. It raises only StatusError.
@@ -28,8 +31,10 @@ class Method:
 
 
 def parse_request(kind: type[message.Message], raw: bytes) -> Any:
-    """A serialized request message; INTERNAL with gRPC's own wording if it does not parse."""
+    """A serialized request message; INTERNAL with gRPC's own wording if it does not parse
+    (a client's error: logged at debug level only)."""
     try:
         return kind.FromString(raw)
-    except message.DecodeError:
+    except message.DecodeError as err:
+        log.debug("a %s that does not parse: %s", kind.DESCRIPTOR.name, err)
         raise StatusError(Code.INTERNAL, "Exception deserializing request!") from None
