@@ -268,8 +268,8 @@ def _span_to_array(span: NumericSpan, dtype: np.dtype, deadline: float | None) -
 
 
 def _small_span_to_array(span: NumericSpan, dtype: np.dtype) -> np.ndarray | None:
-    """A span of a few KB through orjson: ~8x quicker than the numpy passes (one 28x28
-    image: 20 us vs 150 us). A span holds only numbers and brackets, so no booleans or
+    """A span of a few KB through orjson, quicker than the numpy passes (measured in
+    docs/serving.md#serving-speed). A span holds only numbers and brackets, so no booleans or
     nulls can hide in the lists; NaN, Infinity and anything else orjson or numpy refuses
     (ragged, too deep) go on to the vectorized path."""
     try:
