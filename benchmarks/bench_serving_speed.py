@@ -15,7 +15,9 @@ server, measured for:
 and one bare LiteRT interpreter on one thread gives the invokes/s of the same model.tflite.
 With `--baseline-pythonpath` (a directory put first on the server's PYTHONPATH, holding an
 older `fmnist` package, e.g. a checkout's symlink farm), the configurations that an older
-server understands are measured on it too, alternating. Medians over `--rounds`.
+server understands are measured on it too, alternating (`--all-on-baseline`: every one, for
+a baseline that has every flag). Medians over `--rounds`; then each configuration's ratios
+to the baseline's (issue 49: none more than 5% slower, 1-stream p50 no worse).
 Targets (issue 43): batching >= 2.5x the same SavedModel server without it; TFLite over
 gRPC >= 0.25 of the bare interpreter; REST CPU per request <= half of the baseline's;
 1-stream p50 no worse than the baseline's (within 5%).
@@ -180,6 +182,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--baseline-pythonpath")
+    parser.add_argument("--all-on-baseline", action="store_true")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     image = dataset.load_test(args.data_dir).images[:1]
@@ -193,7 +196,11 @@ def main() -> int:
     if args.baseline_pythonpath:
         arms["baseline"] = args.baseline_pythonpath
     results: dict = {
-        arm: {name: [] for name, c in CONFIGURATIONS.items() if c.on_baseline or arm == "current"}
+        arm: {
+            name: []
+            for name, c in CONFIGURATIONS.items()
+            if c.on_baseline or arm == "current" or args.all_on_baseline
+        }
         for arm in arms
     }
     bare = []
@@ -282,6 +289,16 @@ def _report(summary: dict) -> None:
             for api in ("grpc", "rest"):
                 p50 = current[name][f"{api}_p50_ms"] / baseline[name][f"{api}_p50_ms"]
                 print(f"{api} 1-stream p50, {name}: x{p50:.2f} of the baseline (target <= 1.05)")
+        print(
+            "\n| configuration | gRPC req/s | REST req/s | gRPC p50 | REST p50 | (x the baseline's)"
+        )
+        print("| --- | --- | --- | --- | --- |")
+        for name in baseline:
+            ratios = [
+                current[name][key] / baseline[name][key]
+                for key in ("grpc_rps", "rest_rps", "grpc_p50_ms", "rest_p50_ms")
+            ]
+            print(f"| {name} | " + " | ".join(f"x{r:.3f}" for r in ratios) + " |")
 
 
 if __name__ == "__main__":

@@ -187,7 +187,14 @@ def _server_config(args: argparse.Namespace):
     else:
         raise UserError("either --model_base_path or --model_config_file is required")
     grpc_port, rest_port = _ports(args)
-    batching, grpc_threads = _batching(args, sc)
+    if args.batching_parameters_file and not args.enable_batching:
+        # TF Serving's own refusal (server.cc), so a command line behaves the same in both.
+        raise UserError(
+            "--batching_parameters_file is set without setting --enable_batching to true"
+        )
+    batching = None
+    if args.enable_batching:
+        batching = sc.read_batching_parameters_file(args.batching_parameters_file)
     monitoring_path = None
     if args.monitoring_config_file:
         monitoring_path = sc.read_monitoring_config_file(args.monitoring_config_file)
@@ -203,25 +210,8 @@ def _server_config(args: argparse.Namespace):
         batching=batching,
         **{field: getattr(args, flag) for flag, field in _FIELD_OF_FLAG.items()},
         **({"rest_threads": args.rest_api_num_threads} if args.rest_api_num_threads else {}),
-        **({"grpc_threads": grpc_threads} if grpc_threads else {}),
+        **({"grpc_threads": args.grpc_max_threads} if args.grpc_max_threads else {}),
     )
-
-
-def _batching(args: argparse.Namespace, sc) -> tuple[object, int | None]:
-    """(--enable_batching's parameters or None, the gRPC thread count to use)."""
-    if args.batching_parameters_file and not args.enable_batching:
-        # TF Serving's own refusal (server.cc), so a command line behaves the same in both.
-        raise UserError(
-            "--batching_parameters_file is set without setting --enable_batching to true"
-        )
-    if not args.enable_batching:
-        return None, args.grpc_max_threads
-    batching = sc.read_batching_parameters_file(args.batching_parameters_file)
-    if args.grpc_max_threads is not None:
-        return batching, args.grpc_max_threads
-    # A batch can only hold requests that are in flight: let enough of them in (TF Serving's
-    # batching guide suggests about twice max_batch_size client threads).
-    return batching, max(sc.ServerConfig.grpc_threads, min(2 * batching.max_batch_size, 64))
 
 
 def _port(text: str) -> int:

@@ -62,7 +62,7 @@ class Answered:
     signature: str | None = None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Call:
     """One request, as its API describes it and the data plane fills in. `request` and
     `response` are the API's own (messages, or REST's JSON document and body); `result` is

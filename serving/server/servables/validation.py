@@ -13,6 +13,7 @@ half_plus_two family) describe per-element models that TF Serving feeds any shap
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -48,12 +49,12 @@ class TensorSpec:
             return cls(alias, None)
         return cls(alias, tuple(int(d.size) for d in tensor_shape.dim))
 
-    @property
+    @functools.cached_property  # (specs live as long as their model: computed once)
     def enforced(self) -> bool:
         """Whether requests are held to this shape (see the module docstring)."""
         return self.shape is not None and any(d > 1 for d in self.shape)
 
-    @property
+    @functools.cached_property
     def batched(self) -> bool:
         """Whether dimension 0 is a free batch dimension, so the tensor may be split along it."""
         return self.shape is not None and len(self.shape) >= 1 and self.shape[0] == -1
