@@ -67,12 +67,10 @@ def test_an_in_process_server_checks_its_ports_before_loading(serving_fixtures: 
 
 
 def test_a_host_that_does_not_resolve_names_the_host(serving_fixtures: Path):
+    model = str(serving_fixtures / "saved_model_half_plus_two_cpu")
+    flags = ("--host", "999.1.1.1", "--model_base_path", model, "--port", "0")
     result = subprocess.run(
-        [
-            *(sys.executable, "-m", "fmnist.cli", "serve", "--host", "999.1.1.1"),
-            *("--model_base_path", str(serving_fixtures / "saved_model_half_plus_two_cpu")),
-            *("--port", "0", "--rest_api_port", "0"),
-        ],
+        [sys.executable, "-m", "fmnist.cli", "serve", *flags],
         capture_output=True,
         text=True,
         timeout=120,

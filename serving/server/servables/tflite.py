@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from fmnist.edge.model_check import check_tflite_structure
+from fmnist.edge.classifier import ModelError, read_model
 from fmnist.edge.model_probe import ModelCrashed, check_in_child
 from fmnist.edge.runtime import Runtime, select_runtime
 from fmnist.serving.server.servables import validation
@@ -103,19 +103,13 @@ def _fixed(
 
 
 def _read_model(model_file: Path, runtime: Runtime) -> bytes:
-    """The model's bytes, once it is known not to crash the runtime that will load it."""
+    """The model's bytes (checked as the edge runner checks them: a truncated file must not
+    crash the server), once it is known not to crash the runtime (an abort would end us)."""
     try:
-        content = model_file.read_bytes()
-    except OSError as err:
-        raise TfliteLoadError(f"cannot read {model_file}: {err.strerror or err}") from None
-    if len(content) < 8 or content[4:8] != b"TFL3":
-        raise TfliteLoadError(f"{model_file}: not a TFLite model (no TFL3 identifier)")
-    try:
-        check_tflite_structure(content)  # a truncated file must not crash the server
-    except ValueError as err:
-        raise TfliteLoadError(f"{model_file}: truncated or corrupt: {err}") from None
-    try:
-        check_in_child(content, runtime.name)  # an abort must not end us
+        content = read_model(model_file)  # its errors name the file
+        check_in_child(content, runtime.name)
+    except ModelError as err:
+        raise TfliteLoadError(str(err)) from None
     except ModelCrashed as err:
         raise TfliteLoadError(f"{model_file}: {err}") from None
     return content
