@@ -105,6 +105,14 @@ class GrpcClient(_Client):
         spec = response.model_spec
         return outputs, (spec.version.value if spec.HasField("version") else None)
 
+    def call(self, method: str, request: Any) -> Any:
+        """One PredictionService call (`Predict`, `Classify`, `Regress`, `MultiInference`)
+        with a request message as built, its model spec included: the response message.
+        Deadline and retries as every call; e.g. to resend a logged request as it was."""
+        if method not in pb.SERVICES[pb.PREDICTION_SERVICE]:
+            raise UserError(f"no PredictionService method {method!r}")
+        return self._rpc(self._methods[method], request, f"{self.where}, {method}")
+
     def metadata(self, *, version=None, label=None):
         request = pb.GetModelMetadataRequest(
             model_spec=self._spec(version, label), metadata_field=["signature_def"]
