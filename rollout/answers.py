@@ -9,6 +9,7 @@ the largest score difference, for a whole replay.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from fmnist.serving.wire import tensor_proto
+from fmnist.serving.wire.dtypes import numpy_dtype
 from fmnist.serving.wire.status import StatusError
 
 # TFLite's quantization spec fixes a softmax output's int8 scale and zero point (uint8:
@@ -63,7 +65,7 @@ def predict_rows(
 ) -> Rows:
     """A Predict answer's rows from its class-score output (`output`, else `probabilities`,
     else `scores`, else its only numeric output); int8/uint8 scores are dequantized."""
-    name = output or _score_output(outputs)
+    name = output or score_output({n: np.asarray(a).dtype for n, a in outputs.items()})
     if name not in outputs:
         raise NotComparable(f"no output {name!r} (outputs: {', '.join(sorted(outputs))})")
     array = np.asarray(outputs[name])
@@ -74,7 +76,7 @@ def predict_rows(
         raise NotComparable(f"output {name!r} holds {array.dtype} values, not scores")
     array = array.astype(np.float64, copy=False)
     if array.ndim == 2 and array.shape[1] >= 2:
-        return Rows(scores=array, keys=tuple(str(i) for i in range(array.shape[1])))
+        return Rows(scores=array, keys=class_ids(array.shape[1]))
     if array.ndim == 1 or (array.ndim == 2 and array.shape[1] == 1):
         return Rows(values=array.reshape(-1))
     raise NotComparable(
@@ -83,15 +85,22 @@ def predict_rows(
     )
 
 
-def _score_output(outputs: dict[str, np.ndarray]) -> str:
+@functools.cache
+def class_ids(count: int) -> tuple[str, ...]:
+    """The class keys of a score output with `count` columns: "0", "1", ..."""
+    return tuple(str(i) for i in range(count))
+
+
+def score_output(dtypes: dict[str, np.dtype]) -> str:
+    """The output taken as class scores, from the outputs' names and dtypes."""
     for name in SCORE_OUTPUTS:
-        if name in outputs:
+        if name in dtypes:
             return name
-    numeric = sorted(n for n, a in outputs.items() if np.asarray(a).dtype.kind in "fiu")
+    numeric = sorted(n for n, dtype in dtypes.items() if dtype.kind in "fiu")
     if len(numeric) == 1:
         return numeric[0]
     if not numeric:
-        raise NotComparable(f"no numeric output (outputs: {', '.join(sorted(outputs))})")
+        raise NotComparable(f"no numeric output (outputs: {', '.join(sorted(dtypes))})")
     raise NotComparable(
         f"several outputs ({', '.join(numeric)}): name the one to compare with --output"
     )
@@ -104,12 +113,16 @@ def response_rows(
     quantization: tuple[float, int] | None = None,
 ) -> list[Rows]:
     """A response's rows: one `Rows` per MultiInference task, else one."""
-    if method == "Predict":
+    if method == "Predict":  # only the score output is read: the others may be large
         try:
-            outputs = {n: tensor_proto.to_ndarray(t) for n, t in response.outputs.items()}
+            dtypes = {n: numpy_dtype(t.dtype) for n, t in response.outputs.items()}
+            name = output or score_output(dtypes)
+            if name not in dtypes:
+                raise NotComparable(f"no output {name!r} (outputs: {', '.join(sorted(dtypes))})")
+            scores = tensor_proto.to_ndarray(response.outputs[name])
         except StatusError as err:
             raise NotComparable(f"unreadable output tensor: {err.message}") from None
-        return [predict_rows(outputs, output, quantization)]
+        return [predict_rows({name: scores}, name, quantization)]
     if method == "Classify":
         return [_classification_rows(response.result)]
     if method == "Regress":

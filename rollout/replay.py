@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,11 +23,10 @@ import numpy as np
 
 from fmnist.errors import EXIT_OK, EXIT_PARITY_FAILED, UserError
 from fmnist.rollout.answers import NotComparable, Rows, Tally, response_rows
-from fmnist.rollout.endpoint import FATAL_CODES, Endpoint, NotOverThisApi, decode_inputs
+from fmnist.rollout.batching import Batch, member
+from fmnist.rollout.endpoint import FATAL_CODES, Endpoint, NotOverThisApi
 from fmnist.rollout.logs import LoggedCall, RequestLog
 from fmnist.serving.client import ServingError
-from fmnist.serving.wire.dtypes import numpy_dtype
-from fmnist.serving.wire.status import StatusError
 
 NOT_COMPARABLE = "not_comparable"  # the logged answer holds nothing to compare
 NOT_OVER_THIS_API = "not_over_this_api"  # MultiInference over REST
@@ -153,10 +153,13 @@ def replay(
     run = _Run(endpoint, target, options)
     started = time.perf_counter()
     sampler = _Reservoir(options.latency_samples, options.seed)
-    for call in log:
-        sampler.offer(call)
-        run.take(call)
-    run.flush()
+    try:
+        for call in log:
+            sampler.offer(call)
+            run.take(call)
+        run.flush()
+    finally:
+        run.close()
     replayed_at = time.perf_counter()
     latency = _measure_latency(sampler.items, endpoint, target, reference) if sampler.items else {}
     seconds = time.perf_counter() - started
@@ -229,7 +232,11 @@ def judge(result: ReplayResult, tolerance: ReplayTolerance) -> list[str]:
 
 
 class _Run:
-    """One replay pass: batches Predict calls, sends, tallies; state lives here."""
+    """One replay pass: batches Predict calls, sends, tallies; state lives here.
+
+    One batch is in flight on a worker thread while this thread reads and prepares the next
+    (a blocking gRPC or HTTP call releases the GIL), so the client's work overlaps the
+    server's; answers are tallied on this thread only."""
 
     def __init__(self, endpoint: Endpoint, target: Target, options: ReplayOptions) -> None:
         self.endpoint, self.target, self.options = endpoint, target, options
@@ -241,7 +248,9 @@ class _Run:
         self.errors: Counter[str] = Counter()
         self.first_errors: dict[str, str] = {}
         self.answered_versions: Counter[int | None] = Counter()
-        self._pending: dict[tuple, list[_Prepared]] = {}
+        self._pending: dict[tuple, Batch] = {}
+        self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay")
+        self._in_flight: tuple[Future, Batch] | None = None
 
     def take(self, call: LoggedCall) -> None:
         self.logged_calls += 1
@@ -249,44 +258,62 @@ class _Run:
             self._send_alone(call)
             return
         try:
-            prepared = _prepare(call, self.endpoint)
+            item = member(call, self.endpoint.output)
         except NotComparable as err:
             self._skip(NOT_COMPARABLE, f"{call.where}: {err}")
             return
-        if prepared is None:
+        if item is None:
             self._send_alone(call)
             return
-        group = self._pending.setdefault(prepared.key, [])
-        if group and sum(p.rows for p in group) + prepared.rows > self.options.batch_rows:
-            self._send_batch(self._pending.pop(prepared.key))
-            group = self._pending.setdefault(prepared.key, [])
-        group.append(prepared)
+        batch = self._pending.get(item.key)
+        if batch is not None and batch.rows + item.rows > self.options.batch_rows:
+            self._send_batch(self._pending.pop(item.key))
+            batch = None
+        if batch is None:
+            batch = self._pending[item.key] = Batch()
+        batch.add(item)
         if len(self._pending) > 16:  # many shapes at once: bound what waits
             self._send_batch(self._pending.pop(next(iter(self._pending))))
 
     def flush(self) -> None:
         while self._pending:
             self._send_batch(self._pending.pop(next(iter(self._pending))))
+        self._collect()
 
-    def _send_batch(self, batch: list[_Prepared]) -> None:
-        if len(batch) == 1:
-            self._send_alone(batch[0].call)
+    def close(self) -> None:
+        self._sender.shutdown(wait=True)
+
+    def _send_batch(self, batch: Batch) -> None:
+        """Send `batch` on the worker, after collecting the one in flight."""
+        if len(batch.members) == 1:
+            self._send_alone(batch.first.call)
             return
-        first = batch[0]
-        inputs = {name: np.concatenate([p.inputs[name] for p in batch]) for name in first.inputs}
+        inputs = batch.inputs()
+        self._collect()
+        future = self._sender.submit(
+            self.endpoint.predict,
+            inputs,
+            batch.first.signature,
+            **self._pin(),
+            dtypes=None if self.endpoint.grpc else batch.dtypes(),
+        )
+        self._in_flight = (future, batch)
+
+    def _collect(self) -> None:
+        """Wait for the batch in flight and tally its answers."""
+        if self._in_flight is None:
+            return
+        future, batch = self._in_flight
+        self._in_flight = None
         try:
-            replayed, answered = self.endpoint.predict(
-                inputs, first.signature, **self._pin(), dtypes=first.dtypes
-            )
+            replayed, answered = future.result()
         except (ServingError, NotComparable):
-            for prepared in batch:  # find which request it was
-                self._send_alone(prepared.call)
+            for item in batch.members:  # find which request it was
+                self._send_alone(item.call)
             return
-        logged = _concat_rows([p.logged for p in batch])
-        wheres = [p.call.where for p in batch for _ in range(p.rows)]
-        self.tally.add(logged, replayed, wheres)
-        self.replayed += len(batch)
-        self.answered_versions[answered] += len(batch)
+        self.tally.add(batch.logged(self.endpoint.quantization), replayed, batch.wheres())
+        self.replayed += len(batch.members)
+        self.answered_versions[answered] += len(batch.members)
 
     def _send_alone(self, call: LoggedCall) -> None:
         try:
@@ -327,49 +354,6 @@ class _Run:
     def _note(self, note: str) -> None:
         if len(self.notes) < 20:
             self.notes.append(" ".join(note.split()))
-
-
-@dataclass
-class _Prepared:
-    """A logged Predict ready to join a batch: its inputs, its logged answer's rows."""
-
-    call: LoggedCall
-    key: tuple
-    signature: str
-    inputs: dict[str, np.ndarray]
-    rows: int
-    logged: Rows
-    dtypes: dict[str, np.dtype]
-
-
-def _prepare(call: LoggedCall, endpoint: Endpoint) -> _Prepared | None:
-    """The call as a batch member, or None when it must go alone (inputs without one batch
-    dimension, or an output filter, which a batch would not keep)."""
-    request = call.request
-    if request.output_filter:
-        return None
-    inputs = decode_inputs(request)
-    sizes = {a.shape[0] if a.ndim else None for a in inputs.values()}
-    if len(sizes) != 1 or None in sizes:
-        return None
-    (rows,) = sizes
-    (logged,) = response_rows("Predict", call.response, endpoint.output, endpoint.quantization)
-    if len(logged) != rows or not rows:
-        return None
-    signature = request.model_spec.signature_name or "serving_default"
-    shapes = tuple(sorted((n, a.dtype.str, a.shape[1:]) for n, a in inputs.items()))
-    answer = ("scores", logged.keys) if logged.scores is not None else ("values",)
-    try:
-        dtypes = {n: numpy_dtype(t.dtype) for n, t in call.response.outputs.items()}
-    except StatusError:
-        return None
-    return _Prepared(call, (signature, shapes, answer), signature, inputs, rows, logged, dtypes)
-
-
-def _concat_rows(parts: list[Rows]) -> Rows:
-    if parts[0].scores is not None:
-        return Rows(scores=np.concatenate([p.scores for p in parts]), keys=parts[0].keys)
-    return Rows(values=np.concatenate([p.values for p in parts]))
 
 
 class _Reservoir:

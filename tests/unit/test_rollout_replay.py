@@ -17,6 +17,7 @@ from fmnist.rollout.logs import RequestLog
 from fmnist.rollout.replay import ReplayOptions, ReplayTolerance, Target, judge, replay
 from fmnist.serving.client import ServingError
 from fmnist.serving.wire import messages as pb
+from fmnist.serving.wire import tensor_proto
 from fmnist.serving.wire.prediction_log import prediction_log, write_prediction_logs
 from fmnist.serving.wire.tensor_proto import to_tensor_proto
 
@@ -37,6 +38,7 @@ class StandIn:
     NOT_FOUND."""
 
     api, address, model_name, output, quantization = "gRPC", "stand-in", "m", None, None
+    grpc = True
 
     def __init__(self, shifts: dict[int | None, int], missing: tuple[int, ...] = ()) -> None:
         self.shifts, self.missing = shifts, missing
@@ -69,7 +71,8 @@ def entry(
     request.inputs["images"].CopyFrom(to_tensor_proto(images))
     response = pb.PredictResponse()
     response.model_spec.name, response.model_spec.version.value = model, version
-    response.outputs["probabilities"].CopyFrom(to_tensor_proto(classify(images)))
+    # float_val, as a server answers (requests carry tensor_content, as clients send them)
+    tensor_proto.fill_tensor_proto(classify(images), response.outputs["probabilities"])
     return prediction_log(request, response, timestamp_secs=1)
 
 
@@ -118,6 +121,25 @@ def test_requests_of_other_shapes_or_with_an_output_filter_are_not_mixed(tmp_pat
     endpoint = StandIn({None: 0})
     replay(log_of(tmp_path, entries), endpoint, options=ReplayOptions(latency_samples=0))
     assert sorted(endpoint.calls) == [("alone", 1, None), ("batch", 3, None), ("batch", 3, None)]
+
+
+def test_tensors_in_any_encoding_join_one_batch(tmp_path: Path) -> None:
+    """tensor_content inputs and float_val scores (as TF Serving logs them) are stacked raw;
+    typed-field inputs and tensor_content scores are decoded first; all in one call."""
+    entries = [entry(images(1, seed=i)) for i in range(4)]
+    for logged in entries[:2]:
+        request, response = logged.predict_log.request, logged.predict_log.response
+        pixels = tensor_proto.to_ndarray(request.inputs["images"])
+        request.inputs["images"].Clear()
+        tensor_proto.fill_tensor_proto(pixels, request.inputs["images"])  # int_val
+        scores = tensor_proto.to_ndarray(response.outputs["probabilities"])
+        response.outputs["probabilities"].CopyFrom(to_tensor_proto(scores))  # tensor_content
+    assert entries[0].predict_log.request.inputs["images"].int_val
+    assert entries[2].predict_log.response.outputs["probabilities"].float_val
+    endpoint = StandIn({None: 0})
+    result = replay(log_of(tmp_path, entries), endpoint, options=ReplayOptions(latency_samples=0))
+    assert result.agreement == 1.0 and result.answers == 4 and result.max_score_diff == 0
+    assert endpoint.calls == [("batch", 4, None)]
 
 
 def test_a_failing_batch_is_resent_request_by_request(tmp_path: Path) -> None:
