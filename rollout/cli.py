@@ -526,6 +526,7 @@ def _promote(args: argparse.Namespace) -> int:
         args.to,
         force=args.force,
         lock_timeout=args.lock_timeout,
+        wait_until_loaded=_loaded_waiter(args) if args.grpc or args.rest else None,
     )
     was = f"version {done.previous}" if done.previous is not None else "no version"
     if not done.changed:
@@ -555,6 +556,36 @@ def _promote(args: argparse.Namespace) -> int:
             print(f"server: {args.label} answers from version {done.version} ({seconds:.1f} s)")
     _write(args, data, _promotion_markdown(data))
     return code
+
+
+def _loaded_waiter(args: argparse.Namespace):
+    """A function that waits until the server has every given version AVAILABLE."""
+    import time
+
+    from fmnist.serving.client import ServingError
+
+    def wait(versions: set[int]) -> None:
+        print(f"waiting for the server to load version {', '.join(map(str, sorted(versions)))}")
+        deadline = time.monotonic() + args.wait
+        with _client(args, args.name) as client:
+            while True:
+                try:
+                    states = {s["version"]: s["state"] for s in client.status()}
+                except ServingError as err:
+                    if err.code not in ("NOT_FOUND", "UNAVAILABLE"):
+                        raise
+                    states = {}
+                if all(states.get(v) == "AVAILABLE" for v in versions):
+                    return
+                if time.monotonic() > deadline:
+                    raise UserError(
+                        f"the server did not load version {', '.join(map(str, sorted(versions)))} "
+                        f"within {args.wait:g} s (states: {states}); models.config serves it, "
+                        f"{args.label} has not moved"
+                    )
+                time.sleep(0.2)
+
+    return wait
 
 
 def _wait_for_label(args: argparse.Namespace, version: int) -> float | None:

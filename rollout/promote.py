@@ -8,12 +8,14 @@ against the version the label names now, and vouches for the bundle as it is (ma
 SHA-256). `--force` overrides that verdict and says so; it never makes a missing version
 or a damaged bundle servable. The version the label leaves stays in the version policy:
 requests that name the label meet a loaded version before, during and after the move, and
-a rollback needs no load.
+a rollback needs no load. A version the policy does not serve yet is added to it first, and
+the label moves once the server has loaded it (see `promote`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,10 @@ class PromotionRefused(UserError):
     def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class PromotionPending(UserError):
+    """The policy now serves the version, the label has not moved yet (exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -74,8 +80,16 @@ def promote(
     *,
     force: bool = False,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    wait_until_loaded: Callable[[set[int]], None] | None = None,
 ) -> Promotion:
-    """Point `label` of model `name` in BASE/models.config at `version` (see the module)."""
+    """Point `label` of model `name` in BASE/models.config at `version` (see the module).
+
+    TF Serving labels only versions it has loaded, and checks the labels before it applies
+    a new version policy: a config that both adds a version to the policy and labels it is
+    refused at every poll. So when the policy does not serve `version` yet, it is added to
+    the policy first and the label moves in a second write, once `wait_until_loaded` (which
+    raises if the server does not load them in time) returns; without one, promote stops
+    after the first write (PromotionPending: run it again once the server loaded it)."""
     if not _LABEL.match(label):
         raise UserError(
             f"--label {label!r}: TF Serving labels start with a letter and use letters, "
@@ -122,7 +136,19 @@ def promote(
         needed = {version, *entry.version_labels.values()}
         if previous is not None and previous in on_disk:
             needed.add(previous)
-        policy_changed = _keep_served(entry, needed, sorted(on_disk))
+        missing = needed - _served(entry, sorted(on_disk))
+        policy_changed = bool(missing)
+        if missing:
+            _serve(entry, needed, sorted(on_disk))
+            write_config(config_path, config)
+            if wait_until_loaded is None:
+                raise PromotionPending(
+                    f"the version policy did not serve version {', '.join(map(str, missing))}: "
+                    f"added it ({_describe(entry)}) so that the server loads it; {label} "
+                    "moves once it is loaded (TF Serving labels only loaded versions): run "
+                    "this again then, or give --grpc/--rest to wait for it"
+                )
+            wait_until_loaded(missing)
         entry.version_labels[label] = version
         write_config(config_path, config)
         record_promotion(
@@ -211,23 +237,23 @@ def _allowed(
     return f"blessed {blessing.data['judged_at']}, compared {judged}"
 
 
-def _keep_served(entry: Any, needed: set[int], on_disk: list[int]) -> bool:
-    """Make the version policy serve every version in `needed` (labels must name loaded
-    versions); a `latest` policy that leaves one out becomes `specific`. True if changed."""
+def _served(entry: Any, on_disk: list[int]) -> set[int]:
+    """The versions the model's version policy serves now."""
     policy = entry.model_version_policy
     choice = policy.WhichOneof("policy_choice")
     if choice == "all":
-        return False
+        return set(on_disk)
     if choice == "specific":
-        served = set(policy.specific.versions)
-    else:  # latest (TF Serving's default: latest 1)
-        count = policy.latest.num_versions if choice == "latest" else 1
-        served = set(on_disk[-max(count, 1) :])
-    if needed <= served:
-        return False
-    policy.Clear()
-    policy.specific.versions.extend(sorted(served | needed))
-    return True
+        return set(policy.specific.versions)
+    count = policy.latest.num_versions if choice == "latest" else 1  # TF Serving's default
+    return set(on_disk[-max(count, 1) :])
+
+
+def _serve(entry: Any, needed: set[int], on_disk: list[int]) -> None:
+    """A `specific` policy serving what the policy serves now and `needed`."""
+    served = _served(entry, on_disk)
+    entry.model_version_policy.Clear()
+    entry.model_version_policy.specific.versions.extend(sorted(served | needed))
 
 
 def _describe(entry: Any) -> str:

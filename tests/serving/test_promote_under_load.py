@@ -91,36 +91,55 @@ def promote(base: Path, server, version: int) -> subprocess.CompletedProcess[str
     return done
 
 
+def deploy(base: Path, fmnist_models: dict, versions: dict[int, int], stable: int) -> None:
+    """Model `fav` under BASE: version -> favourite class, latest 2 served, stable set."""
+    for version, favourite in versions.items():
+        shutil.copytree(fmnist_models[favourite], base / "fav" / str(version))
+    (base / "models.config").write_text(
+        f"model_config_list {{ config {{ name: 'fav' base_path: '{base / 'fav'}' "
+        "model_platform: 'tensorflow' model_version_policy { latest { num_versions: 2 } } "
+        f"version_labels {{ key: 'stable' value: {stable} }} }} }}"
+    )
+
+
+def bless(base: Path, version: int, baseline: int) -> None:
+    """As fmnist compare records a pass (these models have no manifest)."""
+    record_comparison(
+        base / "fav" / str(version),
+        model_name="fav",
+        model_version=version,
+        manifest_sha256=None,
+        blessed=True,
+        baseline={"version": baseline, "manifest_sha256": None},
+        comparison={"failures": []},
+    )
+
+
+def start_load(server) -> tuple[Load, list[threading.Thread]]:
+    load = Load(server)
+    threads = [threading.Thread(target=w) for w in (load.grpc, load.grpc, load.rest, load.rest)]
+    for thread in threads:
+        thread.start()
+    return load, threads
+
+
+def stop_load(load: Load, threads: list[threading.Thread]) -> None:
+    load.stop.set()
+    for thread in threads:
+        thread.join(60)
+
+
 def test_promotion_and_rollback_lose_no_request(
     fmnist_models: dict, model_server, tmp_path: Path
 ) -> None:
     base = tmp_path / "models"
-    shutil.copytree(fmnist_models[3], base / "fav" / "1")
-    shutil.copytree(fmnist_models[7], base / "fav" / "2")
-    (base / "models.config").write_text(
-        f"model_config_list {{ config {{ name: 'fav' base_path: '{base / 'fav'}' "
-        "model_platform: 'tensorflow' model_version_policy { latest { num_versions: 2 } } "
-        "version_labels { key: 'stable' value: 1 } } }"
-    )
-    record_comparison(  # as fmnist compare records a pass (these models have no manifest)
-        base / "fav" / "2",
-        model_name="fav",
-        model_version=2,
-        manifest_sha256=None,
-        blessed=True,
-        baseline={"version": 1, "manifest_sha256": None},
-        comparison={"failures": []},
-    )
+    deploy(base, fmnist_models, {1: 3, 2: 7}, stable=1)
+    bless(base, 2, baseline=1)
     server = model_server(
         *("--model_config_file", str(base / "models.config")),
         *("--model_config_file_poll_wait_seconds", "0.2"),
     )
-    load = Load(server)
-    threads = [
-        threading.Thread(target=work) for work in (load.grpc, load.grpc, load.rest, load.rest)
-    ]
-    for thread in threads:
-        thread.start()
+    load, threads = start_load(server)
     try:
         load.wait_for(3, 20)
         promoted = promote(base, server, 2)
@@ -128,9 +147,7 @@ def test_promotion_and_rollback_lose_no_request(
         rolled_back = promote(base, server, 1)
         load.wait_for(3, 50)
     finally:
-        load.stop.set()
-        for thread in threads:
-            thread.join(60)
+        stop_load(load, threads)
     assert "allowed: blessed" in promoted.stdout and "server: stable answers from version 2" in (
         promoted.stdout
     )
@@ -146,3 +163,28 @@ def test_promotion_and_rollback_lose_no_request(
             2: "AVAILABLE",
         }
     print(f"answers {len(load.answers)} ({dict(by_class)}), failures {len(load.failures)}")
+
+
+def test_a_version_the_policy_leaves_out_is_loaded_before_the_label_moves(
+    fmnist_models: dict, model_server, tmp_path: Path
+) -> None:
+    """latest 2 serves versions 2 and 3; promoting 1 first adds it to the policy, waits for
+    the server to load it, then moves the label (TF Serving refuses a label on a version it
+    has not loaded): no request for stable fails meanwhile."""
+    base = tmp_path / "models"
+    deploy(base, fmnist_models, {1: 3, 2: 7, 3: 7}, stable=2)
+    bless(base, 1, baseline=2)
+    server = model_server(
+        *("--model_config_file", str(base / "models.config")),
+        *("--model_config_file_poll_wait_seconds", "0.2"),
+    )
+    load, threads = start_load(server)
+    try:
+        load.wait_for(7, 20)
+        done = promote(base, server, 1)
+        load.wait_for(3, 50)
+    finally:
+        stop_load(load, threads)
+    assert "waiting for the server to load version 1" in done.stdout
+    assert "(version policy changed to specific 1, 2, 3)" in done.stdout
+    assert load.failures == []

@@ -13,7 +13,7 @@ import pytest
 from fmnist.cli import main
 from fmnist.errors import ManifestError, UserError
 from fmnist.rollout.blessing import BlessingError, read_blessing
-from fmnist.rollout.promote import PromotionRefused, promote
+from fmnist.rollout.promote import PromotionPending, PromotionRefused, promote
 from fmnist.serving.wire.model_config_file import locked, read_config
 
 NAME = "fashion_mnist"
@@ -21,14 +21,14 @@ NAME = "fashion_mnist"
 
 @pytest.fixture
 def base(make_version) -> Path:
-    """Versions 1-3 with manifests; models.config serves the latest 2, stable -> 1."""
+    """Versions 1-3 with manifests; models.config serves the latest 2 (2 and 3), stable -> 2."""
     base = make_version(1).parents[1]
     make_version(2)
     make_version(3)
     (base / "models.config").write_text(
         f"model_config_list {{ config {{ name: '{NAME}' base_path: '{base / NAME}' "
         "model_platform: 'tensorflow' model_version_policy { latest { num_versions: 2 } } "
-        "version_labels { key: 'stable' value: 1 } } }"
+        "version_labels { key: 'stable' value: 2 } } }"
     )
     return base
 
@@ -43,51 +43,90 @@ def policy(base: Path) -> str:
 
 
 def test_a_blessed_version_is_promoted_and_the_move_recorded(base: Path, bless) -> None:
-    bless(base / NAME / "2", baseline=1)
-    done = promote(base, NAME, "stable", 2)
-    assert labels(base) == {"stable": 2}
-    assert done.changed and not done.forced and done.previous == 1
-    assert (
-        done.allowed_by.startswith("blessed ") and "compared against version 1" in done.allowed_by
-    )
-    (move,) = read_blessing(base / NAME / "2").promotions
-    assert move["label"] == "stable" and (move["from"], move["to"], move["forced"]) == (1, 2, False)
+    bless(base / NAME / "3", baseline=2)
+    done = promote(base, NAME, "stable", 3)
+    assert labels(base) == {"stable": 3}
+    assert done.changed and not done.forced and done.previous == 2 and not done.policy_changed
+    assert done.allowed_by.startswith("blessed ")
+    assert done.allowed_by.endswith("compared against version 2")
+    (move,) = read_blessing(base / NAME / "3").promotions
+    assert move["label"] == "stable" and (move["from"], move["to"], move["forced"]) == (2, 3, False)
 
 
 def test_the_version_the_label_leaves_stays_served(base: Path, bless) -> None:
-    bless(base / NAME / "2", baseline=1)
-    done = promote(base, NAME, "stable", 2)
-    assert done.policy_changed and done.policy == "specific 1, 2, 3"  # latest 2 was {2, 3}
+    bless(base / NAME / "3", baseline=2)
+    promote(base, NAME, "stable", 3)
+    (base / NAME / "4").mkdir()  # a newer export: latest 2 would now serve 3 and 4 only
+    bless(base / NAME / "4", baseline=3)
+    done = promote(base, NAME, "stable", 4, wait_until_loaded=lambda versions: None)
+    assert not done.policy_changed  # 3, which stable leaves, is among the latest 2
+    rolled_back = promote(base, NAME, "stable", 3)
+    assert rolled_back.allowed_by == "rollback: stable named version 3 before version 4"
+
+
+def test_a_version_the_policy_does_not_serve_is_loaded_before_it_is_labelled(
+    base: Path, bless
+) -> None:
+    bless(base / NAME / "1", baseline=2)
+    with pytest.raises(PromotionPending) as pending:
+        promote(base, NAME, "stable", 1)
+    assert "did not serve version 1: added it (specific 1, 2, 3)" in str(pending.value)
+    assert pending.value.exit_code == 2
     assert policy(base) == "specific { versions: 1 versions: 2 versions: 3 }"
+    assert labels(base) == {"stable": 2}  # TF Serving would refuse a label on version 1 yet
+    done = promote(base, NAME, "stable", 1)  # the server loaded it: the label moves
+    assert labels(base) == {"stable": 1} and not done.policy_changed
+
+
+def test_with_a_server_to_ask_the_label_moves_once_it_loaded_the_version(base: Path, bless) -> None:
+    bless(base / NAME / "1", baseline=2)
+    seen: list[tuple[set[int], dict[str, int]]] = []
+    done = promote(
+        base, NAME, "stable", 1, wait_until_loaded=lambda v: seen.append((v, labels(base)))
+    )
+    assert seen == [({1}, {"stable": 2})]  # asked with the policy written, the label not yet
+    assert labels(base) == {"stable": 1} and done.policy_changed
+    assert done.policy == "specific 1, 2, 3"
+
+
+def test_a_server_that_does_not_load_it_leaves_the_label(base: Path, bless) -> None:
+    bless(base / NAME / "1", baseline=2)
+
+    def never(versions: set[int]) -> None:
+        raise UserError("the server did not load version 1 within 0 s")
+
+    with pytest.raises(UserError, match="did not load version 1"):
+        promote(base, NAME, "stable", 1, wait_until_loaded=never)
+    assert labels(base) == {"stable": 2}
 
 
 def test_a_policy_that_serves_them_all_is_left_alone(base: Path, bless) -> None:
     config = base / "models.config"
     config.write_text(config.read_text().replace("latest { num_versions: 2 }", "all { }"))
-    bless(base / NAME / "2", baseline=1)
-    assert not promote(base, NAME, "stable", 2).policy_changed
+    bless(base / NAME / "1", baseline=2)
+    assert not promote(base, NAME, "stable", 1).policy_changed
 
 
 def test_moving_back_undoes_the_last_move_without_a_blessing(base: Path, bless) -> None:
-    bless(base / NAME / "2", baseline=1)
-    promote(base, NAME, "stable", 2)
-    done = promote(base, NAME, "stable", 1)  # version 1 was never compared
-    assert labels(base) == {"stable": 1}
-    assert done.allowed_by == "rollback: stable named version 1 before version 2"
+    bless(base / NAME / "3", baseline=2)
+    promote(base, NAME, "stable", 3)
+    done = promote(base, NAME, "stable", 2)  # version 2 was never compared
+    assert labels(base) == {"stable": 2}
+    assert done.allowed_by == "rollback: stable named version 2 before version 3"
 
 
 def test_a_first_version_blessed_alone_is_promoted(base: Path, bless) -> None:
     config = base / "models.config"
-    config.write_text(config.read_text().replace("version_labels { key: 'stable' value: 1 }", ""))
-    bless(base / NAME / "1", baseline=None)
-    done = promote(base, NAME, "stable", 1)
-    assert labels(base) == {"stable": 1} and done.previous is None
+    config.write_text(config.read_text().replace("version_labels { key: 'stable' value: 2 }", ""))
+    bless(base / NAME / "3", baseline=None)
+    done = promote(base, NAME, "stable", 3)
+    assert labels(base) == {"stable": 3} and done.previous is None
     assert done.allowed_by.endswith("compared alone (first version)")
 
 
 def test_the_version_it_already_names_changes_nothing(base: Path) -> None:
     before = (base / "models.config").read_bytes()
-    done = promote(base, NAME, "stable", 1)
+    done = promote(base, NAME, "stable", 2)
     assert not done.changed and (base / "models.config").read_bytes() == before
 
 
@@ -96,29 +135,29 @@ def _no_blessing(base: Path, bless) -> None:
 
 
 def _failed(base: Path, bless) -> None:
-    bless(base / NAME / "2", blessed=False, baseline=1)
+    bless(base / NAME / "3", blessed=False, baseline=2)
 
 
 def _stale(base: Path, bless) -> None:
-    bless(base / NAME / "2", baseline=3)
+    bless(base / NAME / "3", baseline=1)
 
 
 def _bundle_changed(base: Path, bless) -> None:
-    bless(base / NAME / "2", baseline=1)
-    manifest = base / NAME / "2" / "manifest.json"
+    bless(base / NAME / "3", baseline=2)
+    manifest = base / NAME / "3" / "manifest.json"
     data = json.loads(manifest.read_text())
     data["created_at"] = "2030-01-01T00:00:00+00:00"  # another manifest, files still intact
     manifest.write_text(json.dumps(data))
 
 
 def _hostile_blessing(base: Path, bless) -> None:
-    (base / NAME / "2" / "blessing.json").write_text('{"schema": "fmnist-deploy/blessing"')
+    (base / NAME / "3" / "blessing.json").write_text('{"schema": "fmnist-deploy/blessing"')
 
 
 REFUSALS = [
-    ("no blessing", _no_blessing, 2, "version 2 has no blessing: run fmnist compare"),
-    ("failed", _failed, 1, "failed its comparison against version 1: accuracy changed -0.01"),
-    ("stale", _stale, 2, "was judged against version 3, but stable names version 1 now"),
+    ("no blessing", _no_blessing, 2, "version 3 has no blessing: run fmnist compare"),
+    ("failed", _failed, 1, "failed its comparison against version 2: accuracy changed -0.01"),
+    ("stale", _stale, 2, "was judged against version 1, but stable names version 2 now"),
     ("bundle changed", _bundle_changed, 2, "changed since it was judged"),
     ("hostile blessing", _hostile_blessing, 2, "blessing.json: not valid JSON"),
 ]
@@ -133,22 +172,24 @@ def test_a_version_nothing_vouches_for_is_not_promoted(
     setup(base, bless)
     before = (base / "models.config").read_bytes()
     with pytest.raises(PromotionRefused) as raised:
-        promote(base, NAME, "stable", 2)
+        promote(base, NAME, "stable", 3)
     assert message in str(raised.value) and raised.value.exit_code == code
     assert "\n" not in str(raised.value)
     assert (base / "models.config").read_bytes() == before
 
 
 def test_force_overrides_the_verdict_and_says_so(base: Path, bless) -> None:
-    bless(base / NAME / "2", blessed=False, baseline=1)
-    done = promote(base, NAME, "stable", 2, force=True)
-    assert labels(base) == {"stable": 2} and done.forced
+    bless(base / NAME / "3", blessed=False, baseline=2)
+    done = promote(base, NAME, "stable", 3, force=True)
+    assert labels(base) == {"stable": 3} and done.forced
     assert "failed its comparison" in done.forced_over
-    (move,) = read_blessing(base / NAME / "2").promotions
-    assert move["forced"] and move["reason"].startswith("forced: version 2 failed")
+    (move,) = read_blessing(base / NAME / "3").promotions
+    assert move["forced"] and move["reason"].startswith("forced: version 3 failed")
 
 
 def test_force_on_a_version_without_a_manifest(base: Path) -> None:
+    config = base / "models.config"
+    config.write_text(config.read_text().replace("latest { num_versions: 2 }", "all { }"))
     (base / NAME / "5").mkdir()  # a SavedModel from elsewhere: no manifest, no blessing
     with pytest.raises(PromotionRefused, match="has no blessing"):
         promote(base, NAME, "stable", 5)
@@ -163,18 +204,18 @@ def test_force_never_promotes_a_missing_version(base: Path) -> None:
 
 
 def test_force_never_promotes_a_damaged_bundle(base: Path, bless) -> None:
-    bless(base / NAME / "2", baseline=1)
-    (base / NAME / "2" / "model_int8.tflite").write_bytes(b"tampered")
+    bless(base / NAME / "3", baseline=2)
+    (base / NAME / "3" / "model_int8.tflite").write_bytes(b"tampered")
     with pytest.raises(ManifestError, match="does not match the manifest"):
-        promote(base, NAME, "stable", 2, force=True)
-    assert labels(base) == {"stable": 1}
+        promote(base, NAME, "stable", 3, force=True)
+    assert labels(base) == {"stable": 2}
 
 
 def test_a_second_promote_waits_then_fails_and_changes_nothing(base: Path, bless) -> None:
-    bless(base / NAME / "2", baseline=1)
+    bless(base / NAME / "3", baseline=2)
     before = (base / "models.config").read_bytes()
     with locked(base / "models.config"), pytest.raises(UserError, match="another writer"):
-        promote(base, NAME, "stable", 2, lock_timeout=0.1)
+        promote(base, NAME, "stable", 3, lock_timeout=0.1)
     assert (base / "models.config").read_bytes() == before
 
 
@@ -196,12 +237,12 @@ def test_a_second_promote_waits_then_fails_and_changes_nothing(base: Path, bless
 def test_configs_promote_cannot_use_are_one_line_errors(base: Path, edit, message: str) -> None:
     edit(base)
     with pytest.raises(UserError, match=message):
-        promote(base, NAME, "stable", 2)
+        promote(base, NAME, "stable", 3)
 
 
 def test_labels_are_checked_as_tf_serving_names_them(base: Path) -> None:
     with pytest.raises(UserError, match="TF Serving labels start with a letter"):
-        promote(base, NAME, "2nd", 2)
+        promote(base, NAME, "2nd", 3)
 
 
 HOSTILE_BLESSINGS = [
@@ -242,14 +283,12 @@ def test_hostile_blessings_are_one_line_errors(tmp_path: Path, content: bytes, m
 
 
 def test_the_command_states_a_forced_move(base: Path, bless, capsys) -> None:
-    bless(base / NAME / "2", blessed=False, baseline=1)
-    assert main(["promote", str(base), "--label", "stable", "--to", "2"]) == 1
+    bless(base / NAME / "3", blessed=False, baseline=2)
+    assert main(["promote", str(base), "--label", "stable", "--to", "3"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("fmnist promote: error: version 2 failed its comparison")
-    assert main(["promote", str(base), "--label", "stable", "--to", "2", "--force"]) == 0
+    assert err.startswith("fmnist promote: error: version 3 failed its comparison")
+    assert main(["promote", str(base), "--label", "stable", "--to", "3", "--force"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == "stable: fashion_mnist version 1 -> version 2"
-    assert out[1].startswith("FORCED (--force): version 2 failed its comparison")
-    assert (
-        out[2] == f"updated {base / 'models.config'} (version policy changed to specific 1, 2, 3)"
-    )
+    assert out[0] == "stable: fashion_mnist version 2 -> version 3"
+    assert out[1].startswith("FORCED (--force): version 3 failed its comparison")
+    assert out[2] == f"updated {base / 'models.config'} (version policy latest 2)"
