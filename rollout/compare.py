@@ -278,13 +278,13 @@ def _test_set_section(
     return section
 
 
-def _traffic_figures(result: ReplayResult) -> dict[str, tuple[float | None, float | None]]:
+def _traffic_figures(result: ReplayResult) -> dict[str, tuple[Any, Any]]:
     """Traffic metric -> (candidate, baseline) from a replay."""
     latency = result.latency or {}
     target, reference = latency.get("target", {}), latency.get("logged", {})
     return {
         "traffic_agreement": (result.agreement, None),
-        "traffic_errors": (float(result.error_count), None),
+        "traffic_errors": (result.error_count, None),
         "traffic_max_score_diff": (result.max_score_diff, None),
         "traffic_latency_p50_ms": (target.get("p50_ms"), reference.get("p50_ms")),
         "traffic_latency_p99_ms": (target.get("p99_ms"), reference.get("p99_ms")),

@@ -240,18 +240,31 @@ def _metric_rows(comparison: Comparison) -> list[list[str]]:
 
 
 def _metric_row(metric: str, value: Any, baseline: Any, check: Check | None) -> list[str]:
-    change = "" if value is None or baseline is None else f"{value - baseline:+.4g}"
+    change = (
+        "" if value is None or baseline is None else _number(value - baseline, metric, sign=True)
+    )
     verdict = "-" if check is None else ("pass" if check.passed else "FAIL")
     if check is not None and check.note:
         verdict += f" ({check.note})"
     threshold = check.threshold.describe() if check is not None else ""
-    return [metric, _number(value), _number(baseline), change, threshold or "-", verdict]
+    return [
+        metric,
+        _number(value, metric),
+        _number(baseline, metric),
+        change,
+        threshold or "-",
+        verdict,
+    ]
 
 
-def _number(value: Any) -> str:
+def _number(value: Any, metric: str, *, sign: bool = False) -> str:
+    """Counts whole, milliseconds to 2 decimals, fractions to 4."""
     if value is None:
         return "-"
-    return f"{value:.4f}" if isinstance(value, float) and abs(value) < 10 else f"{value:,.4g}"
+    plus = "+" if sign else ""
+    if isinstance(value, int):
+        return f"{value:{plus},}"
+    return f"{value:{plus},.2f}" if metric.endswith("_ms") else f"{value:{plus}.4f}"
 
 
 def _class_rows(comparison: Comparison) -> list[list[str]]:
