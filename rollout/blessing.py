@@ -21,13 +21,12 @@ applies.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from fmnist.atomic import replace_text
 from fmnist.errors import UserError
 from fmnist.manifest import BLESSING_NAME, parse_json
 
@@ -196,16 +195,7 @@ def _readable(version_dir: Path) -> Blessing | None:
 def _write(version_dir: Path, data: dict[str, Any]) -> Blessing:
     """Atomically: a reader sees the old blessing or the new one, never half of one."""
     path = version_dir / BLESSING_NAME
-    handle, tmp = tempfile.mkstemp(prefix=".blessing-", suffix=".tmp", dir=version_dir)
-    try:
-        with os.fdopen(handle, "w") as file:
-            file.write(json.dumps(data, indent=2) + "\n")
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    replace_text(path, json.dumps(data, indent=2) + "\n")
     return Blessing(path, data)
 
 

@@ -35,6 +35,15 @@ def _endpoint_args(parser: argparse.ArgumentParser, *, required: bool) -> None:
     )
 
 
+def _model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "base_path", type=Path, metavar="BASE", help="TF Serving base path (has models.config)"
+    )
+    parser.add_argument(
+        "--name", default="fashion_mnist", help="model name (default fashion_mnist)"
+    )
+
+
 def _output_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write the result as JSON")
     parser.add_argument(
@@ -259,8 +268,7 @@ def _register_compare(subparsers: argparse._SubParsersAction) -> None:
         "passes, 1 when it does not, 2 when it could not judge.",
     )
     arg = parser.add_argument
-    arg("base_path", type=Path, metavar="BASE", help="TF Serving base path (has models.config)")
-    arg("--name", default="fashion_mnist", help="model name (default fashion_mnist)")
+    _model_args(parser)
     arg("--candidate", type=int, metavar="V", help="version to judge (default: the latest)")
     base = parser.add_mutually_exclusive_group()
     base.add_argument(
@@ -477,8 +485,7 @@ def _register_promote(subparsers: argparse._SubParsersAction) -> None:
         "nothing vouches for it or it cannot be promoted.",
     )
     arg = parser.add_argument
-    arg("base_path", type=Path, metavar="BASE", help="TF Serving base path (has models.config)")
-    arg("--name", default="fashion_mnist", help="model name (default fashion_mnist)")
+    _model_args(parser)
     arg("--label", required=True, metavar="L", help="the version label to move, e.g. stable")
     arg("--to", type=int, required=True, metavar="VERSION", help="the version L will name")
     arg(

@@ -125,14 +125,9 @@ class Endpoint:
         return [_rest_result_rows(method, payload)], version
 
     def _spec(self, spec: Any, version: int | None, label: str | None, signature: str) -> None:
-        spec.Clear()
+        """Rewrite a logged request's model spec for this target."""
+        spec.CopyFrom(self.client.model_spec(version, label, signature or None))
         spec.name = self.model_name
-        if signature:
-            spec.signature_name = signature
-        if version is not None:
-            spec.version.value = version
-        elif label is not None:
-            spec.version_label = label
 
 
 def decode_inputs(request: Any) -> dict[str, np.ndarray]:

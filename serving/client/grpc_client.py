@@ -61,9 +61,10 @@ class GrpcClient(_Client):
             for method, (request, response) in pb.SERVICES[service].items()
         }
 
-    def _spec(
-        self, version: int | None, label: str | None, signature: str | None = None
+    def model_spec(
+        self, version: int | None = None, label: str | None = None, signature: str | None = None
     ) -> pb.ModelSpec:
+        """The ModelSpec of this client's model, a version or a label, and a signature."""
         _check_choice(version, label)
         spec = pb.ModelSpec(name=self.model_name)
         if signature:
@@ -97,7 +98,7 @@ class GrpcClient(_Client):
         return self._call(attempt, where, timeout, retries)
 
     def _predict_batch(self, inputs, version, label, signature):
-        request = pb.PredictRequest(model_spec=self._spec(version, label, signature))
+        request = pb.PredictRequest(model_spec=self.model_spec(version, label, signature))
         for name, value in inputs.items():
             request.inputs[name].CopyFrom(_tensor_proto(value))
         response = self._rpc(self._methods["Predict"], request, self._where(version, label))
@@ -115,7 +116,7 @@ class GrpcClient(_Client):
 
     def metadata(self, *, version=None, label=None):
         request = pb.GetModelMetadataRequest(
-            model_spec=self._spec(version, label), metadata_field=["signature_def"]
+            model_spec=self.model_spec(version, label), metadata_field=["signature_def"]
         )
         where = self._where(version, label)
         response = self._rpc(self._methods["GetModelMetadata"], request, where)
@@ -124,7 +125,7 @@ class GrpcClient(_Client):
         )
 
     def _status(self, version, label, timeout, retries):
-        request = pb.GetModelStatusRequest(model_spec=self._spec(version, label))
+        request = pb.GetModelStatusRequest(model_spec=self.model_spec(version, label))
         where = self._where(version, label)
         response = self._rpc(self._methods["GetModelStatus"], request, where, timeout, retries)
         return [

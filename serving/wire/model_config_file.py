@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 from google.protobuf import text_format
 
+from fmnist.atomic import replace_text
 from fmnist.errors import UserError
 from fmnist.serving.wire.messages import ModelServerConfig
 
@@ -45,22 +45,7 @@ def write_config(path: Path, config: Any) -> None:
     """Replace `path` with `config`, atomically and durably."""
     text = text_format.MessageToString(config)
     text_format.Parse(text, ModelServerConfig())  # what TF Serving will parse, checked first
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    with contextlib.suppress(OSError):  # the rename itself, durable (not on every file system)
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+    replace_text(path, text)
 
 
 @contextlib.contextmanager

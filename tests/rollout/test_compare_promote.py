@@ -35,20 +35,10 @@ def stable(base: Path) -> int:
 
 
 @pytest.fixture
-def base(exported_bundle: Path, degraded_bundle: Path, tampering, tmp_path: Path) -> Path:
-    """fashion_mnist 1 (the tiny model), 2 (its perturbed copy), 3 (the tiny model again);
-    stable -> 1, the latest 3 served."""
-    base = tmp_path / "models"
-    model_dir = base / "fashion_mnist"
-    shutil.copytree(exported_bundle, model_dir / "1")
-    shutil.copytree(degraded_bundle, model_dir / "2")
-    tampering.copy(exported_bundle, model_dir / "3", manifest=lambda m: m.update(model_version=3))
-    (base / "models.config").write_text(
-        f"model_config_list {{ config {{ name: 'fashion_mnist' base_path: '{model_dir}' "
-        "model_platform: 'tensorflow' model_version_policy { latest { num_versions: 3 } } "
-        "version_labels { key: 'stable' value: 1 } } }"
-    )
-    return base
+def base(rollout_versions, tmp_path: Path) -> Path:
+    """fashion_mnist 1 (the tiny model, stable), 2 (its perturbed copy), 3 (the tiny model
+    again); the latest 3 served."""
+    return rollout_versions(tmp_path / "models", "latest { num_versions: 3 }")
 
 
 def test_a_degraded_version_fails_and_is_not_promoted(base: Path, tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,21 +32,10 @@ def fmnist(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def deployment(
-    exported_bundle, degraded_bundle, tampering, session_model_server, data_dir, tmp_path_factory
-):
+def deployment(rollout_versions, session_model_server, data_dir, tmp_path_factory):
     """Versions 1 (the tiny model, stable), 2 (degraded) and 3 (the tiny model again), all
     served; and a log of 200 test images sent to stable, one per request."""
-    base = tmp_path_factory.mktemp("traffic") / "models"
-    model_dir = base / "fashion_mnist"
-    shutil.copytree(exported_bundle, model_dir / "1")
-    shutil.copytree(degraded_bundle, model_dir / "2")
-    tampering.copy(exported_bundle, model_dir / "3", manifest=lambda m: m.update(model_version=3))
-    (base / "models.config").write_text(
-        f"model_config_list {{ config {{ name: 'fashion_mnist' base_path: '{model_dir}' "
-        "model_platform: 'tensorflow' model_version_policy { all {} } "
-        "version_labels { key: 'stable' value: 1 } } }"
-    )
+    base = rollout_versions(tmp_path_factory.mktemp("traffic") / "models", "all {}")
     server = session_model_server("--model_config_file", str(base / "models.config"))
     log = base.parent / "requests.tfrecord"
     images = dataset.load_test(data_dir).images[:200]

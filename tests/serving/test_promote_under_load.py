@@ -115,12 +115,17 @@ def bless(base: Path, version: int, baseline: int) -> None:
     )
 
 
-def start_load(server) -> tuple[Load, list[threading.Thread]]:
+def serve_and_load(model_server, base: Path) -> tuple[object, Load, list[threading.Thread]]:
+    """`fmnist serve` of BASE/models.config, re-read every 0.2 s, and the load against it."""
+    server = model_server(
+        *("--model_config_file", str(base / "models.config")),
+        *("--model_config_file_poll_wait_seconds", "0.2"),
+    )
     load = Load(server)
     threads = [threading.Thread(target=w) for w in (load.grpc, load.grpc, load.rest, load.rest)]
     for thread in threads:
         thread.start()
-    return load, threads
+    return server, load, threads
 
 
 def stop_load(load: Load, threads: list[threading.Thread]) -> None:
@@ -135,11 +140,7 @@ def test_promotion_and_rollback_lose_no_request(
     base = tmp_path / "models"
     deploy(base, fmnist_models, {1: 3, 2: 7}, stable=1)
     bless(base, 2, baseline=1)
-    server = model_server(
-        *("--model_config_file", str(base / "models.config")),
-        *("--model_config_file_poll_wait_seconds", "0.2"),
-    )
-    load, threads = start_load(server)
+    server, load, threads = serve_and_load(model_server, base)
     try:
         load.wait_for(3, 20)
         promoted = promote(base, server, 2)
@@ -174,11 +175,7 @@ def test_a_version_the_policy_leaves_out_is_loaded_before_the_label_moves(
     base = tmp_path / "models"
     deploy(base, fmnist_models, {1: 3, 2: 7, 3: 7}, stable=2)
     bless(base, 1, baseline=2)
-    server = model_server(
-        *("--model_config_file", str(base / "models.config")),
-        *("--model_config_file_poll_wait_seconds", "0.2"),
-    )
-    load, threads = start_load(server)
+    server, load, threads = serve_and_load(model_server, base)
     try:
         load.wait_for(7, 20)
         done = promote(base, server, 1)
