@@ -347,60 +347,21 @@ def _check_compare(args: argparse.Namespace) -> None:
 
 def _thresholds(args: argparse.Namespace):
     """The defaults, then the file's metrics, then the flags."""
-    from dataclasses import replace
-
-    from fmnist.rollout.thresholds import (
-        DEFAULT_THRESHOLDS,
-        HIGHER_IS_BETTER,
-        LOWER_IS_BETTER,
-        ChangeThreshold,
-        MetricThreshold,
-        ValueThreshold,
-        load_thresholds,
-    )
+    from fmnist.rollout.thresholds import DEFAULT_THRESHOLDS, load_thresholds, with_limits
 
     thresholds = dict(DEFAULT_THRESHOLDS)
     if args.thresholds:
         thresholds.update(load_thresholds(args.thresholds))
-
-    def value(metric: str, **bounds: float) -> None:
-        old = thresholds.get(metric, MetricThreshold())
-        merged = {**((old.value and old.value.__dict__) or {}), **bounds}
-        thresholds[metric] = replace(old, value=ValueThreshold(**merged))
-
-    def change(metric: str, direction: str, **limits: float) -> None:
-        old = thresholds.get(metric, MetricThreshold())
-        thresholds[metric] = replace(old, change=ChangeThreshold(direction, **limits))
-
-    def fraction(flag: str, number: float | None) -> float | None:
-        if number is not None and not (math.isfinite(number) and 0 <= number <= 1):
-            raise UserError(f"{flag} must be a fraction between 0 and 1, got {number}")
-        return number
-
-    def points(flag: str, number: float | None) -> float | None:
-        if number is not None and not (math.isfinite(number) and 0 <= number <= 100):
-            raise UserError(f"{flag} must be percentage points between 0 and 100, got {number}")
-        return number
-
-    if fraction("--min-accuracy", args.min_accuracy) is not None:
-        value("accuracy", lower_bound=args.min_accuracy)
-    if points("--max-accuracy-drop", args.max_accuracy_drop) is not None:
-        change("accuracy", HIGHER_IS_BETTER, absolute=-args.max_accuracy_drop / 100)
-    if points("--max-class-recall-drop", args.max_class_recall_drop) is not None:
-        change("class_recall", HIGHER_IS_BETTER, absolute=-args.max_class_recall_drop / 100)
-    if fraction("--min-agreement", args.min_agreement) is not None:
-        value("agreement", lower_bound=args.min_agreement)
-    if fraction("--min-traffic-agreement", args.min_traffic_agreement) is not None:
-        value("traffic_agreement", lower_bound=args.min_traffic_agreement)
-    if args.max_traffic_errors is not None:
-        if args.max_traffic_errors < 0:
-            raise UserError(f"--max-traffic-errors must be >= 0, got {args.max_traffic_errors}")
-        value("traffic_errors", upper_bound=args.max_traffic_errors)
-    if args.max_latency_increase is not None:
-        if not (math.isfinite(args.max_latency_increase) and args.max_latency_increase >= 0):
-            raise UserError("--max-latency-increase must be a relative change >= 0, e.g. 0.5")
-        change("traffic_latency_p99_ms", LOWER_IS_BETTER, relative=args.max_latency_increase)
-    return thresholds
+    return with_limits(
+        thresholds,
+        min_accuracy=args.min_accuracy,
+        max_accuracy_drop_pp=args.max_accuracy_drop,
+        max_class_recall_drop_pp=args.max_class_recall_drop,
+        min_agreement=args.min_agreement,
+        min_traffic_agreement=args.min_traffic_agreement,
+        max_traffic_errors=args.max_traffic_errors,
+        max_latency_increase=args.max_latency_increase,
+    )
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -566,54 +527,22 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def _loaded_waiter(args: argparse.Namespace):
-    """A function that waits until the server has every given version AVAILABLE."""
-    import time
-
-    from fmnist.serving.client import ServingError
+    """Waits until the server has the given versions AVAILABLE (promote's first step)."""
+    from fmnist.rollout.promote import wait_until_loaded
 
     def wait(versions: set[int]) -> None:
         print(f"waiting for the server to load version {', '.join(map(str, sorted(versions)))}")
-        deadline = time.monotonic() + args.wait
         with _client(args, args.name) as client:
-            while True:
-                try:
-                    states = {s["version"]: s["state"] for s in client.status()}
-                except ServingError as err:
-                    if err.code not in ("NOT_FOUND", "UNAVAILABLE"):
-                        raise
-                    states = {}
-                if all(states.get(v) == "AVAILABLE" for v in versions):
-                    return
-                if time.monotonic() > deadline:
-                    raise UserError(
-                        f"the server did not load version {', '.join(map(str, sorted(versions)))} "
-                        f"within {args.wait:g} s (states: {states}); models.config serves it, "
-                        f"{args.label} has not moved"
-                    )
-                time.sleep(0.2)
+            wait_until_loaded(client, versions, args.wait, args.label)
 
     return wait
 
 
 def _wait_for_label(args: argparse.Namespace, version: int) -> float | None:
-    """Seconds until the server's metadata for the label names `version` (None: not in time)."""
-    import time
+    from fmnist.rollout.promote import wait_for_label
 
-    from fmnist.serving.client import ServingError
-
-    start = time.monotonic()
     with _client(args, args.name) as client:
-        while True:
-            try:
-                spec = client.metadata(label=args.label).get("model_spec", {})
-                if str(spec.get("version")) == str(version):
-                    return time.monotonic() - start
-            except ServingError as err:
-                if err.code not in ("INVALID_ARGUMENT", "NOT_FOUND", "UNAVAILABLE"):
-                    raise
-            if time.monotonic() - start > args.wait:
-                return None
-            time.sleep(0.1)
+        return wait_for_label(client, args.label, version, args.wait)
 
 
 def _promotion_markdown(data: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ the label moves once the server has loaded it (see `promote`).
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from fmnist.errors import EXIT_PARITY_FAILED, EXIT_USAGE, UserError
 from fmnist.layout import list_versions
 from fmnist.manifest import MANIFEST_NAME, load_manifest
 from fmnist.rollout.blessing import BlessingError, read_blessing, record_promotion
+from fmnist.serving.client import ServingError
 from fmnist.serving.wire.model_config_file import (
     CONFIG_NAME,
     DEFAULT_LOCK_TIMEOUT,
@@ -264,3 +266,42 @@ def _describe(entry: Any) -> str:
     if choice == "all":
         return "all"
     return f"latest {policy.latest.num_versions if choice == 'latest' else 1}"
+
+
+def wait_until_loaded(client: Any, versions: set[int], timeout: float, label: str) -> None:
+    """Until the server at `client` reports every version in `versions` AVAILABLE; a
+    UserError after `timeout` seconds (the label has not moved then)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            states = {s["version"]: s["state"] for s in client.status()}
+        except ServingError as err:
+            if err.code not in ("NOT_FOUND", "UNAVAILABLE"):
+                raise
+            states = {}
+        if all(states.get(v) == "AVAILABLE" for v in versions):
+            return
+        if time.monotonic() > deadline:
+            listed = ", ".join(map(str, sorted(versions)))
+            raise UserError(
+                f"the server did not load version {listed} within {timeout:g} s (states: "
+                f"{states}); models.config serves it, {label} has not moved"
+            )
+        time.sleep(0.2)
+
+
+def wait_for_label(client: Any, label: str, version: int, timeout: float) -> float | None:
+    """Seconds until the server answers `label` from `version` (its metadata says so);
+    None if it does not within `timeout`."""
+    start = time.monotonic()
+    while True:
+        try:
+            spec = client.metadata(label=label).get("model_spec", {})
+            if str(spec.get("version")) == str(version):
+                return time.monotonic() - start
+        except ServingError as err:
+            if err.code not in ("INVALID_ARGUMENT", "NOT_FOUND", "UNAVAILABLE"):
+                raise
+        if time.monotonic() - start > timeout:
+            return None
+        time.sleep(0.1)

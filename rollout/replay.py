@@ -5,28 +5,27 @@ Logged Predict requests of the same signature and input shapes are sent together
 `batch_rows` examples per call, and their answers split back (a classifier answers each
 example alone, so this changes no answer, and replay runs at `fmnist parity`'s pace); a
 batch that fails is sent again one request at a time, so an error is charged to the request
-that caused it. Other methods are sent one by one, as logged. Latency is measured apart,
-on a sample of requests sent one at a time exactly as logged, to the target and to the
-version that answered them in the log, alternately, so the two are measured side by side.
+that caused it. Other methods are sent one by one, as logged. Latency is measured apart
+(`latency.py`).
 """
 
 from __future__ import annotations
 
-import random
 import time
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from fmnist.errors import EXIT_OK, EXIT_PARITY_FAILED, UserError
-from fmnist.rollout.answers import NotComparable, Rows, Tally, response_rows
+from fmnist.rollout.answers import NotComparable, Tally, response_rows
 from fmnist.rollout.batching import Batch, member
 from fmnist.rollout.endpoint import FATAL_CODES, Endpoint, NotOverThisApi
+from fmnist.rollout.latency import Reservoir, Target, measure_latency, version_counts
 from fmnist.rollout.logs import LoggedCall, RequestLog
 from fmnist.serving.client import ServingError
+
+__all__ = ["ReplayOptions", "ReplayResult", "ReplayTolerance", "Target", "judge", "replay"]
 
 NOT_COMPARABLE = "not_comparable"  # the logged answer holds nothing to compare
 NOT_OVER_THIS_API = "not_over_this_api"  # MultiInference over REST
@@ -53,19 +52,6 @@ class ReplayTolerance:
             raise UserError("--min-class-support must be >= 1 and --max-errors >= 0")
         if self.max_score_diff is not None and not self.max_score_diff >= 0.0:
             raise UserError("--max-score-diff must be >= 0")
-
-
-@dataclass(frozen=True)
-class Target:
-    """What replay sends to: a version, a label, or (both None) whatever serves."""
-
-    version: int | None = None
-    label: str | None = None
-
-    def __str__(self) -> str:
-        if self.version is not None:
-            return f"version {self.version}"
-        return f"label {self.label}" if self.label else "latest"
 
 
 @dataclass(frozen=True)
@@ -137,7 +123,7 @@ class ReplayResult:
 def replay(
     log: RequestLog,
     endpoint: Endpoint,
-    target: Target = Target(),
+    target: Target = Target(),  # noqa: B008 (frozen: a shared default is safe)
     *,
     tolerance: ReplayTolerance = ReplayTolerance(),
     options: ReplayOptions = ReplayOptions(),
@@ -152,7 +138,7 @@ def replay(
     target is not there (no server, no such model, version or label)."""
     run = _Run(endpoint, target, options)
     started = time.perf_counter()
-    sampler = _Reservoir(options.latency_samples, options.seed)
+    sampler = Reservoir(options.latency_samples, options.seed)
     try:
         for call in log:
             sampler.offer(call)
@@ -161,7 +147,7 @@ def replay(
     finally:
         run.close()
     replayed_at = time.perf_counter()
-    latency = _measure_latency(sampler.items, endpoint, target, reference) if sampler.items else {}
+    latency = measure_latency(sampler.items, endpoint, target, reference) if sampler.items else {}
     seconds = time.perf_counter() - started
     if run.logged_calls == 0:
         raise UserError(log.nothing_to_replay())
@@ -190,8 +176,8 @@ def replay(
         other_models=dict(log.other_models),
         errors=dict(run.errors),
         first_errors=run.first_errors,
-        logged_versions=_version_counts(log.logged_versions),
-        answered_versions=_version_counts(run.answered_versions),
+        logged_versions=version_counts(log.logged_versions),
+        answered_versions=version_counts(run.answered_versions),
         latency=latency,
         replay_time_s=round(replayed_at - started, 3),
         wall_time_s=round(seconds, 3),
@@ -354,104 +340,6 @@ class _Run:
     def _note(self, note: str) -> None:
         if len(self.notes) < 20:
             self.notes.append(" ".join(note.split()))
-
-
-class _Reservoir:
-    """A uniform sample of at most `size` items of a stream of unknown length."""
-
-    def __init__(self, size: int, seed: int) -> None:
-        self.size, self.items, self.seen = size, [], 0
-        self._random = random.Random(seed)
-
-    def offer(self, item: Any) -> None:
-        self.seen += 1
-        if len(self.items) < self.size:
-            self.items.append(item)
-        elif self.size:
-            slot = self._random.randrange(self.seen)
-            if slot < self.size:
-                self.items[slot] = item
-
-
-def _measure_latency(
-    samples: list[LoggedCall], endpoint: Endpoint, target: Target, reference: Target | None
-) -> dict[str, Any]:
-    """Each sampled request sent alone to the target and to the reference (default: the
-    version that answered it in the log), alternating which goes first; p50/p99 of each,
-    in milliseconds, and how many the reference still answers as logged."""
-    timings: dict[str, list[float]] = {"target": [], "logged": []}
-    reference_ok, reproduced, note = True, 0, ""
-    versions = Counter(call.version for call in samples) if reference is None else Counter()
-    for i, call in enumerate(samples):
-        order = ["target", "logged"] if i % 2 == 0 else ["logged", "target"]
-        for side in order:
-            if side == "target":
-                pin = {"version": target.version, "label": target.label}
-            elif not reference_ok:
-                continue
-            elif reference is not None:
-                pin = {"version": reference.version, "label": reference.label}
-            elif call.version is None:
-                continue
-            else:
-                pin = {"version": call.version, "label": None}
-            start = time.perf_counter()
-            try:
-                rows, _ = endpoint.send(call.method, call.request, **pin)
-            except ServingError as err:
-                if side == "logged" and err.code in ("NOT_FOUND", "FAILED_PRECONDITION"):
-                    reference_ok = False
-                    note = f"the reference is not served ({' '.join(err.message.split())[:200]})"
-                continue
-            except (NotComparable, NotOverThisApi):
-                continue
-            timings[side].append((time.perf_counter() - start) * 1000)
-            if side == "logged":
-                reproduced += _same_answer(call, rows, endpoint)
-    result: dict[str, Any] = {
-        "samples": len(samples),
-        "target": _percentiles(timings["target"]),
-        "logged": _percentiles(timings["logged"]),
-    }
-    if reference is None:
-        named = [v for v in _version_counts(versions) if v != "unknown"]
-        result["reference"] = f"logged version {', '.join(named) or 'unknown'}"
-    else:
-        result["reference"] = str(reference)
-    if timings["logged"]:
-        result["logged"]["answers_as_logged"] = reproduced
-        p99s = result["target"]["p99_ms"], result["logged"]["p99_ms"]
-        result["p99_ratio"] = round(p99s[0] / p99s[1], 3) if p99s[1] else None
-    elif not note and None in versions:
-        note = "the log does not say which version answered"
-    if note:
-        result["note"] = note
-    return result
-
-
-def _same_answer(call: LoggedCall, rows: list[Rows], endpoint: Endpoint) -> int:
-    tally = Tally()
-    logged = response_rows(call.method, call.response, endpoint.output, endpoint.quantization)
-    for index, part in enumerate(logged):
-        tally.add(part, rows[index] if index < len(rows) else None, [call.where] * len(part))
-    return int(tally.answers == tally.agreed)
-
-
-def _percentiles(values: list[float]) -> dict[str, Any]:
-    if not values:
-        return {"n": 0}
-    array = np.asarray(values)
-    return {
-        "n": len(values),
-        "p50_ms": round(float(np.percentile(array, 50)), 3),
-        "p99_ms": round(float(np.percentile(array, 99)), 3),
-    }
-
-
-def _version_counts(counts: Counter) -> dict[str, int]:
-    """{"1": n, "2": n, "unknown": n}: versions in order, then answers that did not say."""
-    named = {str(v): counts[v] for v in sorted(v for v in counts if v is not None)}
-    return named | ({"unknown": counts[None]} if counts.get(None) else {})
 
 
 def _named(rows: list[dict[str, Any]], class_names: list[str] | None) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ A thresholds file (JSON, or TOML by its `.toml` suffix) maps metric names to
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -263,3 +263,65 @@ def judge(
 
 def _within(change: float, limit: float, higher_is_better: bool) -> bool:
     return change >= limit - 1e-12 if higher_is_better else change <= limit + 1e-12
+
+
+def with_limits(
+    thresholds: dict[str, MetricThreshold],
+    *,
+    min_accuracy: float | None = None,
+    max_accuracy_drop_pp: float | None = None,
+    max_class_recall_drop_pp: float | None = None,
+    min_agreement: float | None = None,
+    min_traffic_agreement: float | None = None,
+    max_traffic_errors: int | None = None,
+    max_latency_increase: float | None = None,
+) -> dict[str, MetricThreshold]:
+    """`thresholds` with the limits `fmnist compare`'s flags set (None: unchanged); a bad
+    value is a UserError naming its flag. Drops are in percentage points, as export's."""
+    out = dict(thresholds)
+
+    def value(metric: str, **bounds: float) -> None:
+        old = out.get(metric, MetricThreshold())
+        out[metric] = replace(
+            old, value=ValueThreshold(**{**asdict(old.value or ValueThreshold()), **bounds})
+        )
+
+    def change(metric: str, direction: str, **limits: float) -> None:
+        out[metric] = replace(
+            out.get(metric, MetricThreshold()), change=ChangeThreshold(direction, **limits)
+        )
+
+    for flag, number in (
+        ("--min-accuracy", min_accuracy),
+        ("--min-agreement", min_agreement),
+        ("--min-traffic-agreement", min_traffic_agreement),
+    ):
+        if number is not None and not (math.isfinite(number) and 0 <= number <= 1):
+            raise UserError(f"{flag} must be a fraction between 0 and 1, got {number}")
+    for flag, number in (
+        ("--max-accuracy-drop", max_accuracy_drop_pp),
+        ("--max-class-recall-drop", max_class_recall_drop_pp),
+    ):
+        if number is not None and not (math.isfinite(number) and 0 <= number <= 100):
+            raise UserError(f"{flag} must be percentage points between 0 and 100, got {number}")
+    if max_traffic_errors is not None and max_traffic_errors < 0:
+        raise UserError(f"--max-traffic-errors must be >= 0, got {max_traffic_errors}")
+    if max_latency_increase is not None and not (
+        math.isfinite(max_latency_increase) and max_latency_increase >= 0
+    ):
+        raise UserError("--max-latency-increase must be a relative change >= 0, e.g. 0.5")
+    if min_accuracy is not None:
+        value("accuracy", lower_bound=min_accuracy)
+    if max_accuracy_drop_pp is not None:
+        change("accuracy", HIGHER_IS_BETTER, absolute=-max_accuracy_drop_pp / 100)
+    if max_class_recall_drop_pp is not None:
+        change("class_recall", HIGHER_IS_BETTER, absolute=-max_class_recall_drop_pp / 100)
+    if min_agreement is not None:
+        value("agreement", lower_bound=min_agreement)
+    if min_traffic_agreement is not None:
+        value("traffic_agreement", lower_bound=min_traffic_agreement)
+    if max_traffic_errors is not None:
+        value("traffic_errors", upper_bound=max_traffic_errors)
+    if max_latency_increase is not None:
+        change("traffic_latency_p99_ms", LOWER_IS_BETTER, relative=max_latency_increase)
+    return out

@@ -11,6 +11,7 @@ import pytest
 
 from fmnist.errors import UserError
 from fmnist.rollout.thresholds import (
+    DEFAULT_THRESHOLDS,
     HIGHER_IS_BETTER,
     LOWER_IS_BETTER,
     ChangeThreshold,
@@ -19,6 +20,7 @@ from fmnist.rollout.thresholds import (
     judge,
     load_thresholds,
     parse_thresholds,
+    with_limits,
 )
 
 HIGHER = HIGHER_IS_BETTER
@@ -175,3 +177,31 @@ def test_bad_threshold_files_are_one_line_errors(tmp_path, name, content, messag
 def test_a_missing_thresholds_file_is_a_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="unreadable thresholds file"):
         load_thresholds(tmp_path / "none.toml")
+
+
+def test_flags_add_to_a_metric_s_thresholds_and_keep_the_rest() -> None:
+    merged = with_limits(DEFAULT_THRESHOLDS, min_accuracy=0.85, max_latency_increase=0.5)
+    assert merged["accuracy"] == MetricThreshold(
+        ValueThreshold(lower_bound=0.85), ChangeThreshold(HIGHER, absolute=-0.005)
+    )
+    assert merged["traffic_latency_p99_ms"] == MetricThreshold(
+        change=ChangeThreshold(LOWER, relative=0.5)
+    )
+    assert with_limits(DEFAULT_THRESHOLDS, max_accuracy_drop_pp=1.0)["accuracy"].change == (
+        ChangeThreshold(HIGHER, absolute=-0.01)
+    )
+    assert DEFAULT_THRESHOLDS["accuracy"].value is None  # the defaults are left alone
+
+
+@pytest.mark.parametrize(
+    ("limits", "message"),
+    [
+        ({"min_accuracy": 1.5}, "--min-accuracy must be a fraction between 0 and 1"),
+        ({"max_accuracy_drop_pp": float("nan")}, "--max-accuracy-drop must be percentage"),
+        ({"max_traffic_errors": -1}, "--max-traffic-errors must be >= 0"),
+        ({"max_latency_increase": -0.1}, "--max-latency-increase must be a relative change"),
+    ],
+)
+def test_bad_flag_values_name_their_flag(limits: dict, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        with_limits(DEFAULT_THRESHOLDS, **limits)
