@@ -59,6 +59,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "default: B's absolute path)",
     )
     arg(
+        "--warmup-from",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="LOGS",
+        help="warm-up requests from TF Serving request logs (a file, directory, glob or "
+        "filename prefix; repeatable) instead of synthetic ones: a sample of the logged "
+        "Predict requests that fit the signature",
+    )
+    arg(
+        "--warmup-count",
+        type=int,
+        default=100,
+        metavar="N",
+        help="with --warmup-from: at most N warm-up requests (100; TF Serving reads <= 1000)",
+    )
+    arg(
         "--debug-quantization",
         action="store_true",
         help="always write the per-layer quantization report to RUN/quantization_debug",
@@ -85,6 +102,8 @@ def _export(args: argparse.Namespace) -> int:
         num_versions=args.num_versions,
         serving_base_path=args.serving_base_path,
         debug_quantization=args.debug_quantization,
+        warmup_from=tuple(args.warmup_from),
+        warmup_count=args.warmup_count,
     )
     from fmnist.export.export import export_run  # TensorFlow loads only when needed
 

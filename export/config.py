@@ -50,6 +50,9 @@ class ExportConfig:
     num_versions: int = 2  # models.config policy: serve the latest N versions
     serving_base_path: str | None = None  # where base_path is mounted for the server
     warmup_batch_sizes: tuple[int, ...] = (1, 8, 64)
+    # --warmup-from: logged requests (export/warmup_from_logs.py) replace the synthetic ones.
+    warmup_from: tuple[Path, ...] = ()
+    warmup_count: int = 100
     debug_quantization: bool = False  # always write the per-layer report, not only on failure
     seed: int = 42
 
@@ -70,6 +73,8 @@ class ExportConfig:
             raise UserError(f"--calibration-size must be >= 1, got {self.calibration_size}")
         if self.num_versions < 1:
             raise UserError(f"--num-versions must be >= 1, got {self.num_versions}")
+        if not 1 <= self.warmup_count <= 1000:  # TF Serving refuses more warm-up records
+            raise UserError(f"--warmup-count must be 1-1000, got {self.warmup_count}")
 
     @property
     def model_dir(self) -> Path:

@@ -36,6 +36,7 @@ from fmnist.export.config import ExportConfig
 from fmnist.export.flip_average import flip_averaged
 from fmnist.export.model_config import CONFIG_NAME, read_config, update_models_config
 from fmnist.export.publish import check_writable, next_version, staged_version
+from fmnist.export.warmup_from_logs import logged_warmup
 from fmnist.layout import list_versions
 from fmnist.manifest import REFERENCE_NAME, Manifest, write_manifest
 from fmnist.metrics import compute_metrics
@@ -85,6 +86,8 @@ def export_run(
             f"{existing}: version {version} already exists; "
             "it is never overwritten (omit --version to take the next one)"
         )
+    # --warmup-from: logged requests for the warm-up file; bad logs fail before any work.
+    warmup = logged_warmup(config, version, saved_model.SIGNATURE, saved_model.INPUT)
     model = run.load_model()
     # The float model the bundle serves, and every parity check compares with.
     served = flip_averaged(model) if config.int8.flip_average else model
@@ -98,12 +101,16 @@ def export_run(
     with staged_version(config.model_dir, version) as staging:
         clock = time.perf_counter()
         saved_model.write_saved_model(served, staging)
-        saved_model.write_warmup(
-            staging,
-            config.name,
-            data.test.images[: max(config.warmup_batch_sizes)],
-            config.warmup_batch_sizes,
-        )
+        if warmup is not None:
+            warmup.write(staging)
+            progress(warmup.summary())
+        else:
+            saved_model.write_warmup(
+                staging,
+                config.name,
+                data.test.images[: max(config.warmup_batch_sizes)],
+                config.warmup_batch_sizes,
+            )
         sm_diff = _check_saved_model(staging, data.test.images, reference)
         timings["saved_model_s"] = time.perf_counter() - clock
         progress(f"SavedModel: signature matches Keras (max |diff| {sm_diff:.2g})")

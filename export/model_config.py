@@ -2,34 +2,25 @@
 
 Read and written as TF Serving's own ModelServerConfig message (the project's declaration
 of it, `serving/wire`), so a file TF Serving rejects is never produced; other models in
-the file are left as they are.
+the file are left as they are. Written under the writers' lock, atomically
+(`serving/wire/model_config_file.py`): `fmnist promote` edits the same file.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+from typing import Any
 
-from google.protobuf import text_format
-
-from fmnist.errors import UserError
 from fmnist.layout import list_versions
-from fmnist.serving.wire.messages import ModelServerConfig
+from fmnist.serving.wire.model_config_file import (
+    CONFIG_NAME,
+    DEFAULT_LOCK_TIMEOUT,
+    locked,
+    read_config,
+    write_config,
+)
 
-CONFIG_NAME = "models.config"
-
-
-def read_config(path: Path) -> ModelServerConfig:
-    """Parse a models.config (an empty config if the file does not exist)."""
-    config = ModelServerConfig()
-    if path.is_file():
-        try:
-            text_format.Parse(path.read_text(), config)
-        except (text_format.ParseError, UnicodeDecodeError) as err:
-            raise UserError(f"{path}: not a valid TF Serving model config: {err}") from None
-    if config.WhichOneof("config") == "custom_model_config":
-        raise UserError(f"{path}: has a custom_model_config; export only manages model lists")
-    return config
+__all__ = ["CONFIG_NAME", "read_config", "update_models_config"]
 
 
 def update_models_config(
@@ -40,6 +31,7 @@ def update_models_config(
     label: str | None = None,
     num_versions: int = 2,
     serving_base_path: str | None = None,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
 ) -> Path:
     """Add or update model `name` in `base_path/models.config` after `version` landed; `label`
     (e.g. "stable") then names that version.
@@ -49,7 +41,22 @@ def update_models_config(
     by switching to a `specific` policy listing exactly the versions to serve.
     """
     path = base_path / CONFIG_NAME
-    config = read_config(path)
+    with locked(path, lock_timeout):  # `fmnist promote` may be moving a label in this file
+        config = read_config(path)
+        _update(config, base_path, name, version, label, num_versions, serving_base_path)
+        write_config(path, config)
+    return path
+
+
+def _update(
+    config: Any,
+    base_path: Path,
+    name: str,
+    version: int,
+    label: str | None,
+    num_versions: int,
+    serving_base_path: str | None,
+) -> None:
     models = config.model_config_list.config
     entry = next((m for m in models if m.name == name), None)
     if entry is None:
@@ -69,7 +76,3 @@ def update_models_config(
         policy.latest.num_versions = num_versions
     else:
         policy.specific.versions.extend(sorted(labelled | set(latest)))
-    tmp = path.with_name(CONFIG_NAME + ".tmp")
-    tmp.write_text(text_format.MessageToString(config))
-    os.replace(tmp, path)
-    return path

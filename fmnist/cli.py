@@ -23,12 +23,13 @@ STAGE_CLIS = (
     "fmnist.export.cli",
     "fmnist.serving.server.cli",
     "fmnist.serving.client.cli",
+    "fmnist.rollout.cli",
     "fmnist.pipeline.cli",
 )
 
 
 # Commands that never touch TensorFlow (the others import it once, quietly, up front).
-TF_FREE_COMMANDS = {"data"}
+TF_FREE_COMMANDS = {"data", "replay", "compare", "promote"}
 # The smallest extra that brings a module, for the error a missing one gives.
 EXTRA_OF_MODULE = {
     **dict.fromkeys(("grpc", "google", "requests", "orjson"), "client"),

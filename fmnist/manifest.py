@@ -21,7 +21,8 @@ Schema, version 1 (every path is relative to the bundle, POSIX separators):
                       TF Serving's --prefer_tflite_model serves from the version directory)
     tolerance         {max_accuracy_drop_pp, min_agreement, max_class_recall_drop_pp?}
     reference         {file, split, num_examples, labels_sha256}
-    files             {path: {sha256, bytes}}   (every file in the bundle but the manifest)
+    files             {path: {sha256, bytes}}   (every file in the bundle but the manifest and
+                      blessing.json, which rollout writes after publishing: UNCHECKSUMMED)
 
 A tensor spec is {dtype, shape} plus {scale, zero_point} for quantized tensors. The JSON
 Schema in fmnist.manifest_schema checks all of it before any field is used; the reference
@@ -49,6 +50,12 @@ SCHEMA = "fmnist-deploy/manifest"
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 REFERENCE_NAME = "reference_outputs.npz"
+# The verdict on a published version (rollout/blessing.py), written after the manifest.
+BLESSING_NAME = "blessing.json"
+# Files of a version directory that describe the bundle and are not part of it: the manifest
+# itself, and the blessing, which changes after publishing (each comparison and promotion
+# rewrites it) and vouches for the manifest by its SHA-256 instead.
+UNCHECKSUMMED = frozenset({MANIFEST_NAME, BLESSING_NAME})
 TFLITE_KINDS = ("int8", "float32")
 REFERENCE_ARRAY = "probabilities"
 # A real manifest is ~12 KB; refuse to read a huge file into memory on a small device.
@@ -339,6 +346,8 @@ def validate(data: Any, where: str | os.PathLike = MANIFEST_NAME) -> None:
     for relpath in data["files"]:
         if Path(relpath).is_absolute() or ".." in Path(relpath).parts:
             raise ManifestError(f"{where}: files[{relpath!r}] must be a path inside the bundle")
+        if relpath in UNCHECKSUMMED:
+            raise ManifestError(f"{where}: files[{relpath!r}] is never part of a bundle")
     referenced = [data["reference"]["file"]]
     referenced += [entry["file"] for entry in data["tflite"].values()]
     referenced += [e["serving_file"] for e in data["tflite"].values() if "serving_file" in e]
@@ -348,12 +357,12 @@ def validate(data: Any, where: str | os.PathLike = MANIFEST_NAME) -> None:
 
 
 def file_entries(bundle_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """SHA-256 and size of every file under the bundle, except the manifest itself."""
+    """SHA-256 and size of every file under the bundle, except the manifest and the blessing."""
     bundle_dir = Path(bundle_dir)
     entries = {}
     for path in sorted(p for p in bundle_dir.rglob("*") if p.is_file()):
         relpath = path.relative_to(bundle_dir).as_posix()
-        if relpath != MANIFEST_NAME:
+        if relpath not in UNCHECKSUMMED:
             entries[relpath] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
     return entries
 

@@ -4,7 +4,9 @@
   (protos, declared in the schema notation; messages, the classes and gRPC methods),
   canonical status codes and their HTTP mapping (status), DataTypes and shape limits
   (dtypes), TensorProto and JSON tensor codecs (tensor_proto, json_tensors, json_fast),
-  signatures as plain data (signature), and warm-up files (tfrecord). No TensorFlow.
+  signatures as plain data (signature), TFRecord files (tfrecord), request logs and warm-up
+  files of PredictionLog (prediction_log), and models.config as a shared file
+  (model_config_file). No TensorFlow.
 - `server/`: `fmnist serve`, laid out as a model server is: `servables/` (one model version
   behind the `Servable` interface: SavedModel, TFLite, batching, warm-up, request checks),
   `core/` (config, the version registry, the data plane both APIs call, metrics), `api/`

@@ -241,6 +241,30 @@ def tampering() -> type[BundleTampering]:
 
 
 @pytest.fixture(scope="session")
+def rollout_versions(exported_bundle: Path, degraded_bundle: Path) -> Callable[[Path, str], Path]:
+    """rollout_versions(base, policy) -> base, a TF Serving base path with fashion_mnist
+    version 1 (`exported_bundle`, labelled stable), 2 (`degraded_bundle`) and 3 (the tiny
+    model again, its manifest renumbered), and a models.config serving them by `policy`
+    (e.g. "all {}")."""
+
+    def build(base: Path, policy: str) -> Path:
+        model_dir = base / "fashion_mnist"
+        shutil.copytree(exported_bundle, model_dir / "1")
+        shutil.copytree(degraded_bundle, model_dir / "2")
+        BundleTampering.copy(
+            exported_bundle, model_dir / "3", manifest=lambda m: m.update(model_version=3)
+        )
+        (base / "models.config").write_text(
+            f"model_config_list {{ config {{ name: 'fashion_mnist' base_path: '{model_dir}' "
+            f"model_platform: 'tensorflow' model_version_policy {{ {policy} }} "
+            "version_labels { key: 'stable' value: 1 } } }"
+        )
+        return base
+
+    return build
+
+
+@pytest.fixture(scope="session")
 def aborting_tflite(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A version directory whose int8 model.tflite makes TFLite abort the process in
     `allocate_tensors`: x + Dense(x) quantized, then its ADD output scale shrunk 10^7 times,

@@ -61,9 +61,10 @@ class GrpcClient(_Client):
             for method, (request, response) in pb.SERVICES[service].items()
         }
 
-    def _spec(
-        self, version: int | None, label: str | None, signature: str | None = None
+    def model_spec(
+        self, version: int | None = None, label: str | None = None, signature: str | None = None
     ) -> pb.ModelSpec:
+        """The ModelSpec of this client's model, a version or a label, and a signature."""
         _check_choice(version, label)
         spec = pb.ModelSpec(name=self.model_name)
         if signature:
@@ -97,7 +98,7 @@ class GrpcClient(_Client):
         return self._call(attempt, where, timeout, retries)
 
     def _predict_batch(self, inputs, version, label, signature):
-        request = pb.PredictRequest(model_spec=self._spec(version, label, signature))
+        request = pb.PredictRequest(model_spec=self.model_spec(version, label, signature))
         for name, value in inputs.items():
             request.inputs[name].CopyFrom(_tensor_proto(value))
         response = self._rpc(self._methods["Predict"], request, self._where(version, label))
@@ -105,9 +106,17 @@ class GrpcClient(_Client):
         spec = response.model_spec
         return outputs, (spec.version.value if spec.HasField("version") else None)
 
+    def call(self, method: str, request: Any) -> Any:
+        """One PredictionService call (`Predict`, `Classify`, `Regress`, `MultiInference`)
+        with a request message as built, its model spec included: the response message.
+        Deadline and retries as every call; e.g. to resend a logged request as it was."""
+        if method not in pb.SERVICES[pb.PREDICTION_SERVICE]:
+            raise UserError(f"no PredictionService method {method!r}")
+        return self._rpc(self._methods[method], request, f"{self.where}, {method}")
+
     def metadata(self, *, version=None, label=None):
         request = pb.GetModelMetadataRequest(
-            model_spec=self._spec(version, label), metadata_field=["signature_def"]
+            model_spec=self.model_spec(version, label), metadata_field=["signature_def"]
         )
         where = self._where(version, label)
         response = self._rpc(self._methods["GetModelMetadata"], request, where)
@@ -116,7 +125,7 @@ class GrpcClient(_Client):
         )
 
     def _status(self, version, label, timeout, retries):
-        request = pb.GetModelStatusRequest(model_spec=self._spec(version, label))
+        request = pb.GetModelStatusRequest(model_spec=self.model_spec(version, label))
         where = self._where(version, label)
         response = self._rpc(self._methods["GetModelStatus"], request, where, timeout, retries)
         return [

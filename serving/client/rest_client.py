@@ -190,6 +190,14 @@ class RestClient(_Client):
             self._output_names[(version, label, signature)] = names
         return names
 
+    def post(
+        self, verb: str, body: dict, *, version: int | None = None, label: str | None = None
+    ) -> dict:
+        """POST a JSON body to the model's `:verb` (`predict`, `classify`, `regress`): the
+        answer's JSON. Deadline and retries as every call."""
+        where = self._where(version, label)
+        return self._request("POST", f"{self._path(version, label)}:{verb}", where, body)
+
     def metadata(self, *, version=None, label=None):
         url = f"{self._path(version, label)}/metadata"
         return self._request("GET", url, self._where(version, label))

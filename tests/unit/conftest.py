@@ -87,3 +87,74 @@ def make_bundle(tmp_path: Path) -> Callable[..., Path]:
         return bundle
 
     return make
+
+
+def _answers(top: np.ndarray) -> np.ndarray:
+    probs = np.full((len(top), len(CLASS_NAMES)), 0.02, np.float32)
+    probs[np.arange(len(top)), top] = 0.82
+    return probs
+
+
+@pytest.fixture
+def make_version(tmp_path: Path) -> Callable[..., Path]:
+    """make_version(version, accuracy=0.9, recall=None, top=None, labels_sha="0"*64) -> the
+    version directory `tmp_path/base/fashion_mnist/<version>`: a bundle whose manifest holds
+    test metrics with per-class recall (10 x 0.9 by default) and whose reference outputs
+    answer class `top[i]` for test image i (default i mod 10); labels_sha None leaves the
+    labels checksum out, as manifests before it did."""
+
+    def make(
+        version: int,
+        *,
+        accuracy: float = 0.9,
+        recall: list[float] | None = None,
+        top: np.ndarray | None = None,
+        labels_sha: str | None = "0" * 64,
+    ) -> Path:
+        directory = tmp_path / "base" / "fashion_mnist" / str(version)
+        directory.mkdir(parents=True)
+        (directory / "model_int8.tflite").write_bytes(b"\0\0\0\0TFL3 not a real model")
+        top = np.arange(NUM_EXAMPLES) % len(CLASS_NAMES) if top is None else top
+        np.savez_compressed(directory / REFERENCE_NAME, probabilities=_answers(top))
+        data = copy.deepcopy(FIELDS)
+        data["model_version"] = version
+        data["float_metrics"] = {
+            "accuracy": accuracy,
+            "macro_f1": accuracy - 0.01,
+            "per_class": [
+                {"class_name": name, "recall": r, "support": 5}
+                for name, r in zip(CLASS_NAMES, recall or [0.9] * len(CLASS_NAMES), strict=True)
+            ],
+        }
+        if labels_sha is None:
+            del data["reference"]["labels_sha256"]
+        else:
+            data["reference"]["labels_sha256"] = labels_sha
+        write_manifest(directory, data)
+        return directory
+
+    return make
+
+
+@pytest.fixture
+def bless() -> Callable[..., None]:
+    """bless(version_dir, blessed=True, baseline=1): record a comparison verdict for the
+    bundle as it is now (baseline None: a first version)."""
+    from fmnist.dataset import sha256_file
+    from fmnist.rollout.blessing import record_comparison
+
+    def write(directory: Path, *, blessed: bool = True, baseline: int | None = 1) -> None:
+        manifest = directory / "manifest.json"
+        record_comparison(
+            directory,
+            model_name="fashion_mnist",
+            model_version=int(directory.name),
+            manifest_sha256=sha256_file(manifest) if manifest.is_file() else None,
+            blessed=blessed,
+            baseline=None
+            if baseline is None
+            else {"version": baseline, "manifest_sha256": "0" * 64},
+            comparison={"failures": [] if blessed else ["accuracy changed -0.01"]},
+        )
+
+    return write

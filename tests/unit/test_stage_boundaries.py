@@ -83,3 +83,32 @@ def test_shared_core_imports_without_tensorflow_or_scikit_learn(
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == ("ValidationSplit(val_fraction=0.1, seed=42) (2, 28, 28, 1)")
+
+
+@pytest.mark.parametrize(
+    "stage", ["fmnist.train", "fmnist.export", "fmnist.serving.server", "fmnist.pipeline"]
+)
+def test_rollout_imports_no_other_stage_internals(stage: str) -> None:
+    """Rollout reads bundles, manifests, models.config and logs; it talks to servers through
+    the clients and the wire, never through the server's or another stage's code."""
+    found = {
+        path.name: imports_of(path.read_text(), "fmnist.rollout", stage)
+        for path in sorted((REPO / "rollout").glob("*.py"))
+    }
+    assert len(found) > 5
+    assert {name: modules for name, modules in found.items() if modules} == {}
+
+
+def test_rollout_imports_without_tensorflow(python_without) -> None:
+    result = python_without(
+        """
+        import fmnist.rollout.cli, fmnist.rollout.compare, fmnist.rollout.promote
+        import fmnist.rollout.replay, fmnist.rollout.report
+        from fmnist.cli import main
+        print(main(["replay", "/nonexistent/requests", "--grpc", "127.0.0.1:1"]))
+        """,
+        blocked=("tensorflow", "keras", "sklearn", "tensorflow_serving"),
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "2"
+    assert "no log file name starts with it" in result.stderr  # not "needs 'tensorflow'"
