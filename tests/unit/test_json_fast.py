@@ -78,6 +78,7 @@ def test_valid_numeric_arrays_convert_exactly(text: str, dtype, expected, span_r
         ("[nan]", np.float32),  # JSON spells it NaN
         ("[inf]", np.float32),
         ("[1NaN]", np.float32),
+        ("[-NaN]", np.float32),  # json has no negative NaN
         ("[1 2]", np.float32),
         ("[1,,2]", np.float32),
         ("[1,]", np.float32),
