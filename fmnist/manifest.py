@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from fmnist.contract import FASHION_MNIST, InputContract
 from fmnist.dataset import labels_sha256, sha256_file
 from fmnist.errors import ManifestError
 from fmnist.manifest_schema import schema_errors
@@ -130,6 +131,14 @@ class Manifest:
     @property
     def class_names(self) -> list[str]:
         return list(self.data["class_names"])
+
+    @property
+    def contract(self) -> InputContract:
+        """What every model of the bundle takes and answers (`input`; a bundle from before
+        the contract existed holds a Fashion-MNIST model with the manifest's class names)."""
+        if "input" not in self.data:
+            return InputContract(28, 28, 1, tuple(self.class_names), FASHION_MNIST.scaling)
+        return InputContract.from_dict(self.data["input"], where=f"{self.path}: input")
 
     @property
     def tolerance(self) -> Tolerance:

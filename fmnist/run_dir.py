@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fmnist.contract import CONTRACT_FILE, FASHION_MNIST, InputContract
 from fmnist.dataset import FashionMNIST, load_splits
 from fmnist.errors import UserError
 
@@ -112,6 +113,17 @@ class RunDir:
         return load_splits(
             data_dir or self.data_dir(), val_fraction=split.val_fraction, seed=split.seed
         )
+
+    def contract(self) -> InputContract:
+        """input.json: what the model takes and answers (a run from before the contract
+        existed was trained on Fashion-MNIST)."""
+        path = self.path / CONTRACT_FILE
+        if not path.is_file():
+            return FASHION_MNIST
+        return InputContract.from_dict(_read_json(path), where=str(path))
+
+    def write_contract(self, contract: InputContract) -> None:
+        _write_json(self.path / CONTRACT_FILE, contract.to_dict())
 
     def load_model(self) -> Any:
         """The Keras model, with a one-line error when it is missing or unreadable."""
