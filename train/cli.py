@@ -14,9 +14,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add this stage's subcommands to the `fmnist` parser."""
     data = subparsers.add_parser(
         "data",
-        help="check (or download) the Fashion-MNIST files",
-        description="Verify the four official files against their SHA-256 sums; with "
-        "--download, fetch them through Keras first.",
+        help="check a dataset (or download Fashion-MNIST)",
+        description="Open the dataset in --data-dir (IDX files, a folder per class, or a .npz) "
+        "and say what it holds; Fashion-MNIST's four files are verified against their SHA-256 "
+        "sums. With --download, fetch Fashion-MNIST through Keras first.",
     )
     _add_data_args(data)
     data.set_defaults(handler=_data)
@@ -24,8 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser(
         "train",
         help="train the CNN and evaluate it on the test set",
-        description="Train the CNN with validation monitoring and early stopping, save the "
-        "Keras model and logs in RUN, then evaluate it on the test set.",
+        description="Train the CNN (built for the dataset's image size, channels and classes) "
+        "with validation monitoring and early stopping, save the Keras model, its input "
+        "contract and logs in RUN, then evaluate it on the test set.",
     )
     _add_data_args(train)
     train.add_argument(
@@ -65,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     evaluate.add_argument("run", type=Path, metavar="RUN", help="a run directory from `train`")
     evaluate.add_argument(
-        "--data-dir", metavar="D", help="Fashion-MNIST directory (default: the one the run used)"
+        "--data-dir", metavar="D", help="the run's dataset (default: the one the run used)"
     )
     evaluate.set_defaults(handler=_evaluate)
 
@@ -88,25 +90,54 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir",
         metavar="D",
-        help="directory with the four Fashion-MNIST .gz files "
+        help="the dataset: four IDX files (Fashion-MNIST, MNIST, ...), a folder per class "
+        "(train/ and test/, or one tree), or a .npz with x_train, y_train, x_test, y_test "
         "(default: $FMNIST_DATA_DIR, else ~/.keras/datasets/fashion-mnist)",
     )
     parser.add_argument(
         "--download",
         action="store_true",
-        help="download the files through Keras if no directory is given",
+        help="download Fashion-MNIST through Keras if its files are missing",
+    )
+    parser.add_argument(
+        "--image-size",
+        type=_image_size,
+        metavar="HxW",
+        help="resize folder images to H x W (default: the size most of them have)",
     )
 
 
-def _data(args: argparse.Namespace) -> int:
-    from fmnist import dataset
+def _image_size(text: str) -> tuple[int, int]:
+    height, _, width = text.lower().partition("x")
+    if not (height.isdigit() and width.isdigit() and int(height) > 0 and int(width) > 0):
+        raise argparse.ArgumentTypeError(f"expected HxW such as 64x64, got {text!r}")
+    return int(height), int(width)
+
+
+def _open(args: argparse.Namespace, val_fraction: float, seed: int):
+    """The dataset the flags name, with the run's split, and a line saying what it holds."""
+    from fmnist.data import open_dataset
     from fmnist.train.data import data_dir_for
 
-    directory = data_dir_for(args.data_dir, download=args.download)
-    for official in dataset.OFFICIAL_FILES:
-        dataset.verify_file(directory, official)
-        print(f"ok  {official.name}  sha256 {official.sha256[:16]}...")
-    print(f"Fashion-MNIST verified in {directory}")
+    data = open_dataset(
+        data_dir_for(args.data_dir, download=args.download),
+        val_fraction=val_fraction,
+        seed=seed,
+        image_size=args.image_size,
+    )
+    print(f"data: {data.describe()}", flush=True)
+    return data
+
+
+def _data(args: argparse.Namespace) -> int:
+    from fmnist.contract import FASHION_MNIST
+    from fmnist.dataset import OFFICIAL_FILES
+
+    data = _open(args, val_fraction=0.1, seed=42)
+    if data.kind == "idx" and data.contract == FASHION_MNIST:  # opening verified the files
+        for official in OFFICIAL_FILES:
+            print(f"ok  {official.name}  sha256 {official.sha256[:16]}...")
+        print(f"Fashion-MNIST verified in {data.path}")
     return 0
 
 
@@ -118,8 +149,6 @@ def _train(args: argparse.Namespace) -> int:
     if RunDir(args.out).model_path.exists() and not args.overwrite:
         raise UserError(f"{args.out} already holds a trained model (use --overwrite to replace it)")
 
-    from fmnist.dataset import load_splits
-    from fmnist.train.data import data_dir_for
     from fmnist.train.distribute import is_chief, make_strategy, split_cpu
     from fmnist.train.evaluate import evaluate_run
     from fmnist.train.train import train
@@ -127,16 +156,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.cpu_devices:
         split_cpu(args.cpu_devices)
     strategy = make_strategy(args.strategy) if args.strategy else None
-    data = load_splits(
-        data_dir_for(args.data_dir, download=args.download),
-        val_fraction=config.val_fraction,
-        seed=config.seed,
-    )
-    print(
-        f"data: {len(data.train)} train, {len(data.validation)} validation, "
-        f"{len(data.test)} test images from {data.data_dir}",
-        flush=True,
-    )
+    data = _open(args, config.val_fraction, config.seed)
     result = train(
         config, data, args.out, verbose="auto" if sys.stdout.isatty() else 2, strategy=strategy
     )
@@ -148,7 +168,7 @@ def _train(args: argparse.Namespace) -> int:
     if not is_chief(strategy):
         print("not the chief worker: worker 0 evaluates and keeps the run")
         return 0
-    metrics = evaluate_run(args.out, data.data_dir)
+    metrics = evaluate_run(args.out, data.path)
     print(f"test accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f}")
     print(f"run directory: {args.out}")
     return 0
@@ -166,9 +186,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _tune(args: argparse.Namespace) -> int:
-    from fmnist.dataset import load_splits
     from fmnist.train.config import load_config
-    from fmnist.train.data import data_dir_for
     from fmnist.train.tune import TuneConfig, tune
 
     base = load_config(args.config)
@@ -180,11 +198,7 @@ def _tune(args: argparse.Namespace) -> int:
         tune_config = tune_config.replace(trials=args.trials)
     if args.epochs is not None:
         tune_config = tune_config.replace(epochs=args.epochs)
-    data = load_splits(
-        data_dir_for(args.data_dir, download=args.download),
-        val_fraction=base.val_fraction,
-        seed=base.seed,
-    )
+    data = _open(args, base.val_fraction, base.seed)
     result = tune(base, tune_config, data, args.out)
     print(result.table)
     print(

@@ -25,6 +25,7 @@ except ModuleNotFoundError:  # Python 3.10
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("cosine", "onecycle", "constant", "plateau")
 PRECISIONS = ("auto", "float32", "bfloat16")
+FLIPS = ("auto", "on", "off")
 
 
 class ConfigError(UserError):
@@ -56,6 +57,8 @@ class TrainConfig:
     # then (with probability `random_erasing`) one black rectangle of 2-25% of the image.
     augment: bool = True
     random_erasing: float = 0.0
+    # "auto" flips unless the classes are digits or letters (a mirrored 2 is no 2); on, off.
+    horizontal_flip: str = "auto"
     # Weight EMA (0 = off): validation, early stopping and the saved model use the averaged
     # weights; it averages ~1/(1 - momentum) steps, so it is for long runs.
     ema_momentum: float = 0.0
@@ -107,7 +110,7 @@ def _choice(name: str, choices: tuple[str, ...]) -> tuple[str, Callable[[Any], b
 # (field, check, message): TrainConfig refuses a value that fails its field's check.
 CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("width", lambda v: v >= 1, "must be >= 1"),
-    ("depth", lambda v: 1 <= v <= 4, "must be between 1 and 4 (28 px halves per block)"),
+    ("depth", lambda v: 1 <= v <= 4, "must be between 1 and 4 (the image halves per block)"),
     ("first_block_convs", lambda v: v in (1, 2), "must be 1 or 2"),
     ("dense_units", lambda v: v >= 1, "must be >= 1"),
     ("dropout", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
@@ -119,6 +122,7 @@ CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("warmup_epochs", lambda v: v >= 0, "must be >= 0"),
     ("label_smoothing", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
     ("random_erasing", lambda v: 0.0 <= v <= 1.0, "must be in [0, 1]"),
+    _choice("horizontal_flip", FLIPS),
     ("ema_momentum", lambda v: 0.0 <= v < 1.0, "must be in [0, 1) (0 switches EMA off)"),
     _choice("precision", PRECISIONS),
     ("epochs", lambda v: v >= 1, "must be >= 1"),

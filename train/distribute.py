@@ -81,6 +81,17 @@ def is_multi_worker(strategy: tf.distribute.Strategy | None) -> bool:
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
 
+def worker_shard(strategy: tf.distribute.Strategy | None) -> tuple[int, int] | None:
+    """(workers, this worker's index) for a multi-worker job, else None: each worker reads
+    and decodes only its own share of the training images."""
+    if not is_multi_worker(strategy):
+        return None
+    resolver = strategy.cluster_resolver
+    cluster = resolver.cluster_spec().as_dict()
+    tasks = [(kind, i) for kind in ("chief", "worker") for i in range(len(cluster.get(kind, [])))]
+    return len(tasks), tasks.index((resolver.task_type, resolver.task_id))
+
+
 def prepare_multi_worker_fit(model, strategy: tf.distribute.Strategy, dataset) -> None:
     """Let Keras 3 `fit` run under MultiWorkerMirroredStrategy.
 

@@ -1,11 +1,15 @@
-"""The CNN, built from a TrainConfig.
+"""The CNN, built from a TrainConfig for any image shape and number of classes.
 
-The Keras model takes float32 images [N, 28, 28, 1] in [0, 1] and returns softmax
-probabilities [N, 10]. Raw uint8 pixels go through fmnist.preprocessing first; the exported
-SavedModel puts that step inside its graph.
+The Keras model takes float32 images [N, H, W, C] in [0, 1] and returns softmax
+probabilities [N, classes] (Fashion-MNIST: 28x28x1, 10). Raw uint8 pixels are scaled by the
+run's input contract first; the exported SavedModel puts that step inside its graph.
+Images larger than STEM_TARGET pixels a side first pass a stem of strided convolutions
+that halves them until they fit, so the conv blocks see the scale they were designed for.
 """
 
 from __future__ import annotations
+
+import math
 
 import keras
 import tensorflow as tf
@@ -14,6 +18,7 @@ from fmnist.train.config import TrainConfig
 
 IMAGE_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
+STEM_TARGET = 32  # largest side the conv blocks take without a downsampling stem
 
 
 class FusedBatchNormalization(keras.layers.BatchNormalization):
@@ -61,8 +66,10 @@ def build_model(
     *,
     dtype: str = "float32",
     for_training: bool = False,
+    input_shape: tuple[int, int, int] = IMAGE_SHAPE,
 ) -> keras.Model:
-    """Conv blocks (conv-BN-ReLU x1-2, max-pool, dropout), a dense layer and a softmax.
+    """A stem where images are large, conv blocks (conv-BN-ReLU x1-2, max-pool, dropout),
+    a dense layer and a softmax, for images of `input_shape` (H, W, C).
 
     `dtype` is a Keras dtype policy ("mixed_bfloat16" for training in bfloat16); the
     softmax stays float32 either way, so probabilities keep their precision.
@@ -74,8 +81,10 @@ def build_model(
         if for_training and config.fused_batch_norm
         else keras.layers.BatchNormalization
     )
-    inputs = keras.Input(shape=IMAGE_SHAPE, name="image")
+    inputs = keras.Input(shape=tuple(input_shape), name="image")
     x = inputs
+    for conv in range(1, stem_convs(input_shape) + 1):
+        x = _conv(x, config, config.width, ("stem", conv), dtype, batch_norm_layer, strides=2)
     for block in range(config.depth):
         name = f"block{block + 1}"
         convs = config.first_block_convs if block == 0 else 2
@@ -104,22 +113,45 @@ def build_model(
     return keras.Model(inputs, outputs, name="fmnist_cnn")
 
 
+def stem_convs(input_shape: tuple[int, int, int]) -> int:
+    """Strided convolutions needed to bring the larger side down to STEM_TARGET or less."""
+    side, convs = max(input_shape[:2]), 0
+    while side > STEM_TARGET:
+        side, convs = math.ceil(side / 2), convs + 1
+    return convs
+
+
 def _conv_block(
     x, config: TrainConfig, filters: int, convs: int, name: str, dtype: str, batch_norm_layer
 ):
     """`convs` x (3x3 convolution, batch norm, ReLU); no conv bias when batch norm follows."""
     for conv in range(1, convs + 1):
-        x = keras.layers.Conv2D(
-            filters,
-            3,
-            padding="same",
-            use_bias=not config.batch_norm,
-            kernel_initializer="he_normal",
-            name=f"{name}_conv{conv}",
-            dtype=dtype,
-        )(x)
-        if config.batch_norm:
-            bn_name = f"{name}_bn{conv}"
-            x = batch_norm_layer(momentum=config.bn_momentum, name=bn_name, dtype=dtype)(x)
-        x = keras.layers.ReLU(name=f"{name}_relu{conv}", dtype=dtype)(x)
+        x = _conv(x, config, filters, (name, conv), dtype, batch_norm_layer)
     return x
+
+
+def _conv(
+    x,
+    config: TrainConfig,
+    filters: int,
+    place: tuple[str, int],
+    dtype: str,
+    batch_norm_layer,
+    strides: int = 1,
+):
+    """3x3 convolution, batch norm (if configured) and ReLU, named <prefix>_conv<n> etc."""
+    prefix, number = place
+    x = keras.layers.Conv2D(
+        filters,
+        3,
+        strides=strides,
+        padding="same",
+        use_bias=not config.batch_norm,
+        kernel_initializer="he_normal",
+        name=f"{prefix}_conv{number}",
+        dtype=dtype,
+    )(x)
+    if config.batch_norm:
+        bn_name = f"{prefix}_bn{number}"
+        x = batch_norm_layer(momentum=config.bn_momentum, name=bn_name, dtype=dtype)(x)
+    return keras.layers.ReLU(name=f"{prefix}_relu{number}", dtype=dtype)(x)

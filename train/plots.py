@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import ConfusionMatrixDisplay
 
 DPI = 120
+MISTAKES_SHOWN = 36
 
 
 def new_figure(rows: int, cols: int, figsize: tuple[float, float]) -> tuple[Figure, np.ndarray]:
@@ -87,9 +88,11 @@ def misclassified_grid(
     probabilities: np.ndarray,
     class_names: Sequence[str],
     path: Path,
-    count: int = 36,
+    count: int = MISTAKES_SHOWN,
+    out_of: tuple[int, int] | None = None,
 ) -> Path:
-    """The most confidently wrong test images, with true and predicted labels."""
+    """The most confidently wrong images (uint8 [N, H, W] or [N, H, W, C]), with true and
+    predicted labels. `out_of` (wrong, total) is for images already narrowed to mistakes."""
     wrong = np.flatnonzero(predicted != labels)
     order = wrong[np.argsort(-probabilities[wrong, predicted[wrong]])][:count]
     cols = 6
@@ -98,14 +101,23 @@ def misclassified_grid(
     for ax in axes.ravel():
         ax.axis("off")
     for ax, index in zip(axes.ravel(), order, strict=False):
-        ax.imshow(images[index], cmap="gray_r", vmin=0, vmax=255)
+        _show(ax, images[index])
         ax.set_title(
             f"true: {class_names[labels[index]]}\npred: {class_names[predicted[index]]} "
             f"({probabilities[index, predicted[index]]:.0%})",
             fontsize=7,
             color="firebrick",
         )
-    fig.suptitle(f"Most confident mistakes ({len(wrong)} of {len(labels)} test images wrong)")
+    wrong_count, total = out_of or (len(wrong), len(labels))
+    fig.suptitle(f"Most confident mistakes ({wrong_count} of {total} test images wrong)")
     fig.tight_layout()
     fig.savefig(path)
     return path
+
+
+def _show(ax, image: np.ndarray) -> None:
+    """Grayscale as dark on light (as Fashion-MNIST is usually shown), colour as it is."""
+    if image.ndim == 3 and image.shape[-1] == 3:
+        ax.imshow(image)
+    else:
+        ax.imshow(image.reshape(image.shape[:2]), cmap="gray_r", vmin=0, vmax=255)

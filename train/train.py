@@ -20,12 +20,19 @@ import numpy as np
 import tensorflow as tf
 
 from fmnist import __version__
-from fmnist.dataset import FashionMNIST, Split, subset
+from fmnist.contract import FASHION_MNIST, InputContract
+from fmnist.data import Dataset, open_dataset
+from fmnist.dataset import FashionMNIST
 from fmnist.run_dir import RunDir
 from fmnist.train import data as train_data
 from fmnist.train.config import TrainConfig
-from fmnist.train.distribute import is_multi_worker, prepare_multi_worker_fit, worker_dir
-from fmnist.train.model import NUM_CLASSES, build_model
+from fmnist.train.distribute import (
+    is_multi_worker,
+    prepare_multi_worker_fit,
+    worker_dir,
+    worker_shard,
+)
+from fmnist.train.model import build_model
 from fmnist.train.precision import cpu_prefers_bfloat16
 
 
@@ -110,10 +117,19 @@ def resolve_precision(precision: str) -> str:
 
 
 def compile_model(
-    config: TrainConfig, steps_per_epoch: int, precision: str = "float32"
+    config: TrainConfig,
+    steps_per_epoch: int,
+    precision: str = "float32",
+    contract: InputContract = FASHION_MNIST,
 ) -> keras.Model:
     dtype = "mixed_bfloat16" if precision == "bfloat16" else "float32"
-    model = build_model(config, dtype=dtype, for_training=True)
+    model = build_model(
+        config,
+        contract.num_classes,
+        dtype=dtype,
+        for_training=True,
+        input_shape=contract.shape,
+    )
     model.compile(
         optimizer=make_optimizer(config, steps_per_epoch),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
@@ -123,41 +139,45 @@ def compile_model(
     return model
 
 
-def as_saved_model(model: keras.Model, config: TrainConfig) -> keras.Model:
+def as_saved_model(
+    model: keras.Model, config: TrainConfig, contract: InputContract = FASHION_MNIST
+) -> keras.Model:
     """The same network and weights in a float32 model of Keras' own layers: mixed
     precision keeps float32 variables and the fused batch norm Keras' weights, so this
     loses nothing; export, serving and anyone loading model.keras need nothing of ours."""
-    float_model = build_model(config)
+    float_model = build_model(config, contract.num_classes, input_shape=contract.shape)
     float_model.set_weights(model.get_weights())
     return float_model
 
 
 def _model_and_dataset(
     config: TrainConfig,
-    split: Split,
+    data: Dataset,
     precision: str,
     strategy: tf.distribute.Strategy | None,
-) -> tuple[keras.Model, Any]:
-    """A compiled model (under `strategy`, if any) and the shuffled, augmented input."""
-    dataset = train_data.make_dataset(
-        split,
-        batch_size=config.batch_size,
-        num_classes=NUM_CLASSES,
-        training=True,
-        augment=config.augment,
-        random_erasing=config.random_erasing,
-        seed=config.seed,
-    )
-    steps_per_epoch = math.ceil(len(split) / config.batch_size)
+) -> tuple[keras.Model, Any, int]:
+    """A compiled model (under `strategy`, if any), the shuffled, augmented input (this
+    worker's shard of it) and the number of training images in an epoch."""
+    dataset, images = train_data.training_dataset(data, config, shard=worker_shard(strategy))
+    steps_per_epoch = math.ceil(images / config.batch_size)
     if strategy is None:
-        return compile_model(config, steps_per_epoch, precision), dataset
+        return compile_model(config, steps_per_epoch, precision, data.contract), dataset, images
     # Keras' multi-step loop fails under tf.distribute strategies (TF 2.21: "You must feed a
     # value for placeholder tensor 'while/cond/Placeholder'"), so they run a step per call.
     with strategy.scope():
-        model = compile_model(config.replace(steps_per_execution=1), steps_per_epoch, precision)
+        single_steps = config.replace(steps_per_execution=1)
+        model = compile_model(single_steps, steps_per_epoch, precision, data.contract)
     if is_multi_worker(strategy):
         prepare_multi_worker_fit(model, strategy, dataset)
-    return model, dataset
+    return model, dataset, images
+
+
+def as_dataset(data: Dataset | FashionMNIST, config: TrainConfig) -> Dataset:
+    """A Dataset; the old in-memory FashionMNIST (from fmnist.dataset.load_splits) is
+    reopened from its directory with the config's split, which is the same one."""
+    if isinstance(data, Dataset):
+        return data
+    return open_dataset(data.data_dir, val_fraction=config.val_fraction, seed=config.seed)
 
 
 class _LearningRateLogger(keras.callbacks.Callback):
@@ -171,27 +191,24 @@ class _LearningRateLogger(keras.callbacks.Callback):
 
 def train(
     config: TrainConfig,
-    data: FashionMNIST,
+    data: Dataset | FashionMNIST,
     run_dir: str | os.PathLike,
     *,
     verbose: int | str = "auto",
     strategy: tf.distribute.Strategy | None = None,
     callbacks: list[keras.callbacks.Callback] | None = None,
 ) -> TrainResult:
-    """Train `config` on `data.train`, monitor `data.validation`, save everything in `run_dir`
-    (non-chief workers of a multi-worker job: in `run_dir/workers/<type>-<index>/`)."""
+    """Train `config` on the train split of `data`, monitor its validation split, save
+    everything in `run_dir` (non-chief workers of a multi-worker job: in
+    `run_dir/workers/<type>-<index>/`). Both splits stream from `data` through tf.data."""
+    data = as_dataset(data, config)
     run = RunDir(worker_dir(Path(run_dir), strategy))
     run.path.mkdir(parents=True, exist_ok=True)
     seed_everything(config.seed)
 
-    train_split = data.train
-    if config.train_subset:
-        train_split = subset(train_split, config.train_subset, config.seed)
-    val_ds = train_data.make_dataset(
-        data.validation, batch_size=1024, num_classes=NUM_CLASSES, training=False
-    )
+    val_ds = train_data.evaluation_dataset(data, "validation")
     precision = resolve_precision(config.precision)
-    model, train_ds = _model_and_dataset(config, train_split, precision, strategy)
+    model, train_ds, train_images = _model_and_dataset(config, data, precision, strategy)
 
     # With EMA, the averaged weights are swapped in for validation and at each epoch's end,
     # so early stopping judges, keeps and restores the averaged weights (it must come after).
@@ -229,21 +246,23 @@ def train(
     hist = {key: [float(v) for v in values] for key, values in history.history.items()}
     epochs_run = len(hist["loss"])
     best_epoch = int(np.argmin(hist["val_loss"])) + 1
-    images_seen = epochs_run * len(train_split)
+    images_seen = epochs_run * train_images
 
-    model = as_saved_model(model, config)
+    model = as_saved_model(model, config, data.contract)
     run.save_model(model)
     run.write_config(config.to_dict())
+    run.write_contract(data.contract)
     run_info = {
         "fmnist_deploy": __version__,
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "python": platform.python_version(),
-        "data_dir": str(data.data_dir) if data.data_dir else None,
+        "data_dir": str(data.path),
+        "data": {"kind": data.kind, "path": str(data.path), "notes": data.notes},
         "split": {
-            "train": len(train_split),
-            "validation": len(data.validation),
-            "test": len(data.test),
+            "train": train_images,
+            "validation": data.size("validation"),
+            "test": data.size("test"),
             "val_fraction": config.val_fraction,
             "seed": config.seed,
         },

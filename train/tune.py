@@ -18,7 +18,7 @@ from typing import Any
 import keras
 import optuna
 
-from fmnist.dataset import FashionMNIST
+from fmnist.data import Dataset
 from fmnist.train.config import TrainConfig
 from fmnist.train.train import train
 
@@ -64,7 +64,7 @@ class _PruningCallback(keras.callbacks.Callback):
 
 
 def tune(
-    base: TrainConfig, settings: TuneConfig, data: FashionMNIST, out_dir: str | os.PathLike
+    base: TrainConfig, settings: TuneConfig, data: Dataset, out_dir: str | os.PathLike
 ) -> TuneResult:
     """Run the search; write results.json, results.csv and best_config.json into `out_dir`."""
     out_dir = Path(out_dir)

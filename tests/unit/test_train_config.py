@@ -12,7 +12,7 @@ from fmnist.train.config import CHECKS, QUICK, ConfigError, TrainConfig, load_co
 # field -> (a value its check refuses, the message that names it)
 REFUSED = {
     "width": (0, "width must be >= 1, got 0"),
-    "depth": (5, r"depth must be between 1 and 4 \(28 px halves per block\), got 5"),
+    "depth": (5, r"depth must be between 1 and 4 \(the image halves per block\), got 5"),
     "first_block_convs": (3, "first_block_convs must be 1 or 2, got 3"),
     "dense_units": (0, "dense_units must be >= 1, got 0"),
     "dropout": (1.5, r"dropout must be in \[0, 1\), got 1.5"),
@@ -27,6 +27,7 @@ REFUSED = {
     "warmup_epochs": (-1, "warmup_epochs must be >= 0, got -1"),
     "label_smoothing": (1.0, r"label_smoothing must be in \[0, 1\), got 1.0"),
     "random_erasing": (1.5, r"random_erasing must be in \[0, 1\], got 1.5"),
+    "horizontal_flip": ("yes", "horizontal_flip must be one of auto, on, off, got 'yes'"),
     "ema_momentum": (1.0, r"ema_momentum must be in \[0, 1\) \(0 switches EMA off\)"),
     "precision": ("float16", "precision must be one of auto, float32, bfloat16"),
     "epochs": (0, "epochs must be >= 1, got 0"),
