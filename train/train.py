@@ -22,6 +22,7 @@ import tensorflow as tf
 from fmnist import __version__
 from fmnist.contract import FASHION_MNIST, InputContract
 from fmnist.data import Dataset, open_dataset
+from fmnist.data.streaming import data_errors
 from fmnist.dataset import FashionMNIST
 from fmnist.run_dir import RunDir
 from fmnist.train import data as train_data
@@ -189,6 +190,66 @@ class _LearningRateLogger(keras.callbacks.Callback):
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(opt.learning_rate))
 
 
+def _callbacks(
+    config: TrainConfig, run: RunDir, verbose: int | str, extra: list | None
+) -> list[keras.callbacks.Callback]:
+    """The caller's callbacks, then learning-rate logging, EMA swaps, early stopping, the
+    CSV history and TensorBoard (and the plateau schedule, if configured)."""
+    # With EMA, the averaged weights are swapped in for validation and at each epoch's end,
+    # so early stopping judges, keeps and restores the averaged weights (it must come after).
+    ema = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.ema_momentum else []
+    callbacks = [
+        *(extra or []),
+        _LearningRateLogger(),
+        *ema,
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss",
+            patience=config.early_stopping_patience,
+            restore_best_weights=True,
+            verbose=1 if verbose else 0,
+        ),
+        keras.callbacks.CSVLogger(str(run.history_path)),
+        keras.callbacks.TensorBoard(log_dir=str(run.tensorboard_dir), write_graph=False),
+    ]
+    if config.lr_schedule == "plateau":
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss", factor=0.3, patience=2, min_lr=1e-5
+            )
+        )
+    return callbacks
+
+
+def _run_info(
+    config: TrainConfig,
+    data: Dataset,
+    hist: dict[str, list[float]],
+    best_epoch: int,
+    train_images: int,
+    **facts: Any,
+) -> dict[str, Any]:
+    """run.json: versions, the data and its split, the run's facts and its best epoch."""
+    return {
+        "fmnist_deploy": __version__,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "python": platform.python_version(),
+        "data_dir": str(data.path),
+        "data": {"kind": data.kind, "path": str(data.path), "notes": data.notes},
+        "split": {
+            "train": train_images,
+            "validation": data.size("validation"),
+            "test": data.size("test"),
+            "val_fraction": config.val_fraction,
+            "seed": config.seed,
+        },
+        **facts,
+        "best_epoch": best_epoch,
+        "best_val_loss": hist["val_loss"][best_epoch - 1],
+        "best_val_accuracy": hist["val_accuracy"][best_epoch - 1],
+    }
+
+
 def train(
     config: TrainConfig,
     data: Dataset | FashionMNIST,
@@ -209,81 +270,64 @@ def train(
     val_ds = train_data.evaluation_dataset(data, "validation")
     precision = resolve_precision(config.precision)
     model, train_ds, train_images = _model_and_dataset(config, data, precision, strategy)
-
-    # With EMA, the averaged weights are swapped in for validation and at each epoch's end,
-    # so early stopping judges, keeps and restores the averaged weights (it must come after).
-    ema = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.ema_momentum else []
-    callbacks = [
-        *(callbacks or []),
-        _LearningRateLogger(),
-        *ema,
-        keras.callbacks.EarlyStopping(
-            monitor="val_loss",
-            patience=config.early_stopping_patience,
-            restore_best_weights=True,
-            verbose=1 if verbose else 0,
-        ),
-        keras.callbacks.CSVLogger(str(run.history_path)),
-        keras.callbacks.TensorBoard(log_dir=str(run.tensorboard_dir), write_graph=False),
-    ]
-    if config.lr_schedule == "plateau":
-        callbacks.append(
-            keras.callbacks.ReduceLROnPlateau(
-                monitor="val_loss", factor=0.3, patience=2, min_lr=1e-5
-            )
-        )
-
     start = time.perf_counter()
-    history = model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=config.epochs,
-        callbacks=callbacks,
-        verbose=verbose,
-        shuffle=False,  # the tf.data pipeline shuffles, seeded
-    )
+    with data_errors():  # an image that fails to decode mid-epoch: its one-line error
+        history = model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=config.epochs,
+            callbacks=_callbacks(config, run, verbose, callbacks),
+            verbose=verbose,
+            shuffle=False,  # the tf.data pipeline shuffles, seeded
+        )
     wall_time = time.perf_counter() - start
-    hist = {key: [float(v) for v in values] for key, values in history.history.items()}
+    return _save_run(
+        run,
+        config,
+        data,
+        model,
+        history.history,
+        wall_time,
+        train_images,
+        precision=precision,
+        strategy=strategy,
+    )
+
+
+def _save_run(
+    run: RunDir,
+    config: TrainConfig,
+    data: Dataset,
+    model: keras.Model,
+    history: dict[str, list],
+    wall_time: float,
+    train_images: int,
+    *,
+    precision: str,
+    strategy: tf.distribute.Strategy | None,
+) -> TrainResult:
+    """Write the model (float32, Keras' own layers), config, contract and run.json."""
+    hist = {key: [float(v) for v in values] for key, values in history.items()}
     epochs_run = len(hist["loss"])
     best_epoch = int(np.argmin(hist["val_loss"])) + 1
-    images_seen = epochs_run * train_images
-
     model = as_saved_model(model, config, data.contract)
     run.save_model(model)
     run.write_config(config.to_dict())
     run.write_contract(data.contract)
-    run_info = {
-        "fmnist_deploy": __version__,
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "python": platform.python_version(),
-        "data_dir": str(data.path),
-        "data": {"kind": data.kind, "path": str(data.path), "notes": data.notes},
-        "split": {
-            "train": train_images,
-            "validation": data.size("validation"),
-            "test": data.size("test"),
-            "val_fraction": config.val_fraction,
-            "seed": config.seed,
-        },
-        "parameters": int(model.count_params()),
-        "precision": precision,
-        "epochs_run": epochs_run,
-        "best_epoch": best_epoch,
-        "best_val_loss": hist["val_loss"][best_epoch - 1],
-        "best_val_accuracy": hist["val_accuracy"][best_epoch - 1],
-        "wall_time_s": wall_time,
-        "images_per_s": images_seen / wall_time,
-        "strategy": type(strategy).__name__ if strategy else None,
-        "replicas": strategy.num_replicas_in_sync if strategy else 1,
-    }
-    run.write_run_info(run_info)
-    return TrainResult(
-        run_dir=run.path,
-        model=model,
-        history=hist,
+    images_per_s = epochs_run * train_images / wall_time
+    info = _run_info(
+        config,
+        data,
+        hist,
+        best_epoch,
+        train_images,
+        parameters=int(model.count_params()),
+        precision=precision,
         epochs_run=epochs_run,
-        best_epoch=best_epoch,
         wall_time_s=wall_time,
-        images_per_s=run_info["images_per_s"],
+        images_per_s=images_per_s,
+        strategy=type(strategy).__name__ if strategy else None,
+        replicas=strategy.num_replicas_in_sync if strategy else 1,
     )
+    run.write_run_info(info)
+    return TrainResult(run.path, model, hist, epochs_run, best_epoch, wall_time, images_per_s)

@@ -40,7 +40,10 @@ def open_dataset(
         contract, train, test = npz.read(path)
         return Dataset.from_pools("npz", path, contract, _all(train), _all(test), **split)
     if not path.exists():
-        raise DataError(f"{path}: no such file or directory")
+        raise DataError(
+            f"data directory {path} does not exist (pass --data-dir, set "
+            f"{fashion.DATA_DIR_ENV}, or download Fashion-MNIST with --download)"
+        )
     if idx.is_idx_dir(path):
         contract, train, test = idx.read(path)
         return Dataset.from_pools("idx", path, contract, _all(train), _all(test), **split)

@@ -3,7 +3,8 @@
     D/train/<class>/*.png and D/test/<class>/*.png    (the split is the user's), or
     D/<class>/*.png                                    (split into train and test by seed)
 
-Class names are the folder names in sorted order, or the order of D/classes.txt. Only each
+Class names are the folder names in sorted order, or the order of D/classes.txt (which may
+also name folders called 0, 1, ...: "T-shirt/top" cannot be a folder's name). Only each
 file's header is read here; pixels are decoded when a split is read (fmnist.data.source).
 TF-free.
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,35 +50,40 @@ def split_layout(root: Path) -> bool:
     return all((root / name).is_dir() for name in SPLIT_FOLDERS)
 
 
-def class_names(root: Path, folders: list[str]) -> tuple[str, ...]:
-    """Folder names, sorted, unless classes.txt orders them."""
+def class_names(root: Path, folders: list[str]) -> tuple[list[str], tuple[str, ...]]:
+    """(folders in label order, class names): the folder names, sorted, unless classes.txt
+    orders them, or names folders called 0, 1, ... (label i is folder "i", named line i)."""
     listed = read_class_names(root / CLASSES_FILE)
+    numbered = [str(i) for i in range(len(folders))]
     if listed is None:
-        names = tuple(folders)
+        order, names = folders, tuple(folders)
     elif set(listed) == set(folders):
-        names = listed
+        order, names = list(listed), listed
+    elif len(listed) == len(folders) and set(folders) == set(numbered):
+        order, names = numbered, listed
     else:
         raise DataError(
-            f"{root / CLASSES_FILE}: its names {sorted(listed)} are not the class folders {folders}"
+            f"{root / CLASSES_FILE}: its names {sorted(listed)} are not the class folders "
+            f"{folders} (nor one name for each of the folders 0..{len(folders) - 1})"
         )
     if len(names) < 2:
         raise DataError(f"{root}: one class folder ({names[0]!r}); a classifier needs 2 or more")
-    return names
+    return order, names
 
 
-def scan(tree: Path, names: tuple[str, ...]) -> Scan:
-    """Every image file under tree/<class>/ (nested folders too), probed in parallel."""
+def scan(tree: Path, folders: list[str]) -> Scan:
+    """Every image file under tree/<folder>/ (nested folders too; label: the folder's
+    position in `folders`), each probed (threads would only contend for the GIL)."""
     found = Scan([], [], [], [])
     files, labels = [], []
-    for label, name in enumerate(names):
+    for label, name in enumerate(folders):
         if not (tree / name).is_dir():
             continue
         for path in _image_files(tree / name):
             files.append(path)
             labels.append(label)
-    with ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(probe, files, chunksize=64))
-    for path, label, result in zip(files, labels, results, strict=True):
+    for path, label in zip(files, labels, strict=True):
+        result = probe(path)
         if isinstance(result, str):
             found.skipped.append((path, result))
         else:
@@ -104,13 +109,12 @@ def read(
     """The contract, one (pool, tree name) per tree (train and test, or the one tree), and
     notes on what was skipped, resized or converted."""
     trees = [root / name for name in SPLIT_FOLDERS] if split_layout(root) else [root]
-    folders = class_folders(trees[0])
-    names = class_names(root, folders)
+    folders, names = class_names(root, class_folders(trees[0]))
     for tree in trees[1:]:
-        extra = sorted(set(class_folders(tree)) - set(names))
+        extra = sorted(set(class_folders(tree)) - set(folders))
         if extra:
             raise DataError(f"{tree}: class folders {extra} are not in {trees[0]}")
-    scans = [scan(tree, names) for tree in trees]
+    scans = [scan(tree, folders) for tree in trees]
     probes = [p for s in scans for p in s.probes]
     if not probes:
         raise DataError(f"{root}: no readable images ({', '.join(sorted(EXTENSIONS))}) found")

@@ -1,7 +1,7 @@
 """The IDX reader: four files in MNIST's layout (Fashion-MNIST, MNIST, or any other).
 
-Fashion-MNIST is recognised by its official sizes and then verified by checksum, so an
-altered copy is an error, not a new dataset. Other IDX data takes its class names from
+Fashion-MNIST is recognised by its official file sizes and then verified by checksum, so a
+truncated or altered copy is an error, not a new dataset. Other IDX data takes its class names from
 classes.txt, else "0".."K-1". IDX files are small enough to hold in memory. TF-free.
 """
 
@@ -42,11 +42,11 @@ def is_idx_dir(directory: Path) -> bool:
 
 
 def _is_fashion_mnist(directory: Path) -> bool:
-    """The official names at the official sizes: verify them (an altered copy is an error)."""
-    paths = [directory / f.name for f in fashion.OFFICIAL_FILES]
-    return all(
-        path.is_file() and path.stat().st_size == official.size
-        for path, official in zip(paths, fashion.OFFICIAL_FILES, strict=True)
+    """Any official name at its official size means Fashion-MNIST: then all four are
+    verified, so a truncated or altered copy is an error rather than another dataset."""
+    return any(
+        (directory / f.name).is_file() and (directory / f.name).stat().st_size == f.size
+        for f in fashion.OFFICIAL_FILES
     )
 
 

@@ -7,12 +7,15 @@ Fashion-MNIST run keeps its order and its numbers.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
 from fmnist.data.source import ArraySource, FileSource
+from fmnist.errors import DataError
 
 
 def make_tf_dataset(
@@ -48,11 +51,35 @@ def make_tf_dataset(
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
+# DataErrors raised while tf.data decodes, newest last (see data_errors).
+_FAILURES: list[DataError] = []
+
+
+@contextmanager
+def data_errors() -> Iterator[None]:
+    """Around code that iterates a streaming pipeline: tf.data re-raises a file that fails
+    to decode as an OpError holding a Python traceback; this raises the one-line DataError."""
+    _FAILURES.clear()
+    try:
+        yield
+    except tf.errors.OpError:
+        if _FAILURES:
+            raise _FAILURES[-1] from None
+        raise
+
+
 def _decoder(source: FileSource) -> Any:
     shape = source.shape
 
+    def read(batch_indices: np.ndarray) -> np.ndarray:
+        try:
+            return source.read(batch_indices)
+        except DataError as err:
+            _FAILURES.append(err)
+            raise
+
     def decode(batch_indices: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        images = tf.numpy_function(source.read, [batch_indices], tf.uint8, stateful=False)
+        images = tf.numpy_function(read, [batch_indices], tf.uint8, stateful=False)
         images.set_shape((None, *shape))
         return images, labels
 

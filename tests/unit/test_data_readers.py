@@ -134,8 +134,9 @@ GOOD: list[tuple[str, Callable[[Path], Path], str, tuple, tuple, tuple]] = [
 ]
 
 
-@pytest.mark.parametrize(("build", "kind", "shape", "names", "sizes"), [c[1:] for c in GOOD],
-                         ids=[c[0] for c in GOOD])  # fmt: skip
+@pytest.mark.parametrize(
+    ("build", "kind", "shape", "names", "sizes"), [c[1:] for c in GOOD], ids=[c[0] for c in GOOD]
+)
 def test_reader_decides_the_contract(tmp_path, build, kind, shape, names, sizes) -> None:
     data = open_dataset(build(tmp_path))
     assert data.kind == kind
@@ -201,6 +202,15 @@ def test_folder_classes_txt_orders_the_classes(tmp_path: Path) -> None:
     assert data.labels("test")[0] == 0 and (data.load("test").images[0] == first_c).all()
 
 
+def test_folder_classes_txt_names_numbered_folders(tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "d", classes=("1", "0"), per_class=4)
+    (root / "classes.txt").write_text("T-shirt/top\nTrouser\n")
+    data = open_dataset(root)
+    assert data.class_names == ("T-shirt/top", "Trouser")
+    first = np.asarray(Image.open(root / "test" / "0" / "0.png"))
+    assert data.labels("test")[0] == 0 and (data.load("test").images[0] == first).all()
+
+
 def test_folder_pixels_are_the_files(tmp_path: Path) -> None:
     root = write_folder(tmp_path / "d", mode="L", per_class=4)
     data = open_dataset(root)
@@ -225,7 +235,7 @@ def _hostile_npz(tmp_path: Path) -> Path:
 
 # (name, build(tmp_path) -> path, message fragment)
 BAD: list[tuple[str, Callable[[Path], Path], str]] = [
-    ("nothing there", lambda p: p / "nowhere", "no such file or directory"),
+    ("nothing there", lambda p: p / "nowhere", "nowhere does not exist (pass --data-dir"),
     ("empty dir", lambda p: p, "no dataset found"),
     (
         "folders without images",
