@@ -47,7 +47,14 @@ def is_folder_dataset(root: Path) -> bool:
 
 def split_layout(root: Path) -> bool:
     """True for D/train/ + D/test/, False for one tree of class folders."""
-    return all((root / name).is_dir() for name in SPLIT_FOLDERS)
+    present = [name for name in SPLIT_FOLDERS if (root / name).is_dir()]
+    if len(present) == 1:
+        missing = next(name for name in SPLIT_FOLDERS if name not in present)
+        raise DataError(
+            f"{root}: has {present[0]}/ but no {missing}/ (give both, or put the class "
+            "folders directly in it to split them by seed)"
+        )
+    return len(present) == 2
 
 
 def class_names(root: Path, folders: list[str]) -> tuple[list[str], tuple[str, ...]]:

@@ -244,6 +244,11 @@ BAD: list[tuple[str, Callable[[Path], Path], str]] = [
     ),
     ("one class folder", lambda p: write_folder(p / "d", classes=("a",)), "one class folder"),
     (
+        "train without test",
+        lambda p: write_folder(p / "d" / "train", split=False) and p / "d",
+        "has train/ but no test/",
+    ),
+    (
         "images in one class only",
         lambda p: (
             write_folder(p / "d") and [f.unlink() for f in (p / "d").glob("*/b/*")] and p / "d"
