@@ -35,6 +35,12 @@ from fmnist.errors import EXIT_PARITY_FAILED, UserError
 from fmnist.export import saved_model, tflite
 from fmnist.export.config import ExportConfig
 from fmnist.export.flip_average import flip_averaged
+from fmnist.export.int8_check import (
+    NotFullInteger,
+    check_full_integer,
+    conversion_error,
+    layer_names,
+)
 from fmnist.export.model_config import CONFIG_NAME, read_config, update_models_config
 from fmnist.export.publish import check_writable, next_version, staged_version
 from fmnist.export.source import ExportSource, from_run
@@ -50,6 +56,7 @@ from fmnist.run_dir import RunDir
 SAVED_MODEL_ATOL = 1e-5
 DEBUG_DIR = "quantization_debug"
 Progress = Callable[[str], None]
+SKIP_INT8_HINT = "--skip-int8 publishes the SavedModel and float32 TFLite without it"
 
 
 class ParityRefused(UserError):
@@ -105,6 +112,39 @@ def export_run(run_dir: str | Path, config: ExportConfig, progress: Progress = l
     source = from_run(run.path, config.data_dir, config.calibration_size, config.seed)
     load_s = time.perf_counter() - clock
     result = export_source(source, config, checked, run.path / DEBUG_DIR, progress)
+    result.timings["load_and_reference_s"] += load_s
+    return result
+
+
+def export_keras_model(
+    model_path: str | Path,
+    config: ExportConfig,
+    *,
+    scaling: str,
+    softmax: bool = False,
+    progress: Progress = lambda _: None,
+) -> ExportResult:
+    """Export a Keras classifier trained anywhere, with `config.data_dir`'s test and
+    calibration images; the user says how its pixels are scaled."""
+    from fmnist.export.keras_model import from_keras_model
+
+    if config.data_dir is None:
+        raise UserError("--keras-model needs --data-dir: its test images and class names")
+    check_writable(config.base_path)
+    read_config(config.base_path / CONFIG_NAME)  # a broken models.config fails before loading
+    clock = time.perf_counter()
+    source = from_keras_model(
+        model_path,
+        config.data_dir,
+        scaling,
+        softmax=softmax,
+        calibration_size=config.calibration_size,
+        seed=config.seed,
+    )
+    load_s = time.perf_counter() - clock
+    checked = preflight(config, source.contract)
+    debug_dir = Path(model_path).with_name(Path(model_path).stem + "_" + DEBUG_DIR)
+    result = export_source(source, config, checked, debug_dir, progress)
     result.timings["load_and_reference_s"] += load_s
     return result
 
@@ -165,19 +205,17 @@ def _build(
     sm_diff = _write_saved_model(staging, served, source, reference, config, checked, progress)
     timings["saved_model_s"] = time.perf_counter() - clock
     clock = time.perf_counter()
-    contents = {
-        "float32": tflite.convert_float32(served, source.contract),
-        "int8": _convert_int8(source, config),
-    }
+    contents = _convert(served, source, config)
     timings["convert_s"] = time.perf_counter() - clock
     clock = time.perf_counter()
     entries, parity = _judge_all(staging, contents, source, reference, config, progress)
     timings["tflite_parity_s"] = time.perf_counter() - clock
     _refuse_drift(parity, source, config, debug_dir, progress)
-    # TF Serving's --prefer_tflite_model serves this: the int8 model, answering as the
-    # SavedModel does (probabilities and class_ids; export/tflite_serving.py).
-    (staging / tflite.SERVING_FILE).write_bytes(serving_model(contents["int8"]))
-    entries["int8"]["serving_file"] = tflite.SERVING_FILE
+    # TF Serving's --prefer_tflite_model serves this: the int8 model (float32 with
+    # --skip-int8), answering as the SavedModel does (export/tflite_serving.py).
+    served_kind = "float32" if config.skip_int8 else "int8"
+    (staging / tflite.SERVING_FILE).write_bytes(serving_model(contents[served_kind]))
+    entries[served_kind]["serving_file"] = tflite.SERVING_FILE
     np.savez_compressed(staging / REFERENCE_NAME, probabilities=reference.astype(np.float32))
     float_metrics = compute_metrics(
         source.test.labels, reference.argmax(1), list(source.class_names)
@@ -208,8 +246,27 @@ def _write_saved_model(
     return diff
 
 
-def _convert_int8(source: ExportSource, config: ExportConfig) -> bytes:
-    return tflite.convert_int8(source.model, source.calibration, source.contract, config.int8)
+def _convert(served: Any, source: ExportSource, config: ExportConfig) -> dict[str, bytes]:
+    """Both TFLite models; an op that keeps either from converting, or the int8 one from
+    being full-integer, is a one-line error naming it and its layer."""
+    names = layer_names(source.model)
+    contents = {}
+    try:
+        contents["float32"] = tflite.convert_float32(served, source.contract)
+    except Exception as err:  # the converter raises several types, with pages of MLIR
+        raise conversion_error(err, "float32", names) from None
+    if config.skip_int8:
+        return contents
+    try:
+        model, contract = source.model, source.contract
+        contents["int8"] = tflite.convert_int8(model, source.calibration, contract, config.int8)
+    except Exception as err:
+        raise conversion_error(err, "int8", names).suggest(SKIP_INT8_HINT) from None
+    try:
+        check_full_integer(contents["int8"], names)
+    except NotFullInteger as err:
+        raise err.suggest(SKIP_INT8_HINT) from None
+    return contents
 
 
 def _judge_all(
@@ -238,7 +295,8 @@ def _refuse_drift(
 ) -> None:
     """Nothing is published when a TFLite model drifted; the per-layer report says where."""
     failed = [kind for kind, result in parity.items() if not result.passed]
-    if not failed and not config.debug_quantization:
+    if "int8" not in parity or not (failed or config.debug_quantization):
+        _refuse(failed, parity, "")
         return
     report = tflite.write_quantization_report(
         source.model,
@@ -249,11 +307,15 @@ def _refuse_drift(
         config.int8,
     )
     progress(f"per-layer quantization report: {report}")
+    _refuse(failed, parity, f"; per-layer report in {debug_dir}")
+
+
+def _refuse(failed: list[str], parity: dict[str, ParityResult], report: str) -> None:
     if failed:
         raise ParityRefused(
             f"not published: {' and '.join(failed)} TFLite outside tolerance ("
             + "; ".join(f for kind in failed for f in parity[kind].failures)
-            + f"); per-layer report in {debug_dir}",
+            + f"){report}",
             parity,
         )
 
