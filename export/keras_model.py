@@ -123,8 +123,7 @@ def from_keras_model(
     probe = contract.scale(test.images[:PROBE_IMAGES])
     model = probability_model(model, probe, softmax, path)
     origin = {"kind": "keras_model", "path": str(path.resolve()), "data": str(dataset.path)}
-    labels = np.asarray(test.labels, dtype=np.int64)
-    return ExportSource(model, contract, type(test)(test.images, labels), calibration, origin)
+    return ExportSource(model, contract, test, calibration, origin)
 
 
 def _check_images(contract: InputContract, model_shape: tuple, path: Path) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from fmnist.contract import InputContract
-from fmnist.dataset import Split, subset
+from fmnist.data import Split
 from fmnist.run_dir import RunDir
 
 
@@ -32,21 +32,14 @@ class ExportSource:
         return self.contract.class_names
 
 
-def with_channels(images: np.ndarray, contract: InputContract) -> np.ndarray:
-    """Images as uint8 [N, H, W, C] (Fashion-MNIST's loader gives [N, 28, 28])."""
-    return images.reshape((len(images), *contract.shape))
-
-
 def from_run(
     run_dir: str | os.PathLike, data_dir: Path | None, calibration_size: int, seed: int
 ) -> ExportSource:
     """RUN's model and contract with the run's own split: calibration images come from its
     training part, never from images it validated on."""
     run = RunDir(run_dir).check()
-    contract = run.contract()
     model = run.load_model()
-    data = run.load_data(data_dir)
-    test = Split(with_channels(data.test.images, contract), data.test.labels.astype(np.int64))
-    calibration = with_channels(subset(data.train, calibration_size, seed).images, contract)
+    data = run.open_data(data_dir)  # checked against the run's contract
+    calibration = data.sample("train", calibration_size, seed)
     origin = {"kind": "run", "path": str(run.path.resolve())}
-    return ExportSource(model, contract, test, calibration, origin)
+    return ExportSource(model, run.contract(), data.load("test"), calibration, origin)
