@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from fmnist import __version__, dataset
 from fmnist.contract import InputContract
+from fmnist.edge.classifier import read_model
 from fmnist.edge.runtime import select_runtime
 from fmnist.errors import EXIT_PARITY_FAILED, UserError
 from fmnist.export import saved_model, tflite
@@ -354,11 +355,12 @@ def _judge(
 ) -> tuple[dict[str, Any], ParityResult]:
     """Run a TFLite model on the test set; its manifest entry and parity."""
     runtime = select_runtime()
-    content = path.read_bytes()
     try:
+        content = read_model(path)  # a file that is not a TFLite model, in one line
         probabilities = tflite_probabilities(content, source.test.images, source.contract, runtime)
     except UserError as err:  # its path is in the staging directory, about to vanish
-        raise UserError(f"not published: the converted {kind} TFLite model: {err}") from None
+        reason = str(err).removeprefix(f"{path}: ")
+        raise UserError(f"not published: the converted {kind} TFLite model: {reason}") from None
     labels, names = source.test.labels, list(source.class_names)
     name = f"{kind} TFLite vs float (export, {runtime})"
     result = compare(reference, probabilities, labels, names, config.tolerance, name=name)

@@ -53,9 +53,11 @@ def tflite_probabilities(
     """Class probabilities float32 [N, classes] of a one-input, one-output TFLite model."""
     try:
         check_in_child(content, runtime.name)
+        interpreter = runtime.interpreter_class(model_content=content)
     except ModelCrashed as err:
-        raise UserError(f"{runtime} cannot run it: {err}") from None
-    interpreter = runtime.interpreter_class(model_content=content)
+        raise UserError(str(err)) from None
+    except (ValueError, RuntimeError) as err:
+        raise UserError(f"{runtime} cannot load it: {err}") from None
     (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
     parts, allocated = [], None
     for start in range(0, len(images), batch_size):
