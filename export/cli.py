@@ -138,10 +138,10 @@ def _precheck(args: argparse.Namespace) -> None:
         raise UserError("--keras-model needs --scaling and --data-dir")
 
 
-def _export(args: argparse.Namespace) -> int:
+def _config(args: argparse.Namespace):
     from fmnist.export.config import ExportConfig, Int8Options
 
-    config = ExportConfig(
+    return ExportConfig(
         base_path=args.base_path,
         name=args.name or _default_name(args.keras_model),
         version=args.version,
@@ -161,8 +161,11 @@ def _export(args: argparse.Namespace) -> int:
         warmup_count=args.warmup_count,
         skip_int8=args.skip_int8,
     )
-    # TensorFlow loads only when needed
-    from fmnist.export.export import export_keras_model, export_run
+
+
+def _export(args: argparse.Namespace) -> int:
+    config = _config(args)
+    from fmnist.export.export import export_keras_model, export_run  # TensorFlow loads here
 
     progress = lambda line: print(line, flush=True)  # noqa: E731
     if args.keras_model is not None:
