@@ -152,14 +152,15 @@ def main() -> None:
     run = RunDir(args.run).check()
     data = run.load_data(args.data_dir)
     model = run.load_model()
+    contract = run.contract()  # calibration images go in as uint8 [N, H, W, C]
     reference = predict_probabilities(model, data.test.images)
     first, size = args.seeds[0], args.sizes[0]
     converted: dict[str, bytes] = {}
     if args.per_layer:
-        calibration = subset(data.train, size, seed=first).images
+        calibration = subset(data.train, size, seed=first).images[..., None]
         for corrected in (True, False) if args.compare_bias_correction else (True,):
             options = Int8Options(bias_correction=corrected)  # float input and output
-            converter = tflite._int8_converter(model, calibration, options)
+            converter = tflite._int8_converter(model, calibration, contract, options)
             suffix = "" if corrected else ", no bias correction"
             converted |= {f"{n}{suffix}": c for n, c in per_layer_models(converter)}
         plan = [(name, size, first) for name in converted]
@@ -180,14 +181,19 @@ def main() -> None:
         if name in converted:
             return converted[name]
         if name in VARIANTS:
-            return tflite.convert_variant(model, calibration, name)
+            return tflite.convert_variant(model, calibration, contract, name)
         if name == UNCORRECTED:
-            return tflite.convert_int8(model, calibration, Int8Options(bias_correction=False))
+            return tflite.convert_int8(
+                model, calibration, contract, Int8Options(bias_correction=False)
+            )
         if name.startswith("per-channel, alpha "):
             alpha = float(name.rsplit(" ", 1)[1])
-            return tflite.convert_int8(model, calibration, Int8Options(equalize_alpha=alpha))
+            return tflite.convert_int8(
+                model, calibration, contract, Int8Options(equalize_alpha=alpha)
+            )
         per_channel = name == "per-channel"
-        return tflite.convert_int8(model, calibration, Int8Options(per_channel=per_channel))
+        options = Int8Options(per_channel=per_channel)
+        return tflite.convert_int8(model, calibration, contract, options)
 
     rows = []
     print(
@@ -196,7 +202,7 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for name, size, seed in plan:
-        calibration = subset(data.train, size, seed=seed).images
+        calibration = subset(data.train, size, seed=seed).images[..., None]
         row = {"quantization": name, "calibration_images": size, "calibration_seed": seed}
         row.update(measure(convert(name, calibration), reference, data))
         rows.append(row)

@@ -13,6 +13,8 @@ with the input means measured instead of derived from batch-norm statistics.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -25,18 +27,22 @@ _BATCH = 64  # images per pass when averaging input patches (bounds the memory)
 
 
 def correct_rounding_bias(
-    model: keras.Model, images: np.ndarray, per_channel: bool = True
+    model: keras.Model,
+    images: np.ndarray,
+    per_channel: bool = True,
+    scale: Callable[[np.ndarray], np.ndarray] = preprocess,
 ) -> keras.Model:
     """A copy of `model` whose Conv2D and Dense layers' biases (or the batch norms after
     them) absorb the mean shift int8 weight rounding (one scale per output channel, or per
-    tensor) causes on uint8 `images`; `model` itself if no layer has a bias to correct."""
+    tensor) causes on uint8 `images` (`scale`d into the model's input); `model` itself if no
+    layer has a bias to correct."""
     targets = _correctable(model)
     if not targets:
         return model
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
     layers = [(copy.get_layer(name), bn and copy.get_layer(bn)) for name, bn in targets]
-    means = _input_means([layer for layer, _ in layers], copy, images)
+    means = _input_means([layer for layer, _ in layers], copy, images, scale)
     for (layer, norm), mean in zip(layers, means, strict=True):
         kernel, *bias = layer.get_weights()
         scale = np.ones(kernel.shape[-1])
@@ -97,7 +103,10 @@ def _input_of(layer: keras.layers.Layer) -> object:
 
 
 def _input_means(
-    layers: list[keras.layers.Layer], model: keras.Model, images: np.ndarray
+    layers: list[keras.layers.Layer],
+    model: keras.Model,
+    images: np.ndarray,
+    scale: Callable[[np.ndarray], np.ndarray],
 ) -> list[np.ndarray]:
     """Each layer's mean input over `images`: for a convolution the mean patch (padding
     zeros included, as the convolution sees them), flattened like its kernel's inputs."""
@@ -105,7 +114,7 @@ def _input_means(
     sums = [np.zeros(np.prod(layer.get_weights()[0].shape[:-1])) for layer in layers]
     rows = [0] * len(layers)
     for start in range(0, len(images), _BATCH):
-        inputs = probe(preprocess(images[start : start + _BATCH]), training=False)
+        inputs = probe(scale(images[start : start + _BATCH]), training=False)
         inputs = inputs if isinstance(inputs, list | tuple) else [inputs]
         for index, (layer, value) in enumerate(zip(layers, inputs, strict=True)):
             flat = tf.reshape(_patches(layer, value), (-1, len(sums[index])))

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import re
 from pathlib import Path
 
-from fmnist.export.config import DEFAULT_EQUALIZE_ALPHA
+from fmnist.contract import SCALINGS
+from fmnist.errors import UserError
+from fmnist.export.config import DEFAULT_EQUALIZE_ALPHA, DEFAULT_MODEL_NAME
 from fmnist.parity import Tolerance, add_tolerance_args, check_tolerance_args
 
 
@@ -21,12 +23,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "atomically, only after both TFLite models pass the parity tolerance.",
     )
     arg = parser.add_argument
-    arg("run_dir", type=Path, metavar="RUN", help="training run directory (has model.keras)")
+    arg(
+        "run_dir",
+        type=Path,
+        nargs="?",
+        metavar="RUN",
+        help="training run directory (has model.keras); or give --keras-model",
+    )
     arg("--base-path", type=Path, required=True, metavar="B", help="TF Serving base path")
-    arg("--name", default="fashion_mnist", help="model name (default fashion_mnist)")
+    _add_keras_model_args(parser)
+    arg(
+        "--name",
+        help="model name (default fashion_mnist; with --keras-model the model file's name)",
+    )
     arg("--version", type=int, help="version number (default: one above the highest)")
     arg("--label", help="version label to point at this version in models.config, e.g. stable")
-    arg("--data-dir", type=Path, help="Fashion-MNIST directory (default: the run's)")
+    arg(
+        "--data-dir",
+        type=Path,
+        help="data directory: IDX files, a folder per class or an .npz (default: the run's)",
+    )
     arg("--calibration-size", type=int, default=500, help="int8 calibration images (500)")
     arg(
         "--equalize-alpha",
@@ -80,15 +96,54 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="always write the per-layer quantization report to RUN/quantization_debug",
     )
-    parser.set_defaults(handler=_export, precheck=check_tolerance_args)
+    arg(
+        "--skip-int8",
+        action="store_true",
+        help="publish without the int8 TFLite model (for a model with ops int8 cannot run): "
+        "model.tflite is then the float32 one",
+    )
+    parser.set_defaults(handler=_export, precheck=_precheck)
 
 
-def _export(args: argparse.Namespace) -> int:
+def _add_keras_model_args(parser: argparse.ArgumentParser) -> None:
+    arg = parser.add_argument
+    arg(
+        "--keras-model",
+        type=Path,
+        metavar="FILE",
+        help="a Keras classifier trained anywhere (.keras) instead of RUN; needs --data-dir "
+        "and --scaling",
+    )
+    arg(
+        "--scaling",
+        choices=tuple(SCALINGS),
+        help="with --keras-model, how the model expects pixels: "
+        + "; ".join(f"{name}: {rule}" for name, rule in SCALINGS.items()),
+    )
+    arg(
+        "--softmax",
+        action="store_true",
+        help="with --keras-model: the model answers logits; apply softmax to them",
+    )
+
+
+def _precheck(args: argparse.Namespace) -> None:
+    """Refuse a wrong combination of RUN and --keras-model before any work."""
+    check_tolerance_args(args)
+    if (args.run_dir is None) == (args.keras_model is None):
+        raise UserError("give either RUN or --keras-model FILE")
+    if args.keras_model is None and (args.scaling or args.softmax):
+        raise UserError("--scaling and --softmax are for --keras-model (a run has its contract)")
+    if args.keras_model is not None and (args.scaling is None or args.data_dir is None):
+        raise UserError("--keras-model needs --scaling and --data-dir")
+
+
+def _config(args: argparse.Namespace):
     from fmnist.export.config import ExportConfig, Int8Options
 
-    config = ExportConfig(
+    return ExportConfig(
         base_path=args.base_path,
-        name=args.name,
+        name=args.name or _default_name(args.keras_model),
         version=args.version,
         label=args.label,
         data_dir=args.data_dir,
@@ -104,15 +159,42 @@ def _export(args: argparse.Namespace) -> int:
         debug_quantization=args.debug_quantization,
         warmup_from=tuple(args.warmup_from),
         warmup_count=args.warmup_count,
+        skip_int8=args.skip_int8,
     )
-    from fmnist.export.export import export_run  # TensorFlow loads only when needed
 
-    result = export_run(args.run_dir, config, progress=lambda line: print(line, flush=True))
-    int8, float32 = (result.manifest.tflite(kind).bytes for kind in ("int8", "float32"))
+
+def _export(args: argparse.Namespace) -> int:
+    config = _config(args)
+    from fmnist.export.export import export_keras_model, export_run  # TensorFlow loads here
+
+    progress = lambda line: print(line, flush=True)  # noqa: E731
+    if args.keras_model is not None:
+        result = export_keras_model(
+            args.keras_model,
+            config,
+            scaling=args.scaling,
+            softmax=args.softmax,
+            progress=progress,
+        )
+    else:
+        result = export_run(args.run_dir, config, progress=progress)
     print(
-        f"published {result.bundle_dir} (int8 TFLite {int8 / 1024:.0f} KiB = "
-        f"{int8 / float32:.0%} of float32; {sum(result.timings.values()):.1f} s); "
-        f"updated {result.models_config}",
-        file=sys.stdout,
+        f"published {result.bundle_dir} ({_sizes(result)}; "
+        f"{sum(result.timings.values()):.1f} s); updated {result.models_config}"
     )
     return 0
+
+
+def _default_name(keras_model: Path | None) -> str:
+    """fashion_mnist for a run; a user's model is named after its file."""
+    if keras_model is None:
+        return DEFAULT_MODEL_NAME
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", keras_model.stem).lstrip("_.-") or "model"
+
+
+def _sizes(result) -> str:
+    kinds = result.manifest.tflite_kinds
+    if "int8" not in kinds:
+        return f"float32 TFLite {result.manifest.tflite('float32').bytes / 1024:.0f} KiB"
+    int8, float32 = (result.manifest.tflite(kind).bytes for kind in ("int8", "float32"))
+    return f"int8 TFLite {int8 / 1024:.0f} KiB = {int8 / float32:.0%} of float32"

@@ -54,6 +54,8 @@ class ExportConfig:
     warmup_from: tuple[Path, ...] = ()
     warmup_count: int = 100
     debug_quantization: bool = False  # always write the per-layer report, not only on failure
+    # A model with ops int8 cannot run: publish the SavedModel and float32 TFLite only.
+    skip_int8: bool = False
     seed: int = 42
 
     def __post_init__(self) -> None:

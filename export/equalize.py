@@ -17,6 +17,7 @@ range. The idea is SmoothQuant's (Xiao et al., 2022), applied to a CNN's ReLU ou
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -28,10 +29,16 @@ from fmnist.preprocessing import preprocess
 _PASS_THROUGH = (keras.layers.MaxPooling2D, keras.layers.Dropout, keras.layers.Flatten)
 
 
-def equalize_activations(model: keras.Model, images: np.ndarray, alpha: float) -> keras.Model:
+def equalize_activations(
+    model: keras.Model,
+    images: np.ndarray,
+    alpha: float,
+    scale: Callable[[np.ndarray], np.ndarray] = preprocess,
+) -> keras.Model:
     """A copy of `model` whose ReLU outputs are rescaled per channel as above, with channel
-    maxima measured on uint8 `images`; `model` itself if alpha is 0 or it is not a plain
-    chain of layers (a residual Add mixes channels of two paths: left as it is)."""
+    maxima measured on uint8 `images` (`scale`d into the model's input, the contract's rule);
+    `model` itself if alpha is 0 or it is not a plain chain of layers (a residual Add mixes
+    channels of two paths: left as it is)."""
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     pairs = _relu_pairs(model) if alpha else []
@@ -40,7 +47,7 @@ def equalize_activations(model: keras.Model, images: np.ndarray, alpha: float) -
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
     probe = keras.Model(copy.inputs, [copy.get_layer(relu).output for relu, _, _ in pairs])
-    outputs = probe.predict(preprocess(images), batch_size=256, verbose=0)
+    outputs = probe.predict(scale(images), batch_size=256, verbose=0)
     if len(pairs) == 1:
         outputs = [outputs]
     # Rescaling one ReLU's output leaves every other ReLU's output as it was (the consumer

@@ -1,8 +1,10 @@
-"""Turn a training run into a published bundle: SavedModel version, TFLite models, manifest.
+"""Turn a training run or a user's Keras model (export/source.py) into a published bundle:
+SavedModel version, TFLite models, manifest, all shaped by the input contract.
 
     B/NAME/N/saved_model.pb, variables/, assets.extra/tf_serving_warmup_requests
     B/NAME/N/model_float32.tflite, model_int8.tflite
-    B/NAME/N/model.tflite               the int8 model again: TF Serving's --prefer_tflite_model
+    B/NAME/N/model.tflite               the int8 model answering probabilities and class_ids:
+                                        TF Serving's --prefer_tflite_model
     B/NAME/N/reference_outputs.npz      float probabilities on the test set (parity)
     (with --flip-average every model and the reference average image and mirror image)
     B/NAME/N/manifest.json              written last; the contract later stages read
@@ -27,25 +29,35 @@ import numpy as np
 import tensorflow as tf
 
 from fmnist import __version__, dataset
-from fmnist.dataset import FashionMNIST, subset
-from fmnist.edge.classifier import Classifier, ModelError
+from fmnist.contract import InputContract
+from fmnist.edge.classifier import read_model
 from fmnist.edge.runtime import select_runtime
 from fmnist.errors import EXIT_PARITY_FAILED, UserError
 from fmnist.export import saved_model, tflite
 from fmnist.export.config import ExportConfig
 from fmnist.export.flip_average import flip_averaged
+from fmnist.export.int8_check import (
+    NotFullInteger,
+    check_full_integer,
+    conversion_error,
+    layer_names,
+)
 from fmnist.export.model_config import CONFIG_NAME, read_config, update_models_config
 from fmnist.export.publish import check_writable, next_version, staged_version
-from fmnist.export.warmup_from_logs import logged_warmup
+from fmnist.export.source import ExportSource, from_run
+from fmnist.export.tflite_run import tflite_probabilities
+from fmnist.export.tflite_serving import serving_model
+from fmnist.export.warmup_from_logs import WarmupSelection, logged_warmup
 from fmnist.layout import list_versions
 from fmnist.manifest import REFERENCE_NAME, Manifest, write_manifest
 from fmnist.metrics import compute_metrics
 from fmnist.parity import ParityResult, compare, format_result
-from fmnist.preprocessing import predict_probabilities
 from fmnist.run_dir import RunDir
 
 SAVED_MODEL_ATOL = 1e-5
 DEBUG_DIR = "quantization_debug"
+Progress = Callable[[str], None]
+SKIP_INT8_HINT = "--skip-int8 publishes the SavedModel and float32 TFLite without it"
 
 
 class ParityRefused(UserError):
@@ -69,16 +81,18 @@ class ExportResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def export_run(
-    run_dir: str | Path, config: ExportConfig, progress: Callable[[str], None] = lambda _: None
-) -> ExportResult:
-    """Export RUN/model.keras as version N of `config.name` under `config.base_path`."""
-    run = RunDir(run_dir).check()
-    run_dir = run.path
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
+@dataclass(frozen=True)
+class Preflight:
+    """What export settles before any work: the version, and logged warm-up requests."""
+
+    version: int
+    warmup: WarmupSelection | None
+
+
+def preflight(config: ExportConfig, contract: InputContract) -> Preflight:
+    """Fail before any work on a base path, version or warm-up logs that cannot be used."""
     check_writable(config.base_path)
-    read_config(config.base_path / CONFIG_NAME)  # a broken models.config fails before any work
+    read_config(config.base_path / CONFIG_NAME)  # a broken models.config fails here
     version = config.version or next_version(config.model_dir)
     existing = list_versions(config.model_dir).get(version)
     if existing is not None:
@@ -87,87 +101,229 @@ def export_run(
             "it is never overwritten (omit --version to take the next one)"
         )
     # --warmup-from: logged requests for the warm-up file; bad logs fail before any work.
-    warmup = logged_warmup(config, version, saved_model.SIGNATURE, saved_model.INPUT)
-    model = run.load_model()
+    inputs = saved_model.input_spec(contract)
+    return Preflight(version, logged_warmup(config, version, saved_model.SIGNATURE, inputs))
+
+
+def export_run(run_dir: str | Path, config: ExportConfig, progress: Progress = lambda _: None):
+    """Export RUN/model.keras as version N of `config.name` under `config.base_path`."""
+    run = RunDir(run_dir).check()
+    checked = preflight(config, run.contract())
+    clock = time.perf_counter()
+    source = from_run(run.path, config.data_dir, config.calibration_size, config.seed)
+    load_s = time.perf_counter() - clock
+    result = export_source(source, config, checked, run.path / DEBUG_DIR, progress)
+    result.timings["load_and_reference_s"] += load_s
+    return result
+
+
+def export_keras_model(
+    model_path: str | Path,
+    config: ExportConfig,
+    *,
+    scaling: str,
+    softmax: bool = False,
+    progress: Progress = lambda _: None,
+) -> ExportResult:
+    """Export a Keras classifier trained anywhere, with `config.data_dir`'s test and
+    calibration images; the user says how its pixels are scaled."""
+    from fmnist.export.keras_model import from_keras_model
+
+    if config.data_dir is None:
+        raise UserError("--keras-model needs --data-dir: its test images and class names")
+    check_writable(config.base_path)
+    read_config(config.base_path / CONFIG_NAME)  # a broken models.config fails before loading
+    clock = time.perf_counter()
+    source = from_keras_model(
+        model_path,
+        config.data_dir,
+        scaling,
+        softmax=softmax,
+        calibration_size=config.calibration_size,
+        seed=config.seed,
+    )
+    load_s = time.perf_counter() - clock
+    checked = preflight(config, source.contract)
+    debug_dir = Path(model_path).with_name(Path(model_path).stem + "_" + DEBUG_DIR)
+    result = export_source(source, config, checked, debug_dir, progress)
+    result.timings["load_and_reference_s"] += load_s
+    return result
+
+
+def export_source(
+    source: ExportSource,
+    config: ExportConfig,
+    checked: Preflight,
+    debug_dir: Path,
+    progress: Progress = lambda _: None,
+) -> ExportResult:
+    """Publish `source` as version `checked.version`: build it in a staging directory, gate
+    it on parity, rename it into place, then update models.config."""
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
     # The float model the bundle serves, and every parity check compares with.
-    served = flip_averaged(model) if config.int8.flip_average else model
-    data = run.load_data(config.data_dir)  # the run's split: calibration images are its own
+    served = flip_averaged(source.model) if config.int8.flip_average else source.model
     variant = " with test-time flip averaging" if config.int8.flip_average else ""
-    progress(f"exporting {run_dir} as {config.name} version {version}{variant}")
-    reference = predict_probabilities(served, data.test.images)
-    float_metrics = compute_metrics(data.test.labels, reference.argmax(1), data.class_names)
+    where = source.origin.get("path", "the model")
+    progress(f"exporting {where} as {config.name} version {checked.version}{variant}")
+    progress(f"input: {source.contract.describe()}")
+    reference = _predict(served, source.test.images, source.contract)
     timings["load_and_reference_s"] = time.perf_counter() - clock
+    with staged_version(config.model_dir, checked.version) as staging:
+        args = (staging, source, served, reference, config, checked, debug_dir, progress)
+        fields, parity, build_timings = _build(*args)
+        manifest = write_manifest(staging, fields)
+    bundle_dir = config.model_dir / str(checked.version)
+    return ExportResult(
+        bundle_dir=bundle_dir,
+        version=checked.version,
+        manifest=dataclasses.replace(manifest, bundle_dir=bundle_dir),  # renamed from staging
+        parity=parity,
+        models_config=_update_models_config(config, checked.version, bundle_dir),
+        timings=timings | build_timings,
+    )
 
-    with staged_version(config.model_dir, version) as staging:
-        clock = time.perf_counter()
-        saved_model.write_saved_model(served, staging)
-        if warmup is not None:
-            warmup.write(staging)
-            progress(warmup.summary())
-        else:
-            saved_model.write_warmup(
-                staging,
-                config.name,
-                data.test.images[: max(config.warmup_batch_sizes)],
-                config.warmup_batch_sizes,
-            )
-        sm_diff = _check_saved_model(staging, data.test.images, reference)
-        timings["saved_model_s"] = time.perf_counter() - clock
-        progress(f"SavedModel: signature matches Keras (max |diff| {sm_diff:.2g})")
 
-        clock = time.perf_counter()
-        calibration = subset(data.train, config.calibration_size, config.seed).images
-        contents = {
-            "float32": tflite.convert_float32(served),
-            "int8": tflite.convert_int8(model, calibration, config.int8),
-        }
-        timings["convert_s"] = time.perf_counter() - clock
-        clock = time.perf_counter()
-        entries, parity = {}, {}
-        for kind, content in contents.items():
-            filename = tflite.INT8_FILE if kind == "int8" else tflite.FLOAT32_FILE
-            (staging / filename).write_bytes(content)
-            entry, parity[kind] = _judge(staging / filename, kind, data, reference, config)
-            entries[kind] = entry
-            progress(format_result(parity[kind]))
-        timings["tflite_parity_s"] = time.perf_counter() - clock
-        failed = [kind for kind, result in parity.items() if not result.passed]
-        if failed or config.debug_quantization:
-            report = tflite.write_quantization_report(
-                model,
-                calibration,
-                data.test.images[:200],
-                run_dir / DEBUG_DIR,
-                config.int8,
-            )
-            progress(f"per-layer quantization report: {report}")
-        if failed:
-            raise ParityRefused(
-                f"not published: {' and '.join(failed)} TFLite outside tolerance ("
-                + "; ".join(f for kind in failed for f in parity[kind].failures)
-                + f"); per-layer report in {run_dir / DEBUG_DIR}",
-                parity,
-            )
+def _predict(model: Any, images: np.ndarray, contract: InputContract) -> np.ndarray:
+    """The float model's probabilities for uint8 images, scaled by the contract's rule."""
+    scaled = contract.scale(images)
+    return np.asarray(model.predict(scaled, batch_size=1000, verbose=0), dtype=np.float32)
 
-        # TF Serving's --prefer_tflite_model serves this name: the int8 model, byte for byte.
-        (staging / tflite.SERVING_FILE).write_bytes(contents["int8"])
-        entries["int8"]["serving_file"] = tflite.SERVING_FILE
-        np.savez_compressed(staging / REFERENCE_NAME, probabilities=reference.astype(np.float32))
-        manifest = write_manifest(
-            staging,
-            _manifest_fields(config, version, run_dir, data, float_metrics, entries, sm_diff)
-            | {
-                "calibration": {
-                    "split": "train",
-                    "num_images": len(calibration) + 2,
-                    "equalize_alpha": config.int8.equalize_alpha,
-                    "bias_correction": config.int8.bias_correction,
-                }
-            },
-        )
-    bundle_dir = config.model_dir / str(version)
+
+def _build(
+    staging: Path,
+    source: ExportSource,
+    served: Any,
+    reference: np.ndarray,
+    config: ExportConfig,
+    checked: Preflight,
+    debug_dir: Path,
+    progress: Progress,
+) -> tuple[dict[str, Any], dict[str, ParityResult], dict[str, float]]:
+    """Every file of the version but the manifest; the manifest's fields, parity, timings."""
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+    sm_diff = _write_saved_model(staging, served, source, reference, config, checked, progress)
+    timings["saved_model_s"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    contents = _convert(served, source, config)
+    timings["convert_s"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    entries, parity = _judge_all(staging, contents, source, reference, config, progress)
+    timings["tflite_parity_s"] = time.perf_counter() - clock
+    _refuse_drift(parity, source, config, debug_dir, progress)
+    # TF Serving's --prefer_tflite_model serves this: the int8 model (float32 with
+    # --skip-int8), answering as the SavedModel does (export/tflite_serving.py).
+    served_kind = "float32" if config.skip_int8 else "int8"
+    (staging / tflite.SERVING_FILE).write_bytes(serving_model(contents[served_kind]))
+    entries[served_kind]["serving_file"] = tflite.SERVING_FILE
+    np.savez_compressed(staging / REFERENCE_NAME, probabilities=reference.astype(np.float32))
+    float_metrics = compute_metrics(
+        source.test.labels, reference.argmax(1), list(source.class_names)
+    )
+    fields = _manifest_fields(config, checked.version, source, float_metrics, entries, sm_diff)
+    return fields, parity, timings
+
+
+def _write_saved_model(
+    staging: Path,
+    served: Any,
+    source: ExportSource,
+    reference: np.ndarray,
+    config: ExportConfig,
+    checked: Preflight,
+    progress: Progress,
+) -> float:
+    """The SavedModel and its warm-up requests; checked against the Keras model."""
+    saved_model.write_saved_model(served, staging, source.contract)
+    if checked.warmup is not None:
+        checked.warmup.write(staging)
+        progress(checked.warmup.summary())
+    else:
+        images = source.test.images[: max(config.warmup_batch_sizes)]
+        saved_model.write_warmup(staging, config.name, images, config.warmup_batch_sizes)
+    diff = _check_saved_model(staging, source.test.images, reference)
+    progress(f"SavedModel: signature matches Keras (max |diff| {diff:.2g})")
+    return diff
+
+
+def _convert(served: Any, source: ExportSource, config: ExportConfig) -> dict[str, bytes]:
+    """Both TFLite models; an op that keeps either from converting, or the int8 one from
+    being full-integer, is a one-line error naming it and its layer."""
+    names = layer_names(source.model)
+    contents = {}
     try:
-        models_config = update_models_config(
+        contents["float32"] = tflite.convert_float32(served, source.contract)
+    except Exception as err:  # the converter raises several types, with pages of MLIR
+        raise conversion_error(err, "float32", names) from None
+    if config.skip_int8:
+        return contents
+    try:
+        model, contract = source.model, source.contract
+        contents["int8"] = tflite.convert_int8(model, source.calibration, contract, config.int8)
+    except Exception as err:
+        raise conversion_error(err, "int8", names).suggest(SKIP_INT8_HINT) from None
+    try:
+        check_full_integer(contents["int8"], names)
+    except NotFullInteger as err:
+        raise err.suggest(SKIP_INT8_HINT) from None
+    return contents
+
+
+def _judge_all(
+    staging: Path,
+    contents: dict[str, bytes],
+    source: ExportSource,
+    reference: np.ndarray,
+    config: ExportConfig,
+    progress: Progress,
+) -> tuple[dict[str, Any], dict[str, ParityResult]]:
+    entries, parity = {}, {}
+    for kind, content in contents.items():
+        filename = tflite.INT8_FILE if kind == "int8" else tflite.FLOAT32_FILE
+        (staging / filename).write_bytes(content)
+        entries[kind], parity[kind] = _judge(staging / filename, kind, source, reference, config)
+        progress(format_result(parity[kind]))
+    return entries, parity
+
+
+def _refuse_drift(
+    parity: dict[str, ParityResult],
+    source: ExportSource,
+    config: ExportConfig,
+    debug_dir: Path,
+    progress: Progress,
+) -> None:
+    """Nothing is published when a TFLite model drifted; the per-layer report says where."""
+    failed = [kind for kind, result in parity.items() if not result.passed]
+    if "int8" not in parity or not (failed or config.debug_quantization):
+        _refuse(failed, parity, "")
+        return
+    report = tflite.write_quantization_report(
+        source.model,
+        source.calibration,
+        source.test.images[:200],
+        debug_dir,
+        source.contract,
+        config.int8,
+    )
+    progress(f"per-layer quantization report: {report}")
+    _refuse(failed, parity, f"; per-layer report in {debug_dir}")
+
+
+def _refuse(failed: list[str], parity: dict[str, ParityResult], report: str) -> None:
+    if failed:
+        raise ParityRefused(
+            f"not published: {' and '.join(failed)} TFLite outside tolerance ("
+            + "; ".join(f for kind in failed for f in parity[kind].failures)
+            + f"){report}",
+            parity,
+        )
+
+
+def _update_models_config(config: ExportConfig, version: int, bundle_dir: Path) -> Path:
+    try:
+        return update_models_config(
             config.base_path,
             config.name,
             version=version,
@@ -179,14 +335,6 @@ def export_run(
         raise UserError(
             f"published {bundle_dir}, but could not update {config.base_path / CONFIG_NAME}: {err}"
         ) from None
-    return ExportResult(
-        bundle_dir=bundle_dir,
-        version=version,
-        manifest=dataclasses.replace(manifest, bundle_dir=bundle_dir),  # renamed from staging
-        parity=parity,
-        models_config=models_config,
-        timings=timings,
-    )
 
 
 def _check_saved_model(path: Path, images: np.ndarray, reference: np.ndarray) -> float:
@@ -201,30 +349,23 @@ def _check_saved_model(path: Path, images: np.ndarray, reference: np.ndarray) ->
 def _judge(
     path: Path,
     kind: str,
-    data: FashionMNIST,
+    source: ExportSource,
     reference: np.ndarray,
     config: ExportConfig,
 ) -> tuple[dict[str, Any], ParityResult]:
-    """Run a TFLite model on the test set with the edge runner; its manifest entry and parity."""
+    """Run a TFLite model on the test set; its manifest entry and parity."""
     runtime = select_runtime()
-    # Probed in a child first: a converted model that aborts TFLite's kernels (as some int8
-    # ADDs do) must be a refusal, not the end of `fmnist export` or the pipeline.
     try:
-        classifier = Classifier(path, runtime=runtime, class_names=data.class_names, probe=True)
-    except ModelError as err:  # its path is in the staging directory, about to vanish
+        content = read_model(path)  # a file that is not a TFLite model, in one line
+        probabilities = tflite_probabilities(content, source.test.images, source.contract, runtime)
+    except UserError as err:  # its path is in the staging directory, about to vanish
         reason = str(err).removeprefix(f"{path}: ")
-        raise ModelError(f"not published: the converted {kind} TFLite model: {reason}") from None
-    probabilities = classifier.predict_proba(data.test.images, batch_size=1000)
-    result = compare(
-        reference,
-        probabilities,
-        data.test.labels,
-        data.class_names,
-        config.tolerance,
-        name=f"{kind} TFLite vs float (export, {runtime})",
-    )
-    inp, out = tflite.tensor_specs(path.read_bytes())
-    metrics = compute_metrics(data.test.labels, probabilities.argmax(1), data.class_names)
+        raise UserError(f"not published: the converted {kind} TFLite model: {reason}") from None
+    labels, names = source.test.labels, list(source.class_names)
+    name = f"{kind} TFLite vs float (export, {runtime})"
+    result = compare(reference, probabilities, labels, names, config.tolerance, name=name)
+    inp, out = tflite.tensor_specs(content)
+    metrics = compute_metrics(labels, probabilities.argmax(1), names)
     summary = {k: v for k, v in result.to_dict().items() if k not in ("per_class", "tolerance")}
     entry = {"file": path.name, "input": inp, "output": out, "metrics": metrics, "parity": summary}
     return entry, result
@@ -233,13 +374,14 @@ def _judge(
 def _manifest_fields(
     config: ExportConfig,
     version: int,
-    run_dir: Path,
-    data: FashionMNIST,
+    source: ExportSource,
     float_metrics: dict[str, Any],
     tflite_entries: dict[str, Any],
     saved_model_diff: float,
 ) -> dict[str, Any]:
-    return {
+    contract, test = source.contract, source.test
+    origin = {"source_run": source.origin["path"]} if source.origin.get("kind") == "run" else {}
+    return origin | {
         "model_name": config.name,
         "model_version": version,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -250,23 +392,30 @@ def _manifest_fields(
             "tflite_converter": f"tensorflow {tf.__version__}",
             "numpy": np.__version__,
         },
-        "source_run": str(run_dir.resolve()),
+        "source": dict(source.origin),
         "flip_average": config.int8.flip_average,
-        "class_names": list(data.class_names),
+        "class_names": list(contract.class_names),
+        "input": contract.to_dict(),
         "saved_model": {
             "signature_name": saved_model.SIGNATURE,
-            "inputs": saved_model.INPUT,
-            "outputs": saved_model.OUTPUTS,
+            "inputs": saved_model.input_spec(contract),
+            "outputs": saved_model.output_specs(contract),
             "warmup_file": saved_model.WARMUP_FILE.as_posix(),
             "max_abs_diff_vs_keras": saved_model_diff,
         },
         "float_metrics": float_metrics,
         "tflite": tflite_entries,
+        "calibration": {
+            "split": "train",
+            "num_images": len(source.calibration) + 2,  # + the all-0 and all-255 images
+            "equalize_alpha": config.int8.equalize_alpha,
+            "bias_correction": config.int8.bias_correction,
+        },
         "tolerance": config.tolerance.to_dict(),
         "reference": {
             "file": REFERENCE_NAME,
             "split": "test",
-            "num_examples": len(data.test),
-            "labels_sha256": dataset.labels_sha256(data.test.labels),
+            "num_examples": len(test),
+            "labels_sha256": dataset.labels_sha256(test.labels),
         },
     }

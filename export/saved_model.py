@@ -1,10 +1,11 @@
-"""The SavedModel TF Serving loads: a uint8 `images` signature with normalization inside.
+"""The SavedModel TF Serving loads: a uint8 `images` signature with the scaling inside.
 
 Written through Keras' ExportArchive (not a tf.Module wrapping the Keras model, which
-TF loads but converts badly) with one endpoint, `serving_default`:
+TF loads but converts badly) with one endpoint, `serving_default`, shaped by the input
+contract (fmnist/contract.py):
 
-    images         uint8   [-1, 28, 28]   raw pixels
- -> probabilities  float32 [-1, 10]
+    images         uint8   [-1, H, W, C]   raw pixels
+ -> probabilities  float32 [-1, num_classes]
     class_ids      int64   [-1]
 """
 
@@ -17,29 +18,40 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from fmnist.preprocessing import preprocess
+from fmnist.contract import InputContract
 from fmnist.serving.wire import messages as pb
 from fmnist.serving.wire.tensor_proto import to_tensor_proto
 from fmnist.serving.wire.tfrecord import read_records, write_records
 
 SIGNATURE = "serving_default"
-INPUT = {"images": {"dtype": "uint8", "shape": [-1, 28, 28]}}
-OUTPUTS = {
-    "probabilities": {"dtype": "float32", "shape": [-1, 10]},
-    "class_ids": {"dtype": "int64", "shape": [-1]},
-}
+INPUT_NAME = "images"
+OUTPUT_NAMES = ("probabilities", "class_ids")
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 
 
-def write_saved_model(model: keras.Model, path: Path) -> None:
+def input_spec(contract: InputContract) -> dict[str, Any]:
+    """The signature's input, as the manifest records it."""
+    return {INPUT_NAME: {"dtype": "uint8", "shape": [-1, *contract.shape]}}
+
+
+def output_specs(contract: InputContract) -> dict[str, Any]:
+    """The signature's outputs, as the manifest records them."""
+    return {
+        "probabilities": {"dtype": "float32", "shape": [-1, contract.num_classes]},
+        "class_ids": {"dtype": "int64", "shape": [-1]},
+    }
+
+
+def write_saved_model(model: keras.Model, path: Path, contract: InputContract) -> None:
     """Save `model` behind the uint8 `serving_default` signature at `path` (a flip-averaged
     model, export/flip_average.py, puts test-time augmentation in the graph)."""
     archive = keras.export.ExportArchive()
     archive.track(model)
+    spec = tf.TensorSpec([None, *contract.shape], tf.uint8, name=INPUT_NAME)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, 28, 28], tf.uint8, name="images")])
+    @tf.function(input_signature=[spec])
     def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        pixels = preprocess(images)
+        pixels = contract.scale_tensor(images)
         probabilities = model(pixels, training=False)
         return {
             "probabilities": probabilities,
@@ -58,7 +70,7 @@ def signature_outputs(path: Path, images: np.ndarray, batch_size: int = 1000) ->
         serve(images=tf.constant(images[i : i + batch_size]))
         for i in range(0, len(images), batch_size)
     ]
-    return {key: np.concatenate([p[key].numpy() for p in parts]) for key in OUTPUTS}
+    return {key: np.concatenate([p[key].numpy() for p in parts]) for key in OUTPUT_NAMES}
 
 
 def write_warmup(
@@ -72,7 +84,7 @@ def write_warmup(
         log = pb.PredictionLog()
         request = log.predict_log.request
         request.model_spec.name, request.model_spec.signature_name = model_name, SIGNATURE
-        request.inputs["images"].CopyFrom(to_tensor_proto(images[:batch].astype(np.uint8)))
+        request.inputs[INPUT_NAME].CopyFrom(to_tensor_proto(images[:batch].astype(np.uint8)))
         records.append(log.SerializeToString())
     write_records(warmup, records)
     return warmup

@@ -1,14 +1,17 @@
 """TFLite conversion: the float32 reference model and the full-integer int8 model.
 
-The int8 model takes uint8 pixels [N, 28, 28] (the SavedModel's `images` input, so the
-same requests and warm-up records serve both) and returns int8 scores. Calibration data
-always includes an all-black and an all-white image, which pins the input scale to exactly
-1/255 with zero point 0: raw pixels can be fed as they are; the ReLU outputs' channel
-ranges are first evened out in an equivalent float model (export/equalize.py), then the
-biases absorb the mean shift int8 weight rounding causes (export/bias_correction.py).
-Full-integer builtins (no float fallback) keep the model loadable by tflite-runtime 2.14
-as well as ai-edge-litert.
-The int8 model also carries TF Serving's SignatureDef metadata (`tflite_serving`).
+Both read the input contract (fmnist/contract.py). The float32 model takes the float
+model's input: `contract.scale` of the pixels, [N, H, W, C]. The int8 model takes uint8
+pixels [N, H, W, C] as they are (the SavedModel's `images`, so the same requests and
+warm-up records serve both) and returns int8 scores. Calibration always includes an
+all-0 and an all-255 image, which pins the input range to the scaling's image of 0-255:
+uint8 scale 1/255 ("unit"; "symmetric" gets a Rescaling to [-1, 1] in the graph, since no
+integer zero point maps 0-255 onto [-1, 1] exactly) or 1 ("raw", "model"), zero point 0,
+so raw pixels map exactly. The ReLU outputs' channel ranges are first evened out in an
+equivalent float model (export/equalize.py), then the biases absorb the mean shift int8
+weight rounding causes (export/bias_correction.py). Full-integer builtins (no float
+fallback) keep the model loadable by tflite-runtime 2.14 as well as ai-edge-litert.
+TF Serving's `model.tflite` is the int8 model with float outputs (`tflite_serving`).
 """
 
 from __future__ import annotations
@@ -26,31 +29,39 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from fmnist.contract import InputContract
 from fmnist.export.bias_correction import correct_rounding_bias
 from fmnist.export.config import Int8Options
 from fmnist.export.equalize import equalize_activations
 from fmnist.export.flip_average import flip_averaged
-from fmnist.export.tflite_serving import with_serving_signature
-from fmnist.preprocessing import preprocess
 
 INT8_FILE = "model_int8.tflite"
 FLOAT32_FILE = "model_float32.tflite"
-# TF Serving's --prefer_tflite_model serves <version>/model.tflite: a copy of the int8 model.
+# TF Serving's --prefer_tflite_model serves <version>/model.tflite: the int8 model with
+# the SavedModel's outputs (export/tflite_serving.py).
 SERVING_FILE = "model.tflite"
 
 
-def representative_images(images: np.ndarray) -> np.ndarray:
-    """Calibration images: the sample plus an all-0 and an all-255 image (pins 1/255 scale)."""
-    extremes = np.stack([np.zeros((28, 28), np.uint8), np.full((28, 28), 255, np.uint8)])
+def representative_images(images: np.ndarray, contract: InputContract) -> np.ndarray:
+    """Calibration images: an all-0 and an all-255 image (they pin the input range), then
+    the sample."""
+    black, white = np.zeros(contract.shape, np.uint8), np.full(contract.shape, 255, np.uint8)
+    extremes = np.stack([black, white])
     return np.concatenate([extremes, images])
 
 
-def _dataset(images: np.ndarray) -> Callable[[], Iterator[list[np.ndarray]]]:
-    floats = preprocess(images)[..., 0]  # [N, 28, 28], as _images_input takes them
+def int8_input_contract(contract: InputContract) -> InputContract:
+    """The scaling of the float input the int8 model is calibrated on: "symmetric" is fed
+    as "unit" and rescaled inside (`_images_input`), the others as they are."""
+    return contract.with_scaling("unit") if contract.scaling == "symmetric" else contract
 
+
+def _dataset(
+    images: np.ndarray, contract: InputContract
+) -> Callable[[], Iterator[list[np.ndarray]]]:
     def generate() -> Iterator[list[np.ndarray]]:
-        for image in floats:
-            yield [image[None]]
+        for image in images:
+            yield [contract.scale(image[None])]
 
     return generate
 
@@ -61,29 +72,36 @@ def _convert(converter: tf.lite.TFLiteConverter) -> bytes:
         return converter.convert()
 
 
-def _images_input(model: keras.Model) -> keras.Model:
-    """`model` behind an `images` [N, 28, 28] input (a reshape: the outputs are identical)."""
-    images = keras.Input((28, 28), name="images")
-    return keras.Model(images, model(keras.layers.Reshape((28, 28, 1))(images)))
+def _images_input(model: keras.Model, contract: InputContract) -> keras.Model:
+    """`model` behind an `images` [N, H, W, C] input (the TFLite tensors' name), taking
+    `int8_input_contract(contract)`'s scaling."""
+    images = keras.Input(contract.shape, name="images")
+    pixels = images
+    if int8_input_contract(contract) != contract:  # unit -> symmetric, inside the graph
+        pixels = keras.layers.Rescaling(2.0, offset=-1.0, name="to_symmetric")(images)
+    return keras.Model(images, model(pixels))
 
 
-def convert_float32(model: keras.Model) -> bytes:
-    """The float32 TFLite model (a reference for the int8 one)."""
-    return _convert(tf.lite.TFLiteConverter.from_keras_model(_images_input(model)))
+def convert_float32(model: keras.Model, contract: InputContract) -> bytes:
+    """The float32 TFLite model (a reference for the int8 one): `contract.scale`d input."""
+    images = keras.Input(contract.shape, name="images")
+    wrapped = keras.Model(images, model(images))
+    return _convert(tf.lite.TFLiteConverter.from_keras_model(wrapped))
 
 
 def _int8_converter(
-    model: keras.Model, calibration: np.ndarray, options: Int8Options
+    model: keras.Model, calibration: np.ndarray, contract: InputContract, options: Int8Options
 ) -> tf.lite.TFLiteConverter:
-    images = representative_images(calibration)
-    model = equalize_activations(model, images, options.equalize_alpha)  # needs a plain chain
+    images = representative_images(calibration, contract)
+    scale = contract.scale
+    model = equalize_activations(model, images, options.equalize_alpha, scale)  # a plain chain
     if options.bias_correction:  # after equalization: it corrects what the converter rounds
-        model = correct_rounding_bias(model, images, per_channel=options.per_channel)
+        model = correct_rounding_bias(model, images, options.per_channel, scale)
     if options.flip_average:
         model = flip_averaged(model)
-    converter = tf.lite.TFLiteConverter.from_keras_model(_images_input(model))
+    converter = tf.lite.TFLiteConverter.from_keras_model(_images_input(model, contract))
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = _dataset(images)
+    converter.representative_dataset = _dataset(images, int8_input_contract(contract))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     # The converter's only switch for per-tensor weights is private.
     converter._experimental_disable_per_channel = not options.per_channel
@@ -91,7 +109,10 @@ def _int8_converter(
 
 
 def convert_int8(
-    model: keras.Model, calibration: np.ndarray, options: Int8Options | None = None
+    model: keras.Model,
+    calibration: np.ndarray,
+    contract: InputContract,
+    options: Int8Options | None = None,
 ) -> bytes:
     """Full-integer int8: int8 weights and activations, uint8 input, int8 output.
 
@@ -101,26 +122,28 @@ def convert_int8(
     the biases corrected for weight rounding (export/bias_correction.py), and
     `flip_average` wraps the model in test-time flip averaging (export/flip_average.py).
     """
-    converter = _int8_converter(model, calibration, options or Int8Options())
+    converter = _int8_converter(model, calibration, contract, options or Int8Options())
     converter.inference_input_type = tf.uint8
     converter.inference_output_type = tf.int8
-    with warnings.catch_warnings():  # the uint8 input's range is known: [0, 255] -> [0, 1]
+    with warnings.catch_warnings():  # the uint8 input's range is known: the extremes pin it
         warnings.filterwarnings("ignore", "Statistics for quantized inputs were expected")
-        return with_serving_signature(_convert(converter))
+        return _convert(converter)
 
 
-def convert_variant(model: keras.Model, calibration: np.ndarray, variant: str) -> bytes:
+def convert_variant(
+    model: keras.Model, calibration: np.ndarray, contract: InputContract, variant: str
+) -> bytes:
     """Quantizations export does not ship, for benchmarks/bench_calibration.py to show where
     int8 disagreement comes from: "dynamic-range" (int8 weights, float activations) and
     "16x8" (int16 activations, int8 weights; TFLite runs it on reference kernels, no XNNPACK).
     Both keep float input and output and the model's own weights (no equalization or bias
     correction)."""
     if variant == "dynamic-range":
-        converter = tf.lite.TFLiteConverter.from_keras_model(_images_input(model))
+        converter = tf.lite.TFLiteConverter.from_keras_model(_images_input(model, contract))
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     elif variant == "16x8":
         as_trained = Int8Options(equalize_alpha=0.0, bias_correction=False)
-        converter = _int8_converter(model, calibration, as_trained)
+        converter = _int8_converter(model, calibration, contract, as_trained)
         converter.target_spec.supported_ops = [
             tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
         ]
@@ -153,6 +176,7 @@ def write_quantization_report(
     calibration: np.ndarray,
     debug_images: np.ndarray,
     out_dir: Path,
+    contract: InputContract,
     options: Int8Options | None = None,
 ) -> Path:
     """Per-layer quantization error (TFLite's QuantizationDebugger) as CSV plus a summary.
@@ -162,8 +186,8 @@ def write_quantization_report(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     debugger = tf.lite.experimental.QuantizationDebugger(
-        converter=_int8_converter(model, calibration, options or Int8Options()),
-        debug_dataset=_dataset(debug_images),
+        converter=_int8_converter(model, calibration, contract, options or Int8Options()),
+        debug_dataset=_dataset(debug_images, int8_input_contract(contract)),
     )
     debugger.run()
     buffer = io.StringIO()

@@ -5,20 +5,25 @@ directory `<base>/<model>/<N>/`, which also holds the TFLite files and the float
 reference outputs). Serving parity, the edge runner and CI read it through this
 module, which is TF-free (numpy only) and refuses anything it cannot vouch for.
 
-Schema, version 1 (every path is relative to the bundle, POSIX separators):
+Schema, version 2 (every path is relative to the bundle, POSIX separators; version 1, from
+before the input contract, has no `input` or `source` and still loads: a 28x28x1 model):
 
     schema            "fmnist-deploy/manifest"
-    schema_version    1
+    schema_version    2
     model_name        str            model_version   int
     created_at        ISO 8601 UTC   producer        {package: version}
-    class_names       [10 str]
+    class_names       [str]          (the same as input.class_names)
+    input             the input contract (fmnist/contract.py): {height, width, channels,
+                      dtype, scaling, class_names}
+    source            {kind: "run" | "keras_model", path, ...}: what was exported
     flip_average      bool, optional (absent = false): every model of the bundle and the
                       reference average an image's and its mirror image's probabilities
     saved_model       {signature_name, inputs: {name: spec}, outputs: {name: spec}, ...}
     float_metrics     {accuracy, macro_precision, macro_recall, macro_f1}
     tflite            {"int8"|"float32": {file, input: spec, output: spec, metrics, parity}}
-                      (int8 also has serving_file: "model.tflite", the same bytes, which
-                      TF Serving's --prefer_tflite_model serves from the version directory)
+                      (int8 also has serving_file: "model.tflite", which TF Serving's
+                      --prefer_tflite_model serves from the version directory: the int8
+                      model answering the SavedModel's probabilities and class_ids)
     tolerance         {max_accuracy_drop_pp, min_agreement, max_class_recall_drop_pp?}
     reference         {file, split, num_examples, labels_sha256}
     files             {path: {sha256, bytes}}   (every file in the bundle but the manifest and
@@ -48,7 +53,7 @@ from fmnist.npyfile import READ_ERRORS, NpyFormatError, NpyHeader, describe_erro
 from fmnist.parity import Tolerance, ToleranceError
 
 SCHEMA = "fmnist-deploy/manifest"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 REFERENCE_NAME = "reference_outputs.npz"
 # The verdict on a published version (rollout/blessing.py), written after the manifest.

@@ -1,4 +1,4 @@
-"""The JSON Schema of `manifest.json` (version 1), checked before any field is used.
+"""The JSON Schema of `manifest.json` (versions 1 and 2), checked before any field is used.
 
 Every field a later stage reads is typed here, so a tampered or truncated manifest fails
 with one line naming the field (`manifest.reference.num_examples must be integer`), never
@@ -65,6 +65,20 @@ _TFLITE_ENTRY = {
     },
 }
 
+# The input contract (fmnist/contract.py checks the values when a stage reads it).
+_INPUT = {
+    "type": "object",
+    "required": ["height", "width", "channels", "class_names"],
+    "properties": {
+        "height": {"type": "integer", "minimum": 1},
+        "width": {"type": "integer", "minimum": 1},
+        "channels": {"enum": [1, 3]},
+        "dtype": {"const": "uint8"},
+        "scaling": {"type": "string", "maxLength": 32},
+        "class_names": {"type": "array", "minItems": 2, "maxItems": 1000, "items": _NAME},
+    },
+}
+
 TOLERANCE_FIELDS = ("max_accuracy_drop_pp", "min_agreement")
 
 _TOLERANCE = {
@@ -81,7 +95,7 @@ _TOLERANCE = {
 
 MANIFEST_SCHEMA: dict[str, Any] = {
     "$schema": "http://json-schema.org/draft-07/schema#",
-    "title": "fmnist-deploy manifest, schema version 1",
+    "title": "fmnist-deploy manifest, schema versions 1 and 2",
     "type": "object",
     "required": [
         "schema",
@@ -106,6 +120,8 @@ MANIFEST_SCHEMA: dict[str, Any] = {
         "created_at": {"type": "string", "maxLength": 64},
         "producer": {"type": "object", "additionalProperties": {"type": "string"}},
         "flip_average": {"type": "boolean"},  # optional: bundles before it had none
+        "input": _INPUT,  # optional: version 1 bundles hold 28x28x1 models
+        "source": {"type": "object", "additionalProperties": {"type": "string"}},
         "class_names": {"type": "array", "minItems": 1, "maxItems": 1000, "items": _NAME},
         "saved_model": {
             "type": "object",

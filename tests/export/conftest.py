@@ -1,6 +1,11 @@
-"""Keras models of shapes the training config does not build, for export's edge cases."""
+"""Keras models of shapes the training config does not build, and small real datasets
+(tools/example_datasets.py), for export's edge cases and users' own models."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -32,3 +37,29 @@ def residual_model():
 def bounded_relu_model():
     """A CNN whose ReLUs stop at 6 (ReLU6)."""
     return _small_cnn(relu_max=6.0)
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _example_data(kind: str, out: Path, *flags: str) -> Path:
+    """tools/example_datasets.py, run as a user would."""
+    tool = REPO / "tools" / "example_datasets.py"
+    done = subprocess.run(
+        [sys.executable, str(tool), kind, str(out), *flags], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+@pytest.fixture(scope="session")
+def digits_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """scikit-learn's load_digits as an .npz: 8x8x1, 10 classes, ~36 test images a class."""
+    return _example_data("digits", tmp_path_factory.mktemp("digits") / "digits.npz")
+
+
+@pytest.fixture(scope="session")
+def shapes_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Colour shapes as a folder per class: 32x32x3, 5 classes, 150 train and 30 test each."""
+    out = tmp_path_factory.mktemp("shapes") / "shapes"
+    return _example_data("shapes", out, "--per-class", "150")

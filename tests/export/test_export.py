@@ -19,6 +19,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from fmnist import dataset
 from fmnist.cli import main
+from fmnist.contract import FASHION_MNIST
 from fmnist.edge.classifier import Classifier
 from fmnist.edge.runtime import select_runtime
 from fmnist.errors import ManifestError, UserError
@@ -60,7 +61,7 @@ def test_signature_names_dtypes_and_shapes(exported_bundle: Path) -> None:
     serve = loaded.signatures["serving_default"]
     _, inputs = serve.structured_input_signature
     assert {k: (v.dtype, v.shape.as_list()) for k, v in inputs.items()} == {
-        "images": (tf.uint8, [None, 28, 28])
+        "images": (tf.uint8, [None, 28, 28, 1])
     }
     outputs = {k: (v.dtype, v.shape.as_list()) for k, v in serve.structured_outputs.items()}
     assert outputs == {"probabilities": (tf.float32, [None, 10]), "class_ids": (tf.int64, [None])}
@@ -71,7 +72,7 @@ def test_saved_model_equals_keras_on_the_test_set(
 ) -> None:
     test = dataset.load_test(data_dir)
     keras_probs = predict_probabilities(RunDir(tiny_run).load_model(), test.images)
-    served = saved_model.signature_outputs(exported_bundle, test.images)
+    served = saved_model.signature_outputs(exported_bundle, test.images[..., None])
     np.testing.assert_allclose(served["probabilities"], keras_probs, atol=1e-5, rtol=0)
     np.testing.assert_array_equal(served["class_ids"], keras_probs.argmax(1))
     reference = load_manifest(exported_bundle).load_reference()
@@ -120,7 +121,7 @@ def test_no_bias_correction_is_recorded_in_the_manifest(flip_average_bundle: Pat
 def test_flip_average_models_answer_an_image_and_its_mirror_alike(
     flip_average_bundle: Path, exported_bundle: Path, data_dir: Path, kind: str, atol: float
 ) -> None:
-    images = dataset.load_test(data_dir).images[:256]
+    images = dataset.load_test(data_dir).images[:256, ..., None]
     mirrored = np.ascontiguousarray(images[:, :, ::-1])
 
     def predict(bundle: Path, batch: np.ndarray) -> np.ndarray:
@@ -177,14 +178,14 @@ def test_residual_model_converts_to_full_integer_int8_that_litert_runs(
     data_dir: Path, tmp_path: Path, residual_model: keras.Model
 ) -> None:
     model = residual_model
-    images = dataset.load_test(data_dir).images[:256]
+    images = dataset.load_test(data_dir).images[:256, ..., None]
     path = tmp_path / "model_int8.tflite"
-    path.write_bytes(tflite.convert_int8(model, images[:32]))
+    path.write_bytes(tflite.convert_int8(model, images[:32], FASHION_MNIST))
     classifier = Classifier(path, runtime=select_runtime("litert"))
     interpreter = classifier.interpreter
     assert "ADD" in {op["op_name"] for op in interpreter._get_ops_details()}
     assert not [t for t in interpreter.get_tensor_details() if t["dtype"] == np.float32]
-    expected = np.asarray(model(images[..., None] / 255.0, training=False))
+    expected = np.asarray(model(images / 255.0, training=False))
     # A batch as large as the parity checks use: XNNPACK prepares each batch size anew.
     predicted = classifier.predict_proba(images, batch_size=256)
     assert (predicted.argmax(1) == expected.argmax(1)).mean() >= 0.9
@@ -197,9 +198,9 @@ def test_benchmark_variants_quantize_weights_and_keep_their_activation_type(
     tiny_run: Path, data_dir: Path, tmp_path: Path, variant: str, activation_dtype: type
 ) -> None:
     model = RunDir(tiny_run).load_model()
-    images = dataset.load_test(data_dir).images[:64]
+    images = dataset.load_test(data_dir).images[:64, ..., None]
     path = tmp_path / "model.tflite"
-    path.write_bytes(tflite.convert_variant(model, images[:16], variant))
+    path.write_bytes(tflite.convert_variant(model, images[:16], FASHION_MNIST, variant))
     classifier = Classifier(path)
     interpreter = classifier.interpreter
     convolutions = [op for op in interpreter._get_ops_details() if op["op_name"] == "CONV_2D"]
@@ -218,7 +219,7 @@ def test_benchmark_variants_quantize_weights_and_keep_their_activation_type(
 def test_an_unknown_variant_is_refused(tiny_run: Path) -> None:
     model = RunDir(tiny_run).load_model()
     with pytest.raises(ValueError, match="unknown variant"):
-        tflite.convert_variant(model, np.zeros((1, 28, 28), np.uint8), "int4")
+        tflite.convert_variant(model, np.zeros((1, 28, 28, 1), np.uint8), FASHION_MNIST, "int4")
 
 
 @pytest.mark.parametrize("bundle", ["exported_bundle", "flip_average_bundle"])
@@ -260,7 +261,7 @@ def test_warmup_file_holds_real_predict_requests(exported_bundle: Path) -> None:
         images = tf.make_ndarray(request.inputs["images"])
         assert images.dtype == np.uint8 and images.any()
         shapes.append(images.shape)
-    assert shapes == [(1, 28, 28), (8, 28, 28), (64, 28, 28)]
+    assert shapes == [(1, 28, 28, 1), (8, 28, 28, 1), (64, 28, 28, 1)]
 
 
 def test_models_config_parses_with_the_official_protos(exported_bundle: Path) -> None:
@@ -336,7 +337,7 @@ def test_failure_part_way_leaves_nothing_behind(
 def test_fresh_base_path_is_removed_again_when_export_fails(
     tiny_run: Path, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(tflite, "convert_float32", lambda model: b"not a model")
+    monkeypatch.setattr(tflite, "convert_float32", lambda *args: b"not a model")
     base = tmp_path / "new-base"
     with pytest.raises(UserError, match="not a TFLite model"):
         export_run(tiny_run, ExportConfig(base, data_dir=data_dir))
@@ -479,12 +480,11 @@ def test_export_is_importable_without_side_effects() -> None:
 
 
 def test_version_dir_holds_model_tflite_for_tf_serving(exported_bundle: Path) -> None:
-    # TF Serving's --prefer_tflite_model serves <version>/model.tflite: our int8 model.
+    # TF Serving's --prefer_tflite_model serves <version>/model.tflite: our int8 model,
+    # answering the SavedModel's outputs.
     served = exported_bundle / tflite.SERVING_FILE
-    assert served.read_bytes() == (exported_bundle / tflite.INT8_FILE).read_bytes()
     manifest = load_manifest(exported_bundle)
     assert manifest.data["tflite"]["int8"]["serving_file"] == tflite.SERVING_FILE
-    assert manifest.files[tflite.SERVING_FILE] == manifest.files[tflite.INT8_FILE]
     assert manifest.verify_file(tflite.SERVING_FILE) == served
     # The SavedModel's input, so its requests and warm-up records serve both.
-    assert manifest.tflite("int8").input.shape == (-1, 28, 28)
+    assert manifest.tflite("int8").input.shape == (-1, 28, 28, 1)

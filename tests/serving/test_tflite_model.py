@@ -15,7 +15,7 @@ import pytest
 from fmnist import dataset
 from fmnist.edge.classifier import Classifier
 from fmnist.serving.server.servables.tflite import TFLITE_FILE, TfliteLoadError, TfliteServable
-from fmnist.serving.wire.dtypes import DT_FLOAT, DT_INT8, DT_UINT8
+from fmnist.serving.wire.dtypes import DT_FLOAT, DT_INT64, DT_UINT8
 from fmnist.serving.wire.signature import PREDICT_METHOD, REGRESS_METHOD, Signature, TensorInfo
 from fmnist.serving.wire.status import Code, StatusError
 
@@ -34,7 +34,7 @@ def int8_model(exported_bundle: Path) -> TfliteServable:
 
 @pytest.fixture(scope="module")
 def test_images(data_dir: Path) -> np.ndarray:
-    return dataset.load_test(data_dir).images
+    return dataset.load_test(data_dir).images[..., None]  # [N, 28, 28, 1], as served
 
 
 def _input_alias(model: TfliteServable) -> str:
@@ -80,18 +80,19 @@ def test_metadata_signature_defs_match_tf_servings_text(half_plus_two) -> None:
     assert dict(half_plus_two.metadata().signature_def) == {"serving_default": expected}
 
 
-def test_int8_signature_is_the_stored_one_with_quantized_types(int8_model) -> None:
-    # Export stores TF Serving's SignatureDef metadata: the SavedModel's `images` input, in
-    # the model's own types (TF Serving feeds raw tensors: uint8 in, int8 out).
+def test_int8_signature_is_the_stored_one_with_the_saved_models_outputs(int8_model) -> None:
+    # Export stores TF Serving's SignatureDef metadata: the SavedModel's `images` input and
+    # outputs (the int8 model dequantizes and takes the argmax itself).
     signature = int8_model.signatures["serving_default"]
     print("int8 model.tflite signatures:", int8_model.signatures)
     assert list(int8_model.signatures) == ["serving_default"]
     assert signature.method_name == PREDICT_METHOD
     assert {a: (i.dtype, i.shape) for a, i in signature.inputs.items()} == {
-        "images": (DT_UINT8, (-1, 28, 28))
+        "images": (DT_UINT8, (-1, 28, 28, 1))
     }
     assert {a: (i.dtype, i.shape) for a, i in signature.outputs.items()} == {
-        "scores": (DT_INT8, (-1, 10))
+        "probabilities": (DT_FLOAT, (-1, 10)),
+        "class_ids": (DT_INT64, (-1,)),
     }
 
 
@@ -107,27 +108,24 @@ def test_the_saved_models_warmup_requests_run_on_the_tflite_model(int8_model, ex
         request = log.predict_log.request
         inputs = {alias: tf.make_ndarray(t) for alias, t in request.inputs.items()}
         _, outputs = int8_model.predict(request.model_spec.signature_name, inputs)
-        assert outputs["scores"].shape == (len(inputs["images"]), 10)
+        assert outputs["probabilities"].shape == (len(inputs["images"]), 10)
 
 
 def test_int8_answers_equal_the_edge_runner_exactly(int8_model, exported_bundle, test_images):
-    classifier = Classifier(exported_bundle / TFLITE_FILE)
-    images = test_images.reshape(len(test_images), *classifier.input_shape[1:])
-    _, outputs = int8_model.predict("", {_input_alias(int8_model): images})
-    (served,) = outputs.values()
-    assert served.dtype == np.int8 and served.shape == (len(test_images), 10)
-    np.testing.assert_array_equal(served, classifier.invoke(classifier.to_input(test_images)))
-    np.testing.assert_array_equal(
-        classifier.from_output(served), classifier.predict_proba(test_images)
-    )
+    classifier = Classifier(exported_bundle / "model_int8.tflite")
+    _, outputs = int8_model.predict("", {_input_alias(int8_model): test_images})
+    served = outputs["probabilities"]
+    assert served.dtype == np.float32 and served.shape == (len(test_images), 10)
+    np.testing.assert_array_equal(served, classifier.predict_proba(test_images))
+    np.testing.assert_array_equal(outputs["class_ids"], served.argmax(1))
 
 
 @pytest.mark.parametrize(
     ("case", "shape", "dtype"),
     [
-        ("wrong rank", (2, 28, 28, 1), np.uint8),
-        ("wrong dims", (2, 27, 28), np.uint8),
-        ("wrong dtype", (2, 28, 28), np.float32),
+        ("wrong rank", (2, 28, 28), np.uint8),
+        ("wrong dims", (2, 27, 28, 1), np.uint8),
+        ("wrong dtype", (2, 28, 28, 1), np.float32),
         ("too many dims", (1,) * 40, np.uint8),
     ],
 )
@@ -139,11 +137,11 @@ def test_bad_inputs_are_invalid_argument_and_the_model_keeps_serving(
     assert error.code == Code.INVALID_ARGUMENT, case
     assert alias in error.message or "dimensions" in error.message
     _, outputs = int8_model.predict("", {alias: test_images[:3]})
-    assert next(iter(outputs.values())).shape == (3, 10)
+    assert outputs["probabilities"].shape == (3, 10)
 
 
 def test_wrong_input_name_is_invalid_argument(int8_model) -> None:
-    error = _status(int8_model.predict, "", {"image": np.zeros((1, 28, 28), np.uint8)})
+    error = _status(int8_model.predict, "", {"image": np.zeros((1, 28, 28, 1), np.uint8)})
     assert error.code == Code.INVALID_ARGUMENT
     assert error.message.startswith("input size does not match signature")
 
@@ -151,7 +149,7 @@ def test_wrong_input_name_is_invalid_argument(int8_model) -> None:
 def test_huge_batch_stops_at_the_deadline(int8_model) -> None:
     # 10**8 images (78 GB) as a broadcast view: it runs in chunks and stops at the deadline.
     rows = 10**8
-    huge = np.broadcast_to(np.zeros((1, 28, 28), np.uint8), (rows, 28, 28))
+    huge = np.broadcast_to(np.zeros((1, 28, 28, 1), np.uint8), (rows, 28, 28, 1))
     deadline = time.monotonic() + 0.3
     error = _status(int8_model.predict, "", {_input_alias(int8_model): huge}, deadline=deadline)
     assert error.code == Code.DEADLINE_EXCEEDED
@@ -238,8 +236,8 @@ def test_serving_tflite_versions_imports_no_tensorflow(serving_fixtures, exporte
         "_, out = model.predict('', {'x': np.array([1.0, 2.0, 5.0], np.float32)})\n"
         "assert out['y'].tolist() == [2.5, 3.0, 4.5], out\n"
         "model = TfliteServable(Path(sys.argv[2]))\n"
-        "_, out = model.predict('', {'images': np.zeros((2, 28, 28), np.uint8)})\n"
-        "assert out['scores'].shape == (2, 10), out\n"
+        "_, out = model.predict('', {'images': np.zeros((2, 28, 28, 1), np.uint8)})\n"
+        "assert out['probabilities'].shape == (2, 10), out\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'tensorflow')\n"
         "print('tensorflow modules:', loaded)\n"
         "sys.exit(1 if loaded else 0)\n"
@@ -327,7 +325,8 @@ def test_fmnist_serve_answers_the_exported_int8_model_as_the_edge_runner(
     model_server, exported_bundle: Path, test_images: np.ndarray
 ) -> None:
     # The real server, TF Serving's flags: the version's warm-up records replay on the
-    # TFLite model before it is AVAILABLE, then REST answers are the edge runner's, exactly.
+    # TFLite model before it is AVAILABLE, then REST answers are the edge runner's, exactly
+    # (the int8 model's dequantized scores, and their argmax).
     import requests
 
     server = model_server(
@@ -342,9 +341,11 @@ def test_fmnist_serve_answers_the_exported_int8_model_as_the_edge_runner(
         timeout=60,
     )
     assert answer.status_code == 200, answer.text
-    classifier = Classifier(exported_bundle / TFLITE_FILE)
-    served = np.array(answer.json()["predictions"], np.int8)
-    np.testing.assert_array_equal(served, classifier.invoke(classifier.to_input(images)))
+    classifier = Classifier(exported_bundle / "model_int8.tflite")
+    rows = answer.json()["predictions"]
+    served = np.array([row["probabilities"] for row in rows], np.float32)
+    np.testing.assert_array_equal(served, classifier.predict_proba(images))
+    assert [row["class_ids"] for row in rows] == served.argmax(1).tolist()
 
 
 def test_fmnist_parity_passes_against_a_tflite_serving_server(
