@@ -4,9 +4,10 @@ Like the bundle's manifest, a contract of its own: every stage reads and writes 
 through RunDir, so none needs another stage's code to find them. TF-free: Keras is imported
 only to load the model.
 
-    RUN/model.keras                  the trained model: float [N, 28, 28, 1] in, softmax out
+    RUN/model.keras                  the trained model: float [N, H, W, C] in, softmax out
+    RUN/input.json                   the input contract: H, W, C, scaling, class names
     RUN/config.json                  the effective TrainConfig (its split: val_fraction, seed)
-    RUN/run.json                     data directory, split, timing and parameter facts
+    RUN/run.json                     data directory and kind, split, timing and parameter facts
     RUN/history.csv, tensorboard/    per-epoch metrics and learning rate; TensorBoard logs
     RUN/metrics.json                 from `evaluate`: test accuracy, macro and per-class figures
     RUN/classification_report.txt    from `evaluate`: scikit-learn's text report
@@ -19,11 +20,14 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fmnist.contract import CONTRACT_FILE, FASHION_MNIST, InputContract
 from fmnist.dataset import FashionMNIST, load_splits
-from fmnist.errors import UserError
+from fmnist.errors import DataError, UserError
+
+if TYPE_CHECKING:
+    from fmnist.data import Dataset
 
 MODEL_FILE = "model.keras"
 CONFIG_FILE = "config.json"
@@ -99,12 +103,33 @@ class RunDir:
         return ValidationSplit(fraction, seed)
 
     def data_dir(self) -> Path | None:
-        """The data directory run.json names, if it still exists (None for a run trained
-        elsewhere, or without run.json: the usual lookup applies)."""
+        """The data directory (or .npz file) run.json names, if it still exists (None for a
+        run trained elsewhere, or without run.json: the usual lookup applies)."""
         if not self.run_path.is_file():
             return None
         recorded = self.run_info().get("data_dir")
-        return Path(recorded) if recorded and Path(recorded).is_dir() else None
+        return Path(recorded) if recorded and Path(recorded).exists() else None
+
+    def open_data(self, data_dir: str | os.PathLike | None = None) -> Dataset:
+        """The run's dataset (fmnist.data) with the run's split and image size: from
+        `data_dir`, else the run's data directory, else the usual lookup. Data that does not
+        fit the run's contract (shape or class names) is a one-line DataError."""
+        from fmnist.data import open_dataset
+
+        split, contract = self.split(), self.contract()
+        data = open_dataset(
+            data_dir or self.data_dir(),
+            val_fraction=split.val_fraction,
+            seed=split.seed,
+            image_size=(contract.height, contract.width),
+        )
+        found = data.contract
+        if (found.shape, found.class_names) != (contract.shape, contract.class_names):
+            raise DataError(
+                f"{data.path}: holds {found.describe()} ({', '.join(found.class_names)}), "
+                f"but {self.path} was trained on {contract.describe()}"
+            )
+        return data
 
     def load_data(self, data_dir: str | os.PathLike | None = None) -> FashionMNIST:
         """The run's own split and the test set, from `data_dir`, else the run's data
