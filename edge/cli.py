@@ -23,51 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    classify = sub.add_parser(
-        "classify",
-        help="classify image files",
-        description="Classify images (PNG/JPEG/BMP/GIF of any size or colour mode, .npy "
-        "arrays or IDX files). Images are converted to the model's input: H x W, grayscale or "
-        "RGB, as the bundle's manifest (or a bare .tflite's input tensor) says.",
-    )
-    classify.add_argument(
-        "model", metavar="MODEL_OR_BUNDLE", help="an exported bundle directory, or a .tflite file"
-    )
-    classify.add_argument("images", nargs="*", metavar="IMAGE")
-    classify.add_argument("--top-k", type=int, default=3, metavar="K")
-    classify.add_argument("--json", action="store_true", help="print one JSON array")
-    classify.add_argument(
-        "--invert",
-        action="store_true",
-        help="invert image files first (dark item on a light background)",
-    )
-    classify.add_argument(
-        "--resize",
-        choices=RESIZE_MODES,
-        default="pad",
-        help="images of another size: keep the aspect ratio and pad with black (default), "
-        "or stretch to the model's size",
-    )
-    classify.add_argument(
-        "--classes",
-        type=Path,
-        metavar="FILE",
-        help="bare .tflite only: class names, one a line (default: numbered 0, 1, ...)",
-    )
-    classify.add_argument(
-        "--scaling",
-        choices=("unit", "symmetric", "raw"),
-        help="bare .tflite only: how the model takes pixels: [0, 1], [-1, 1] or 0-255 "
-        "(default: what a quantized input was made for, else [0, 1])",
-    )
-    classify.add_argument(
-        "--kind",
-        choices=("int8", "float32"),
-        default="int8",
-        help="which model of a bundle to use (default int8)",
-    )
-    _add_runtime_args(classify)
-    classify.set_defaults(handler=_classify)
+    _add_classify(sub)
 
     bench = sub.add_parser("bench", help="benchmark a TFLite model (latency, throughput, memory)")
     bench.add_argument("model", metavar="MODEL", help="a .tflite file or a bundle directory")
@@ -96,6 +52,59 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runtime_args(parity)
     parity.set_defaults(handler=_parity)
     return parser
+
+
+def _add_classify(sub: argparse._SubParsersAction) -> None:
+    classify = sub.add_parser(
+        "classify",
+        help="classify image files",
+        description="Classify images (PNG/JPEG/BMP/GIF of any size or colour mode, .npy "
+        "arrays or IDX files). Images are converted to the model's input: H x W, grayscale or "
+        "RGB, as the bundle's manifest (or a bare .tflite's input tensor) says.",
+    )
+    classify.add_argument(
+        "model", metavar="MODEL_OR_BUNDLE", help="an exported bundle directory, or a .tflite file"
+    )
+    classify.add_argument("images", nargs="*", metavar="IMAGE")
+    classify.add_argument("--top-k", type=int, default=3, metavar="K")
+    classify.add_argument("--json", action="store_true", help="print one JSON array")
+    classify.add_argument(
+        "--invert",
+        action="store_true",
+        help="invert image files first (dark item on a light background)",
+    )
+    classify.add_argument(
+        "--resize",
+        choices=RESIZE_MODES,
+        default="pad",
+        help="images of another size: keep the aspect ratio and pad with black (default), "
+        "or stretch to the model's size",
+    )
+    _add_bare_model_args(classify)
+    classify.add_argument(
+        "--kind",
+        choices=("int8", "float32"),
+        default="int8",
+        help="which model of a bundle to use (default int8)",
+    )
+    _add_runtime_args(classify)
+    classify.set_defaults(handler=_classify)
+
+
+def _add_bare_model_args(parser: argparse.ArgumentParser) -> None:
+    """What a bare .tflite cannot say about itself (a bundle's manifest does)."""
+    parser.add_argument(
+        "--classes",
+        type=Path,
+        metavar="FILE",
+        help="bare .tflite only: class names, one a line (default: numbered 0, 1, ...)",
+    )
+    parser.add_argument(
+        "--scaling",
+        choices=("unit", "symmetric", "raw"),
+        help="bare .tflite only: how the model takes pixels: [0, 1], [-1, 1] or 0-255 "
+        "(default: what a quantized input was made for, else [0, 1])",
+    )
 
 
 def _add_runtime_args(parser: argparse.ArgumentParser) -> None:

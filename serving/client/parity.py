@@ -74,9 +74,6 @@ def run_served_parity(
     )
     seconds = time.perf_counter() - start
     kind = "TFLite int8" if served.output == "scores" else "SavedModel"
-    requested = (
-        f"version {version}" if version is not None else f"label {label}" if label else "latest"
-    )
     return compare(
         reference,
         served.probabilities,
@@ -86,16 +83,24 @@ def run_served_parity(
             max_accuracy_drop_pp, min_agreement, max_class_recall_drop_pp
         ),
         name=f"{kind} over {client.api}",
-        details={
-            "endpoint": client.endpoint,
-            "model": client.model_name,
-            "requested": requested,
-            "answered_version": served.version,
-            "bundle": f"{manifest.model_name} v{manifest.model_version}",
-            "wall_time_s": round(seconds, 3),
-            "images_per_s": round(len(served.labels) / seconds, 1),
-        },
+        details=_details(client, manifest, served, version, label, seconds),
     )
+
+
+def _details(client, manifest: Manifest, served, version, label, seconds: float) -> dict:
+    """What the report says besides the figures: who was asked, who answered, how fast."""
+    requested = (
+        f"version {version}" if version is not None else f"label {label}" if label else "latest"
+    )
+    return {
+        "endpoint": client.endpoint,
+        "model": client.model_name,
+        "requested": requested,
+        "answered_version": served.version,
+        "bundle": f"{manifest.model_name} v{manifest.model_version}",
+        "wall_time_s": round(seconds, 3),
+        "images_per_s": round(len(served.labels) / seconds, 1),
+    }
 
 
 def _serving_version(client: GrpcClient | RestClient, label: str | None) -> int | None:

@@ -167,3 +167,114 @@ def test_images_of_another_shape_are_refused(colour_models: dict) -> None:
         classifier.predict_proba(np.zeros((1, 28, 28, 1), np.uint8))
     with pytest.raises(ModelError, match="classes"):
         Classifier(colour_models["float32"], class_names=("a", "b"))
+
+
+NAMES = ("circle", "square", "triangle", "star", "plus")
+
+
+def _tensor(details: dict) -> dict:
+    scale, zero_point = details["quantization"]
+    spec = {"dtype": np.dtype(details["dtype"]).name, "shape": [-1, *details["shape"][1:]]}
+    return {**spec, "scale": scale, "zero_point": zero_point} if scale else spec
+
+
+def _tflite_entry(path: Path) -> dict:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    return {"file": path.name, "input": _tensor(inp), "output": _tensor(out)}
+
+
+@pytest.fixture(scope="module")
+def colour_bundle(colour_models: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A bundle of the colour model (int8 with uint8 input, float32), its manifest's input
+    contract and float reference outputs, and the .npz dataset they were computed on."""
+    from fmnist.contract import InputContract
+    from fmnist.dataset import labels_sha256
+    from fmnist.manifest import REFERENCE_NAME, write_manifest
+
+    root = tmp_path_factory.mktemp("colour-bundle")
+    bundle = root / "colour" / "1"
+    bundle.mkdir(parents=True)
+    for kind, name in (("uint8", "model_int8.tflite"), ("float32", "model_float32.tflite")):
+        (bundle / name).write_bytes(colour_models[kind].read_bytes())
+    rng = np.random.default_rng(5)
+    images = rng.integers(0, 256, (90, *COLOUR_SHAPE), dtype=np.uint8)
+    reference = _keras_probabilities(colour_models, images)
+    labels = reference.argmax(1)
+    np.savez(
+        root / "data.npz",
+        x_train=images[60:],
+        y_train=labels[60:],
+        x_test=images[:60],
+        y_test=labels[:60],
+        class_names=np.array(NAMES),
+    )
+    np.savez_compressed(bundle / REFERENCE_NAME, probabilities=reference[:60])
+    spec = {"dtype": "uint8", "shape": [-1, *COLOUR_SHAPE]}
+    write_manifest(
+        bundle,
+        {
+            "model_name": "colour",
+            "model_version": 1,
+            "created_at": "2026-01-01T00:00:00+00:00",
+            "producer": {"fmnist-deploy": "test"},
+            "class_names": list(NAMES),
+            "input": InputContract(*COLOUR_SHAPE, NAMES).to_dict(),
+            "saved_model": {
+                "signature_name": "serving_default",
+                "inputs": {"images": spec},
+                "outputs": {"probabilities": {"dtype": "float32", "shape": [-1, 5]}},
+            },
+            "float_metrics": {"accuracy": 1.0, "per_class": []},
+            "tflite": {
+                "int8": _tflite_entry(bundle / "model_int8.tflite"),
+                "float32": _tflite_entry(bundle / "model_float32.tflite"),
+            },
+            "tolerance": {"max_accuracy_drop_pp": 50, "min_agreement": 0.5},
+            "reference": {
+                "file": REFERENCE_NAME,
+                "split": "test",
+                "num_examples": 60,
+                "labels_sha256": labels_sha256(labels[:60]),
+            },
+        },
+    )
+    return {"bundle": bundle, "data": root / "data.npz"}
+
+
+@pytest.mark.parametrize("kind", ["int8", "float32"])
+def test_parity_of_a_bundle_of_another_shape(colour_bundle: dict, tmp_path: Path, kind: str):
+    out = tmp_path / "parity.json"
+    done = edge(
+        "parity",
+        str(colour_bundle["bundle"]),
+        "--data-dir",
+        str(colour_bundle["data"]),
+        "--kind",
+        kind,
+        "--json",
+        str(out),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(out.read_text())
+    assert result["num_examples"] == 60 and result["reference_accuracy"] == 1.0
+    assert [row["class_name"] for row in result["per_class"]] == list(NAMES)
+    if kind == "float32":
+        assert result["agreement"] == 1.0 and result["max_abs_prob_diff"] < 1e-5
+
+
+def test_classify_and_bench_a_bundle_of_another_shape(colour_bundle: dict, colour_images):
+    png = str(colour_images["folder"] / "wide.png")
+    done = edge("classify", str(colour_bundle["bundle"]), png, "--json")
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads(done.stdout)
+    assert row["predictions"][0]["class_name"] in NAMES
+    bench = edge("bench", str(colour_bundle["bundle"]), "--runs", "5", "--json")
+    assert bench.returncode == 0, bench.stderr
+
+
+def test_parity_refuses_data_of_another_shape(colour_bundle: dict, data_dir: Path) -> None:
+    done = edge("parity", str(colour_bundle["bundle"]), "--data-dir", str(data_dir))
+    assert_one_line_error(done, "not the data of this bundle")
