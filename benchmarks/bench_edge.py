@@ -6,10 +6,11 @@ Measured side by side in one process per runtime, interleaved, medians of R runs
   * batch-1 latency of `Classifier.predict_proba` (the edge runner: conversion, resize
     check, dequantization) against bare `set_tensor/invoke/get_tensor` on the same
     interpreter, for the int8 and the float32 model;
-  * the int8 parity check over the 10,000 test images (wall time).
+  * the int8 parity check over the bundle's test images (wall time).
 `--python` repeats the measurement in another environment (e.g. tflite-runtime 2.14 with
 numpy<2) and merges the rows. TF-free: runs wherever the edge package runs.
-Targets (issue 6): runner overhead <= 10% at batch 1; int8 parity < 3 s with ai-edge-litert.
+Targets: runner overhead <= 5% at batch 1 on the default model (issue 48; issue 6 set 10%);
+int8 parity < 3 s with ai-edge-litert.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def _median_ms(samples: list[float]) -> float:
 
 def _runner_vs_bare(classifier: Classifier, runs: int) -> dict:
     """Interleaved batch-1 timings of the runner and of bare invoke() on one interpreter."""
-    image = np.random.default_rng(0).integers(0, 256, (1, 28, 28), dtype=np.uint8)
+    shape = classifier.contract.shape
+    image = np.random.default_rng(0).integers(0, 256, (1, *shape), dtype=np.uint8)
     interpreter = classifier.interpreter
     (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
     raw = classifier.to_input(image).reshape(inp["shape"])
@@ -57,7 +59,7 @@ def _runner_vs_bare(classifier: Classifier, runs: int) -> dict:
         t2 = time.perf_counter()
         bare_s.append(t1 - t0)
         runner_s.append(t2 - t1)
-    batch = np.random.default_rng(1).integers(0, 256, (64, 28, 28), dtype=np.uint8)
+    batch = np.random.default_rng(1).integers(0, 256, (64, *shape), dtype=np.uint8)
     classifier.predict_proba(batch)
     b64 = []
     for _ in range(max(10, runs // 20)):
@@ -78,8 +80,10 @@ def measure(bundle: Path, data_dir: Path | None, runs: int, threads: int | None)
     runtime = select_runtime()
     rows = []
     for kind in ("int8", "float32"):
-        path = resolve_model(bundle, kind).path
-        classifier = Classifier(path, runtime=runtime, num_threads=threads)
+        resolved = resolve_model(bundle, kind)
+        classifier = Classifier(
+            resolved.path, runtime=runtime, num_threads=threads, contract=resolved.contract
+        )
         rows.append({"runtime": str(runtime), "model": kind, **_runner_vs_bare(classifier, runs)})
     if data_dir is not None:
         start = time.perf_counter()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fmnist.contract import InputContract
 from fmnist.edge.classifier import Classifier, probe_model, read_model
 from fmnist.edge.runtime import Runtime
 
@@ -72,17 +73,20 @@ def benchmark(
     warmup: int = 10,
     seed: int = 0,
     probe: bool = False,
+    contract: InputContract | None = None,
 ) -> BenchResult:
     """Time the full classify path (quantize, invoke, dequantize) on random images.
 
-    `probe`: try the model in a child process first (see Classifier), outside the timing."""
+    `probe`: try the model in a child process first (see Classifier), outside the timing;
+    `contract`: a bundle's (else the model's own input tensor says the image shape)."""
     if probe:
         path = Path(model_path)
         probe_model(read_model(path), path, runtime)
-    images = np.random.default_rng(seed).integers(0, 256, (batch, 28, 28), dtype=np.uint8)
     start = time.perf_counter()
-    classifier = Classifier(model_path, num_threads=threads, runtime=runtime)
+    classifier = Classifier(model_path, num_threads=threads, runtime=runtime, contract=contract)
     init_ms = (time.perf_counter() - start) * 1e3
+    shape = (batch, *classifier.contract.shape)
+    images = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
     start = time.perf_counter()
     classifier.predict_proba(images, batch_size=batch)
     first_ms = (time.perf_counter() - start) * 1e3

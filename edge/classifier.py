@@ -1,31 +1,36 @@
-"""Run a Fashion-MNIST TFLite model on raw uint8 images, whatever its input/output types.
+"""Run a TFLite image classifier on raw uint8 images, whatever its input/output types.
 
-The model's own quantization parameters (read from the interpreter) map raw pixels to its
-input and its output back to probabilities, so uint8, int8 and float32 models are all used
-the same way. A model that does not take one 28x28 image and give one score per class is
-refused with a clear error.
+The input contract (a bundle's manifest, else the model's own input tensor) says the image
+shape, the pixel scaling and the class names; the model's quantization parameters (read from
+the interpreter) map raw pixels to its input and its output back to probabilities, so uint8,
+int8 and float32 models are all used the same way. A model that does not take one image and
+give one score per class is refused with a one-line error (edge/tensors.py).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from fmnist.dataset import CLASS_NAMES
+from fmnist.contract import InputContract
 from fmnist.edge.model_check import check_tflite_structure
 from fmnist.edge.model_probe import ModelCrashed, check_in_child
 from fmnist.edge.runtime import Runtime, select_runtime
+from fmnist.edge.tensors import (
+    ModelError,
+    Quantization,
+    guess_scaling,
+    image_shape,
+    score_output,
+)
 from fmnist.errors import UserError
 from fmnist.manifest import MANIFEST_NAME, Manifest, load_manifest
-from fmnist.preprocessing import PIXEL_SCALE, scale_pixels
 
-
-class ModelError(UserError):
-    """A model file that is missing, truncated, not TFLite, or fails its checksum."""
-
+__all__ = ["Classifier", "ModelError", "Quantization", "ResolvedModel", "resolve_model"]
 
 # TFLite starts one thread per request without a limit; 100,000 crash the process.
 THREADS_PER_CPU = 4
@@ -53,30 +58,25 @@ def _first_line(err: BaseException, limit: int = 300) -> str:
 
 
 @dataclass(frozen=True)
-class Quantization:
-    """real = (q - zero_point) * scale; scale 0 means the tensor is not quantized."""
-
-    dtype: np.dtype
-    scale: float
-    zero_point: int
-
-    @property
-    def quantized(self) -> bool:
-        return self.scale != 0.0
-
-
-@dataclass(frozen=True)
 class ResolvedModel:
     path: Path
-    manifest: Manifest | None
-    class_names: tuple[str, ...]
+    manifest: Manifest | None  # None for a bare .tflite file
+
+    @property
+    def contract(self) -> InputContract | None:
+        return None if self.manifest is None else self.manifest.contract
+
+    @property
+    def class_names(self) -> tuple[str, ...] | None:
+        contract = self.contract
+        return None if contract is None else contract.class_names
 
 
 def resolve_model(model_or_bundle: str | os.PathLike, kind: str = "int8") -> ResolvedModel:
     """A bundle directory (its `kind` model, checksum verified) or a .tflite file.
 
-    A .tflite file inside a bundle is verified against that bundle's manifest; a bare
-    .tflite file elsewhere is used as is, with the Fashion-MNIST class names.
+    A .tflite file inside a bundle is verified against that bundle's manifest (whose input
+    contract then applies); a bare .tflite file elsewhere is described by its own tensors.
     """
     path = Path(model_or_bundle)
     if path.is_dir():
@@ -86,16 +86,15 @@ def resolve_model(model_or_bundle: str | os.PathLike, kind: str = "int8") -> Res
                 "bundle; pass the bundle directory or a .tflite file)"
             )
         manifest = load_manifest(path)
-        model_path = manifest.verify_file(manifest.tflite(kind).file)
-        return ResolvedModel(model_path, manifest, tuple(manifest.class_names))
+        return ResolvedModel(manifest.verify_file(manifest.tflite(kind).file), manifest)
     if not path.is_file():
         raise ModelError(f"{path}: no such model file or bundle directory")
     if (path.parent / MANIFEST_NAME).is_file():
         manifest = load_manifest(path.parent)
         relpath = path.resolve().relative_to(manifest.bundle_dir.resolve()).as_posix()
         manifest.verify_file(relpath)
-        return ResolvedModel(path, manifest, tuple(manifest.class_names))
-    return ResolvedModel(path, None, CLASS_NAMES)
+        return ResolvedModel(path, manifest)
+    return ResolvedModel(path, None)
 
 
 def read_model(path: Path) -> bytes:
@@ -125,7 +124,11 @@ def probe_model(content: bytes, path: Path, runtime: Runtime) -> None:
 
 
 class Classifier:
-    """A loaded TFLite model: `predict_proba(uint8 [N, 28, 28]) -> float32 [N, classes]`."""
+    """A loaded TFLite image classifier: `predict_proba(uint8 [N, H, W, C]) -> float32 [N, C]`.
+
+    `contract` (a bundle's) says the image shape, pixel scaling and class names, and the
+    model must match it; without one they come from the model's own tensors: `class_names`
+    (else "0", "1", ...) and `scaling` (else what the input's quantization was made for)."""
 
     def __init__(
         self,
@@ -133,7 +136,9 @@ class Classifier:
         *,
         num_threads: int | None = None,
         runtime: Runtime | None = None,
-        class_names: tuple[str, ...] = CLASS_NAMES,
+        contract: InputContract | None = None,
+        class_names: Sequence[str] | None = None,
+        scaling: str | None = None,
         probe: bool = False,
     ) -> None:
         """`probe`: first load and run the model once in a child process (~0.3 s), so that
@@ -141,66 +146,84 @@ class Classifier:
         check_num_threads(num_threads)
         self.path = Path(model_path)
         self.runtime = runtime or select_runtime()
-        self.class_names = class_names
         content = read_model(self.path)
         if probe:
             probe_model(content, self.path, self.runtime)
-        try:
-            self.interpreter = self.runtime.interpreter_class(
-                model_content=content, num_threads=num_threads
-            )
-            self.interpreter.allocate_tensors()
-            inputs, outputs = (
-                self.interpreter.get_input_details(),
-                self.interpreter.get_output_details(),
-            )
-        except (ValueError, RuntimeError) as err:  # e.g. the XNNPACK delegate refusing it
-            raise ModelError(
-                f"{self.path}: {self.runtime} cannot load it: {_first_line(err)}"
-            ) from None
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ModelError(
-                f"{self.path}: has {len(inputs)} inputs and {len(outputs)} outputs; expected "
-                "one image input and one class-score output"
-            )
-        (inp,), (out,) = inputs, outputs
-        if tuple(inp["shape"][1:]) not in ((28, 28), (28, 28, 1)):
-            raise ModelError(
-                f"{self.path}: input shape {inp['shape'].tolist()} is not a 28x28 grayscale image"
-            )
-        if len(out["shape"]) != 2 or out["shape"][1] != len(class_names):
-            raise ModelError(
-                f"{self.path}: output shape {out['shape'].tolist()} does not give one score for "
-                f"each of the {len(class_names)} classes"
-            )
+        inp, out = self._load(content, num_threads)
+        self.contract = self._contract(inp, out, contract, class_names, scaling)
+        self.class_names = self.contract.class_names
         self._input_index, self._output_index = inp["index"], out["index"]
-        self.input_shape = tuple(int(d) for d in inp["shape"])  # (1, 28, 28, 1) or (1, 28, 28)
-        self.input_quant = Quantization(np.dtype(inp["dtype"]), *inp["quantization"])
-        self.output_quant = Quantization(np.dtype(out["dtype"]), *out["quantization"])
+        self.input_shape = tuple(int(d) for d in inp["shape"])  # (1, H, W, C) or (1, H, W)
+        self.input_quant, self.output_quant = Quantization.of(inp), Quantization.of(out)
         self._batch = self.input_shape[0]
         self._sample_shape = self.input_shape[1:]
         # Output dequantization constants, computed once (batch-1 latency is microseconds).
         self._out_zero_point = np.float32(self.output_quant.zero_point)
         self._out_scale = np.float32(self.output_quant.scale)
-        # uint8 input with scale 1/255 and zero point 0 takes raw pixels as they are.
-        q = self.input_quant
-        self._raw_pixels = (
-            q.dtype == np.uint8 and q.zero_point == 0 and abs(q.scale * PIXEL_SCALE - 1.0) < 1e-6
-        )
+        # A uint8 input with zero point 0 takes the pixels as they are, whatever the scaling:
+        # exported int8 models rescale inside (no zero point maps 0-255 onto [-1, 1]).
+        quant = self.input_quant
+        self._raw_pixels = quant.dtype == np.uint8 and quant.zero_point == 0
+
+    def _load(self, content: bytes, num_threads: int | None) -> tuple[dict, dict]:
+        """Build the interpreter; the details of its image input and its score output."""
+        try:
+            self.interpreter = self.runtime.interpreter_class(
+                model_content=content, num_threads=num_threads
+            )
+            self.interpreter.allocate_tensors()
+            inputs = self.interpreter.get_input_details()
+            outputs = self.interpreter.get_output_details()
+        except (ValueError, RuntimeError) as err:  # e.g. the XNNPACK delegate refusing it
+            raise ModelError(
+                f"{self.path}: {self.runtime} cannot load it: {_first_line(err)}"
+            ) from None
+        if len(inputs) != 1:
+            raise ModelError(f"{self.path}: has {len(inputs)} inputs; expected one image input")
+        return inputs[0], score_output(self.path, outputs)
+
+    def _contract(
+        self,
+        inp: dict,
+        out: dict,
+        contract: InputContract | None,
+        class_names: Sequence[str] | None,
+        scaling: str | None,
+    ) -> InputContract:
+        """The given contract, checked against the model, or one read from the model."""
+        shape, classes = image_shape(self.path, inp), int(out["shape"][1])
+        if contract is None:
+            names = tuple(class_names) if class_names else tuple(map(str, range(classes)))
+            guessed = scaling or guess_scaling(Quantization.of(inp))
+            try:
+                contract = InputContract(*shape, names, guessed)
+            except UserError as err:
+                raise ModelError(f"{self.path}: {err}") from None
+        if contract.shape != shape:
+            raise ModelError(
+                f"{self.path}: takes {'x'.join(map(str, shape))} images, but its contract "
+                f"says {contract.describe()}"
+            )
+        if contract.num_classes != classes:
+            raise ModelError(
+                f"{self.path}: output shape {out['shape'].tolist()} does not give one score for "
+                f"each of the {contract.num_classes} classes"
+            )
+        return contract
 
     def to_input(self, images: np.ndarray) -> np.ndarray:
         """Raw uint8 pixels -> the model's input tensor values (quantized if it is)."""
         if self._raw_pixels:
             return images
-        real = scale_pixels(images)
+        real = self.contract.scale(images)
         q = self.input_quant
         if not q.quantized:
-            return real.astype(q.dtype)
+            return real.astype(q.dtype, copy=False)
         info = np.iinfo(q.dtype)
         return np.clip(np.round(real / q.scale) + q.zero_point, info.min, info.max).astype(q.dtype)
 
     def from_output(self, values: np.ndarray) -> np.ndarray:
-        """The model's output tensor -> float32 probabilities."""
+        """The model's output tensor -> float32 probabilities (or scores, as the model gives)."""
         if not self.output_quant.quantized:
             return values.astype(np.float32, copy=False)
         real = values.astype(np.float32)
@@ -234,13 +257,21 @@ class Classifier:
                 f"{self.path}: {self.runtime} failed to run it: {_first_line(err)}"
             ) from None
 
-    def predict_proba(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """Class probabilities for uint8 images [N, 28, 28] (or [N, 28, 28, 1])."""
+    def check_images(self, images: np.ndarray) -> np.ndarray:
+        """uint8 [N, H, W, C] of the contract (or [N, H, W] for C = 1), else a UserError."""
         images = np.asarray(images)
-        if images.dtype != np.uint8 or images.shape[1:3] != (28, 28):
+        height, width, channels = self.contract.shape
+        plain = channels == 1 and images.ndim == 3 and images.shape[1:] == (height, width)
+        if images.dtype != np.uint8 or not (plain or images.shape[1:] == self.contract.shape):
             raise UserError(
-                f"expected uint8 images [N, 28, 28], got {images.dtype} {list(images.shape)}"
+                f"expected uint8 images [N, {height}, {width}, {channels}], got "
+                f"{images.dtype} {list(images.shape)}"
             )
+        return images
+
+    def predict_proba(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Class probabilities for uint8 images [N, H, W, C] (see check_images)."""
+        images = self.check_images(images)
         if len(images) <= batch_size:
             return self.from_output(self.invoke(self.to_input(images)))
         return np.concatenate(

@@ -10,23 +10,57 @@ from pathlib import Path
 
 from fmnist.cli import check_output_file, run
 from fmnist.errors import UserError
+from fmnist.images import RESIZE_MODES
 from fmnist.parity import add_tolerance_args
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fmnist-edge",
-        description="Fashion-MNIST TFLite inference on CPUs and Raspberry Pis, without "
+        description="TFLite image classifier inference on CPUs and Raspberry Pis, without "
         "TensorFlow (ai-edge-litert, else tflite-runtime).",
         allow_abbrev=False,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
+    _add_classify(sub)
+
+    bench = sub.add_parser("bench", help="benchmark a TFLite model (latency, throughput, memory)")
+    bench.add_argument("model", metavar="MODEL", help="a .tflite file or a bundle directory")
+    bench.add_argument("--runs", type=int, default=200, metavar="R")
+    bench.add_argument("--batch", type=int, default=1, metavar="B")
+    bench.add_argument("--kind", choices=("int8", "float32"), default="int8")
+    bench.add_argument("--json", action="store_true")
+    _add_runtime_args(bench)
+    bench.set_defaults(handler=_bench)
+
+    parity = sub.add_parser(
+        "parity",
+        help="compare the int8 model with the float reference on the bundle's test set",
+        description="Exit 0 within tolerance, 1 outside it, 2 for usage errors.",
+    )
+    parity.add_argument("bundle", metavar="BUNDLE", type=Path)
+    parity.add_argument(
+        "--data-dir",
+        metavar="D",
+        help="the bundle's dataset: IDX files, a folder per class or an .npz "
+        "(default: $FMNIST_DATA_DIR, Fashion-MNIST)",
+    )
+    add_tolerance_args(parity)
+    parity.add_argument("--kind", choices=("int8", "float32"), default="int8")
+    parity.add_argument("--json", type=Path, metavar="OUT", help="also write the result as JSON")
+    _add_runtime_args(parity)
+    parity.set_defaults(handler=_parity)
+    return parser
+
+
+def _add_classify(sub: argparse._SubParsersAction) -> None:
     classify = sub.add_parser(
         "classify",
         help="classify image files",
-        description="Classify images (PNG/JPEG of any size or colour mode, .npy arrays or IDX "
-        "files). Images are converted to 28x28 grayscale, light item on dark background.",
+        description="Classify images (PNG/JPEG/BMP/GIF of any size or colour mode, .npy "
+        "arrays or IDX files). Images are converted to the model's input: H x W, grayscale or "
+        "RGB, as the bundle's manifest (or a bare .tflite's input tensor) says.",
     )
     classify.add_argument(
         "model", metavar="MODEL_OR_BUNDLE", help="an exported bundle directory, or a .tflite file"
@@ -40,6 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="invert image files first (dark item on a light background)",
     )
     classify.add_argument(
+        "--resize",
+        choices=RESIZE_MODES,
+        default="pad",
+        help="images of another size: keep the aspect ratio and pad with black (default), "
+        "or stretch to the model's size",
+    )
+    _add_bare_model_args(classify)
+    classify.add_argument(
         "--kind",
         choices=("int8", "float32"),
         default="int8",
@@ -48,30 +90,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runtime_args(classify)
     classify.set_defaults(handler=_classify)
 
-    bench = sub.add_parser("bench", help="benchmark a TFLite model (latency, throughput, memory)")
-    bench.add_argument("model", metavar="MODEL", help="a .tflite file or a bundle directory")
-    bench.add_argument("--runs", type=int, default=200, metavar="R")
-    bench.add_argument("--batch", type=int, default=1, metavar="B")
-    bench.add_argument("--kind", choices=("int8", "float32"), default="int8")
-    bench.add_argument("--json", action="store_true")
-    _add_runtime_args(bench)
-    bench.set_defaults(handler=_bench)
 
-    parity = sub.add_parser(
-        "parity",
-        help="compare the int8 model with the float reference on the test set",
-        description="Exit 0 within tolerance, 1 outside it, 2 for usage errors.",
+def _add_bare_model_args(parser: argparse.ArgumentParser) -> None:
+    """What a bare .tflite cannot say about itself (a bundle's manifest does)."""
+    parser.add_argument(
+        "--classes",
+        type=Path,
+        metavar="FILE",
+        help="bare .tflite only: class names, one a line (default: numbered 0, 1, ...)",
     )
-    parity.add_argument("bundle", metavar="BUNDLE", type=Path)
-    parity.add_argument(
-        "--data-dir", metavar="D", help="Fashion-MNIST directory (default: $FMNIST_DATA_DIR)"
+    parser.add_argument(
+        "--scaling",
+        choices=("unit", "symmetric", "raw"),
+        help="bare .tflite only: how the model takes pixels: [0, 1], [-1, 1] or 0-255 "
+        "(default: what a quantized input was made for, else [0, 1])",
     )
-    add_tolerance_args(parity)
-    parity.add_argument("--kind", choices=("int8", "float32"), default="int8")
-    parity.add_argument("--json", type=Path, metavar="OUT", help="also write the result as JSON")
-    _add_runtime_args(parity)
-    parity.set_defaults(handler=_parity)
-    return parser
 
 
 def _add_runtime_args(parser: argparse.ArgumentParser) -> None:
@@ -95,7 +128,6 @@ def _check_threads(value: int | None) -> None:
 
 
 def _classify(args: argparse.Namespace) -> int:
-    from fmnist.edge.classifier import Classifier, resolve_model
     from fmnist.edge.runtime import select_runtime
     from fmnist.images import load_inputs
     from fmnist.predictions import top_k_rows
@@ -103,27 +135,44 @@ def _classify(args: argparse.Namespace) -> int:
     _positive("--top-k", args.top_k)
     _check_threads(args.threads)
     runtime = select_runtime(args.runtime)
-    resolved = resolve_model(args.model, args.kind)
-    names, images = load_inputs(args.images, invert=args.invert)
+    classifier = _classifier(args, runtime)
+    names, images = load_inputs(
+        args.images, classifier.contract, invert=args.invert, resize=args.resize
+    )
     print(f"runtime: {runtime}", file=sys.stderr)
-    classifier = Classifier(
+    probabilities = classifier.predict_proba(images)
+    rows = top_k_rows(names, probabilities, classifier.class_names, args.top_k, decimals=6)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            best, *rest = row["predictions"]
+            others = ", ".join(f"{p['class_name']} {p['probability']:.1%}" for p in rest)
+            line = f"{row['path']}: {best['class_name']} {best['probability']:.1%}"
+            print(f"{line}  ({others})" if others else line)
+    return 0
+
+
+def _classifier(args: argparse.Namespace, runtime):
+    """The model to classify with: a bundle's (its contract) or a bare .tflite (its tensors,
+    with --classes and --scaling)."""
+    from fmnist.edge.classifier import Classifier, resolve_model
+    from fmnist.edge.tensors import read_class_names
+
+    resolved = resolve_model(args.model, args.kind)
+    if resolved.manifest is not None and (args.classes or args.scaling):
+        raise UserError(
+            "--classes and --scaling are for a bare .tflite file; a bundle's manifest says both"
+        )
+    return Classifier(
         resolved.path,
         num_threads=args.threads,
         runtime=runtime,
-        class_names=resolved.class_names,
+        contract=resolved.contract,
+        class_names=read_class_names(args.classes) if args.classes else None,
+        scaling=args.scaling,
         probe=True,
     )
-    probabilities = classifier.predict_proba(images)
-    results = top_k_rows(names, probabilities, resolved.class_names, args.top_k, decimals=6)
-    if args.json:
-        print(json.dumps(results, indent=2))
-    else:
-        for result in results:
-            best, *rest = result["predictions"]
-            others = ", ".join(f"{p['class_name']} {p['probability']:.1%}" for p in rest)
-            line = f"{result['path']}: {best['class_name']} {best['probability']:.1%}"
-            print(f"{line}  ({others})" if others else line)
-    return 0
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -142,6 +191,7 @@ def _bench(args: argparse.Namespace) -> int:
         runs=args.runs,
         batch=args.batch,
         probe=True,
+        contract=resolved.contract,
     )
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.table())
     return 0

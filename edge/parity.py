@@ -1,4 +1,4 @@
-"""Edge parity: the TFLite model on the whole test set against the manifest's float reference."""
+"""Edge parity: the TFLite model on the bundle's test set against its float reference."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fmnist import dataset
 from fmnist.edge.classifier import Classifier
 from fmnist.edge.runtime import Runtime, select_runtime
-from fmnist.manifest import load_manifest
+from fmnist.manifest import Manifest, load_manifest
 from fmnist.parity import ParityResult, Tolerance, compare
+from fmnist.parity_data import parity_batches
+
+BATCH_SIZE = 1000  # images per interpreter call: a few MB of input even at 96x96x3
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,7 @@ def run_parity(
     runtime: Runtime | None = None,
     probe: bool = False,
 ) -> ParityResult:
-    """Classify the 10,000 test images with the bundle's `kind` model and compare.
+    """Classify the bundle's test images with the bundle's `kind` model and compare.
 
     The tolerance defaults to the one export used (recorded in the manifest); `probe`
     tries the model in a child process first (see Classifier).
@@ -67,24 +69,22 @@ def measure_parity(
     model = manifest.tflite(kind)
     model_path = manifest.verify_file(model.file)
     reference = manifest.load_reference()
-    test = dataset.load_test(data_dir)
-    manifest.check_labels(test.labels)
     runtime = runtime or select_runtime()
     classifier = Classifier(
         model_path,
         num_threads=num_threads,
         runtime=runtime,
-        class_names=tuple(manifest.class_names),
+        contract=manifest.contract,
         probe=probe,
     )
     start = time.perf_counter()
-    probabilities = classifier.predict_proba(test.images, batch_size=1000)
+    probabilities, labels = _classify_test_set(classifier, manifest, data_dir)
     seconds = time.perf_counter() - start
     result = compare(
         reference,
         probabilities,
-        test.labels,
-        manifest.class_names,
+        labels,
+        manifest.contract.class_names,
         tolerance or manifest.tolerance,
         name=f"{kind} TFLite on {runtime}",
         details={
@@ -94,4 +94,13 @@ def measure_parity(
             "seconds": round(seconds, 3),
         },
     )
-    return ParityRun(result, probabilities, reference, test.labels)
+    return ParityRun(result, probabilities, reference, labels)
+
+
+def _classify_test_set(
+    classifier: Classifier, manifest: Manifest, data_dir: str | os.PathLike | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The model's probabilities on the bundle's test split, streamed; and its labels."""
+    labels, batches = parity_batches(manifest, data_dir, BATCH_SIZE)
+    probabilities = [classifier.predict_proba(images, BATCH_SIZE) for images in batches]
+    return np.concatenate(probabilities), labels

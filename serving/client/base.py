@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from fmnist.errors import UserError
+from fmnist.serving.client.signature import ImageInput, image_input
 
 T = TypeVar("T")
 DEFAULT_MAX_MESSAGE_BYTES = 64 << 20  # gRPC's own default (4 MiB) is too small for batches
@@ -86,18 +87,27 @@ class Dequantize:
 
 
 def check_images(images: Any) -> np.ndarray:
-    """uint8 [N, 28, 28] or [N, 28, 28, 1] -> uint8 [N, 28, 28]; anything else is a UserError."""
+    """uint8 [N, H, W, C] or [N, H, W] of any size (the served model's signature decides what
+    it takes, not the client) -> contiguous; anything else is a UserError."""
     images = np.asarray(images)
-    if images.ndim == 4 and images.shape[-1] == 1:
-        images = images[..., 0]
-    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
+    if images.dtype != np.uint8 or images.ndim not in (3, 4):
         raise UserError(
-            f"images must be uint8 [N, 28, 28] or [N, 28, 28, 1], got {images.dtype} "
+            f"images must be uint8 [N, H, W, C] or [N, H, W], got {images.dtype} "
             f"{list(images.shape)}"
         )
     if len(images) == 0:
         raise UserError("no images to send")
     return np.ascontiguousarray(images)
+
+
+def fit_rank(images: np.ndarray, rank: int | None) -> np.ndarray:
+    """Grayscale images as a signature of `rank` takes them: [N, H, W] (3) or [N, H, W, 1]
+    (4); anything else as it is (the server then says what it wants)."""
+    if rank == 3 and images.ndim == 4 and images.shape[-1] == 1:
+        return images[..., 0]
+    if rank == 4 and images.ndim == 3:
+        return images[..., None]
+    return images
 
 
 class _Client:
@@ -124,6 +134,7 @@ class _Client:
         self.backoff = backoff
         self.max_backoff = max(max_backoff, backoff)
         self.batch_size = batch_size
+        self._ranks: dict[tuple[int | None, str | None, str], int | None] = {}
 
     @property
     def where(self) -> str:
@@ -147,6 +158,7 @@ class _Client:
         `dequantize` (the bundle manifest's int8 output quantization) they are read too."""
         images = check_images(images)
         _check_choice(version, label)
+        images = self.fit_images(images, version=version, label=label, signature=signature)
         args = (images, version, label, signature, batch_size, dequantize)
         for _ in range(_UNPINNED_ATTEMPTS - 1):
             try:
@@ -197,6 +209,41 @@ class _Client:
         return Prediction(
             np.concatenate(class_ids), np.concatenate(probabilities), versions.pop(), source
         )
+
+    def image_input(
+        self,
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        signature: str = "serving_default",
+    ) -> ImageInput:
+        """What the signature's `images` input takes, from the model's metadata."""
+        return image_input(self.metadata(version=version, label=label), signature)
+
+    def fit_images(
+        self,
+        images: np.ndarray,
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        signature: str = "serving_default",
+    ) -> np.ndarray:
+        """Grayscale images shaped as the signature takes them (see fit_rank). Only
+        grayscale batches are ambiguous, so only they cost one metadata call (per client,
+        version or label, and signature)."""
+        if images.ndim == 4 and images.shape[-1] != 1:
+            return images
+        key = (version, label, signature)
+        if key not in self._ranks:
+            try:
+                self._ranks[key] = self.image_input(
+                    version=version, label=label, signature=signature
+                ).rank
+            except ServingError:
+                raise
+            except UserError:  # no `images` input: the server's answer will say so
+                self._ranks[key] = None
+        return fit_rank(images, self._ranks[key])
 
     def predict_raw(
         self,

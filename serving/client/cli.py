@@ -18,8 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict = subparsers.add_parser(
         "predict",
         help="classify image files with a model served by TF Serving",
-        description="Send image files (PNG/JPEG, any size: converted to 28x28 grayscale, "
-        "fitted on black; .npy/IDX arrays as they are) to TF Serving and print the classes.",
+        description="Send image files (PNG/JPEG/BMP/GIF of any size, converted to the size "
+        "and colour the served model's signature asks for; .npy/IDX arrays of that shape) to "
+        "TF Serving and print the classes.",
     )
     _endpoint_args(predict)
     predict.add_argument("images", nargs="+", metavar="IMAGE")
@@ -28,12 +29,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     predict.add_argument("--top-k", type=int, default=3, metavar="K")
     predict.add_argument("--invert", action="store_true", help="dark items on a light background")
+    predict.add_argument(
+        "--resize",
+        choices=("pad", "stretch"),
+        default="pad",
+        help="images of another size: keep the aspect ratio and pad with black (default), "
+        "or stretch to the model's size",
+    )
+    predict.add_argument(
+        "--bundle",
+        type=Path,
+        metavar="PATH",
+        help="the served model's bundle, for its class names (default: numbered)",
+    )
     predict.add_argument("--json", action="store_true", help="print one JSON array")
     predict.set_defaults(handler=_predict)
 
     parity = subparsers.add_parser(
         "parity",
-        help="check a served model against the float model on the 10,000 test images",
+        help="check a served model against the float model on the bundle's test images",
         description="Send the test set to TF Serving and compare the answers with the float "
         "reference in the bundle's manifest. Exit 0 within tolerance, 1 outside it, 2 when "
         "it could not check.",
@@ -46,7 +60,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="PATH",
         help="exported bundle (version directory) or model directory",
     )
-    parity.add_argument("--data-dir", type=Path, help="Fashion-MNIST directory")
+    parity.add_argument(
+        "--data-dir",
+        type=Path,
+        help="the bundle's dataset: IDX files, a folder per class or an .npz "
+        "(default: $FMNIST_DATA_DIR, Fashion-MNIST)",
+    )
     add_tolerance_args(parity)
     parity.add_argument("--json", type=Path, metavar="OUT", help="also write the result as JSON")
     parity.add_argument(
@@ -106,17 +125,27 @@ def _client(args: argparse.Namespace):
 
 def _predict(args: argparse.Namespace) -> int:
     from fmnist.images import load_inputs
+    from fmnist.predictions import top_k_rows
 
     if args.top_k < 1:
         raise UserError("--top-k must be >= 1")
-    names, images = load_inputs(args.images, invert=args.invert)
+    class_names = _bundle_class_names(args.bundle)
     with _client(args) as client:
+        wanted = client.image_input(
+            version=args.version, label=args.label, signature=args.signature
+        )
+        names, images = load_inputs(
+            args.images, wanted.image_shape(), invert=args.invert, resize=args.resize
+        )
         prediction = client.predict(
             images, version=args.version, label=args.label, signature=args.signature
         )
-    from fmnist.predictions import top_k_rows
-
-    class_names = _class_names(prediction.probabilities.shape[1])
+    classes = prediction.probabilities.shape[1]
+    if class_names is not None and len(class_names) != classes:
+        raise UserError(
+            f"{args.bundle}: names {len(class_names)} classes; the served model answers {classes}"
+        )
+    class_names = class_names or [str(i) for i in range(classes)]
     rows = top_k_rows(names, prediction.probabilities, class_names, args.top_k)
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -128,13 +157,19 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _class_names(num_classes: int) -> list[str]:
-    """Fashion-MNIST's names for 10 classes, else the class ids."""
-    from fmnist.dataset import CLASS_NAMES
+def _bundle_class_names(bundle: Path | None) -> list[str] | None:
+    """The class names of `--bundle` (a version directory, manifest, or model directory:
+    its newest version), or None without one."""
+    if bundle is None:
+        return None
+    from fmnist.layout import list_versions
+    from fmnist.manifest import load_manifest
+    from fmnist.serving.client.parity import is_bundle
 
-    if num_classes == len(CLASS_NAMES):
-        return list(CLASS_NAMES)
-    return [str(i) for i in range(num_classes)]
+    if not is_bundle(bundle) and bundle.is_dir() and list_versions(bundle):
+        versions = list_versions(bundle)
+        bundle = versions[max(versions)]
+    return list(load_manifest(bundle).contract.class_names)
 
 
 def _parity(args: argparse.Namespace) -> int:
@@ -156,6 +191,7 @@ def _parity(args: argparse.Namespace) -> int:
             max_accuracy_drop_pp=args.max_accuracy_drop,
             min_agreement=args.min_agreement,
             max_class_recall_drop_pp=args.max_class_recall_drop,
+            batch_size=args.batch_size,
         )
     print(format_result(result))
     if args.json:

@@ -1,19 +1,21 @@
-"""Served-model parity: the 10,000 test images through TF Serving's public API, compared with
-the float reference outputs in the bundle's manifest (same maths as export and edge)."""
+"""Served-model parity: the bundle's test images through TF Serving's public API, streamed in
+batches and compared with the float reference outputs in the bundle (same maths as export and
+edge), for any number of classes."""
 
 from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from fmnist import dataset
-from fmnist.errors import ManifestError
+from fmnist.errors import ManifestError, UserError
 from fmnist.layout import list_versions
 from fmnist.manifest import MANIFEST_NAME, Manifest, load_manifest
 from fmnist.parity import ParityResult, Tolerance, compare
+from fmnist.parity_data import parity_batches
 from fmnist.serving.client import GrpcClient, RestClient
 from fmnist.serving.client.base import Dequantize
 
@@ -55,54 +57,96 @@ def run_served_parity(
     max_class_recall_drop_pp: float | None = None,
     batch_size: int | None = None,
 ) -> ParityResult:
-    """Send the test set to the served model and compare with the bundle's float reference.
+    """Stream the bundle's test set to the served model and compare with its float reference.
 
     `bundle` is a version directory, or the model directory (then the bundle of the version
-    that answers is used). The tolerance defaults to the one export used (recorded in the
-    manifest); `max_accuracy_drop_pp` / `min_agreement` /
-    `max_class_recall_drop_pp` override parts of it.
+    that answers is used). The version that answers is asked first (model metadata) and
+    every batch is pinned to it, so a rollout during the check cannot mix two models. The
+    tolerance defaults to the one export used (recorded in the manifest);
+    `max_accuracy_drop_pp` / `min_agreement` / `max_class_recall_drop_pp` override parts of it.
     """
-    test = dataset.load_test(data_dir)
-    if is_bundle(bundle):
-        manifest = load_manifest(bundle)  # fail before sending 10,000 images
-    else:  # ask one image first: which version answers, and is there a bundle for it?
-        _, answered = client.predict_raw({"images": test.images[:1]}, version=version, label=label)
-        manifest = resolve_bundle(bundle, answered if version is None else version)
-    manifest.check_labels(test.labels)
-    reference = manifest.load_reference()
-
+    answering = version if version is not None else _serving_version(client, label)
+    manifest = load_manifest(bundle) if is_bundle(bundle) else resolve_bundle(bundle, answering)
+    reference = manifest.load_reference()  # fail before sending any image
     start = time.perf_counter()
-    # A version served from its model.tflite (--prefer_tflite_model) answers int8 scores.
-    int8 = manifest.tflite("int8").output
-    dequantize = Dequantize(int8.scale, int8.zero_point) if int8.scale else None
-    prediction = client.predict(
-        test.images, version=version, label=label, batch_size=batch_size, dequantize=dequantize
+    served = _predict_test_set(
+        client, manifest, data_dir, answering, label, batch_size or client.batch_size
     )
     seconds = time.perf_counter() - start
-    if not is_bundle(bundle) and prediction.model_version != manifest.model_version:
-        manifest = resolve_bundle(bundle, prediction.model_version)  # changed since the probe
-        reference = manifest.load_reference()
-
-    served = "TFLite int8" if prediction.output == "scores" else "SavedModel"
-    requested = (
-        f"version {version}" if version is not None else f"label {label}" if label else "latest"
-    )
+    kind = "TFLite int8" if served.output == "scores" else "SavedModel"
     return compare(
         reference,
-        np.asarray(prediction.probabilities),
-        test.labels,
-        manifest.class_names,
+        served.probabilities,
+        served.labels,
+        manifest.contract.class_names,
         (tolerance or manifest.tolerance).with_overrides(
             max_accuracy_drop_pp, min_agreement, max_class_recall_drop_pp
         ),
-        name=f"{served} over {client.api}",
-        details={
-            "endpoint": client.endpoint,
-            "model": client.model_name,
-            "requested": requested,
-            "answered_version": prediction.model_version,
-            "bundle": f"{manifest.model_name} v{manifest.model_version}",
-            "wall_time_s": round(seconds, 3),
-            "images_per_s": round(len(test.labels) / seconds, 1),
-        },
+        name=f"{kind} over {client.api}",
+        details=_details(client, manifest, served, version, label, seconds),
     )
+
+
+def _details(client, manifest: Manifest, served, version, label, seconds: float) -> dict:
+    """What the report says besides the figures: who was asked, who answered, how fast."""
+    requested = (
+        f"version {version}" if version is not None else f"label {label}" if label else "latest"
+    )
+    return {
+        "endpoint": client.endpoint,
+        "model": client.model_name,
+        "requested": requested,
+        "answered_version": served.version,
+        "bundle": f"{manifest.model_name} v{manifest.model_version}",
+        "wall_time_s": round(seconds, 3),
+        "images_per_s": round(len(served.labels) / seconds, 1),
+    }
+
+
+def _serving_version(client: GrpcClient | RestClient, label: str | None) -> int | None:
+    """The version the unpinned (or label) path serves now, if the metadata says."""
+    spec = client.metadata(label=label).get("model_spec", {})
+    return int(spec["version"]) if spec.get("version") else None
+
+
+@dataclass
+class _Served:
+    probabilities: np.ndarray  # float32 [N, C]
+    labels: np.ndarray  # int64 [N], checked against the bundle's
+    version: int | None
+    output: str  # "probabilities", or a TFLite int8 model's "scores"
+
+
+def _predict_test_set(
+    client: GrpcClient | RestClient,
+    manifest: Manifest,
+    data_dir: str | os.PathLike | None,
+    version: int | None,
+    label: str | None,
+    batch_size: int,
+) -> _Served:
+    """The served model's answers to the test set, one request per batch (all pinned to
+    `version` when known, else all must be answered by one version)."""
+    # A version served from its model.tflite (--prefer_tflite_model) may answer int8 scores.
+    int8 = manifest.tflite("int8").output if "int8" in manifest.tflite_kinds else None
+    dequantize = Dequantize(int8.scale, int8.zero_point) if int8 and int8.scale else None
+    labels, batches = parity_batches(manifest, data_dir, batch_size)
+    parts, versions, output = [], set(), "probabilities"
+    for images in batches:
+        prediction = client.predict(
+            images,
+            version=version,
+            label=None if version is not None else label,
+            batch_size=batch_size,
+            dequantize=dequantize,
+        )
+        parts.append(prediction.probabilities)
+        versions.add(prediction.model_version)
+        output = prediction.output
+    if len(versions) > 1:
+        raise UserError(
+            f"the test set was answered by versions {sorted(versions, key=str)} (the model "
+            "changed during the check); pin a version or a label"
+        )
+    answered = versions.pop() if versions else version
+    return _Served(np.concatenate(parts), labels, answered, output)

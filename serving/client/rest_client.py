@@ -115,6 +115,7 @@ class RestClient(_Client):
     ):
         images = check_images(images)
         _check_choice(version, label)
+        images = self.fit_images(images, version=version, label=label, signature=signature)
         if version is not None:  # pinned: the version that answers is the one asked for
             return self._predict_batches(images, version, None, signature, batch_size, dequantize)
         seen = []

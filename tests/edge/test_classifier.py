@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from fmnist import dataset
+from fmnist.contract import FASHION_MNIST
 from fmnist.edge.classifier import Classifier, ModelError, resolve_model
 from fmnist.errors import ManifestError
 from fmnist.manifest import load_manifest
@@ -22,7 +23,7 @@ def test_images(data_dir: Path) -> dataset.Split:
 def test_int8_model_uses_its_own_quantization(edge_bundle: Path, test_images) -> None:
     manifest = load_manifest(edge_bundle)
     resolved = resolve_model(edge_bundle)
-    classifier = Classifier(resolved.path, class_names=resolved.class_names)
+    classifier = Classifier(resolved.path, contract=resolved.contract)
     spec = manifest.tflite("int8")
     assert classifier.input_quant.dtype.name == spec.input.dtype
     assert classifier.input_quant.scale == pytest.approx(spec.input.scale)
@@ -124,15 +125,18 @@ def _foreign_tflite(path: Path, input_shape: list[int], outputs: int) -> Path:
 
 
 @pytest.mark.parametrize(
-    ("input_shape", "outputs", "message"),
+    ("input_shape", "outputs", "contract", "message"),
     [
-        ([1, 32, 32, 3], 10, r"input shape \[1, 32, 32, 3\] is not a 28x28 grayscale image"),
-        ([1, 28, 28, 1], 12, r"output shape \[1, 12\] does not give one score for each of"),
+        ([1, 10], 10, None, r"input \[1, 10\] float32 is not an image"),
+        ([1, 8, 8, 2], 2, None, r"input \[1, 8, 8, 2\] float32 is not an image"),
+        ([1, 32, 32, 3], 10, FASHION_MNIST, r"takes 32x32x3 images, but its contract says 28x28x1"),
+        ([1, 28, 28, 1], 12, FASHION_MNIST, r"output shape \[1, 12\] does not give one score"),
+        ([1, 28, 28, 1], 1, None, r"outputs \[\[1, 1\] float32\] are not class scores"),
     ],
 )
-def test_a_model_of_another_shape_is_refused(
-    tmp_path: Path, input_shape: list[int], outputs: int, message: str
+def test_a_model_that_is_no_image_classifier_or_not_its_contracts_is_refused(
+    tmp_path: Path, input_shape: list[int], outputs: int, contract, message: str
 ) -> None:
     path = _foreign_tflite(tmp_path / "other.tflite", input_shape, outputs)
     with pytest.raises(ModelError, match=message):
-        Classifier(path)
+        Classifier(path, contract=contract)

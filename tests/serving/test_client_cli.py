@@ -166,13 +166,13 @@ def test_predict_classifies_image_files(served, data_dir: Path, tmp_path: Path) 
     paths = []
     for i in range(3):
         path = tmp_path / f"item{i}.png"
-        # A larger RGB picture of the item: predict converts it back to 28x28 grayscale.
+        # A larger RGB picture of the item: predict converts it to what the signature takes.
         Image.fromarray(test.images[i]).resize((56, 56), Image.NEAREST).convert("RGB").save(path)
         paths.append(str(path))
     done = _fmnist(
         "predict",
         *("--rest", server.rest_url, "--model-name", "fashion_mnist", "--label", "stable"),
-        *("--json", "--top-k", "2", *paths),
+        *("--json", "--top-k", "2", "--bundle", str(base / "1"), *paths),
     )
     assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)

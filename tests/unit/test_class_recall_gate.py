@@ -80,3 +80,48 @@ def test_flag_overrides_the_manifest_limit() -> None:
 def test_a_negative_or_non_finite_class_limit_is_a_user_error(bad: float) -> None:
     with pytest.raises(UserError, match="max_class_recall_drop_pp must be"):
         Tolerance(max_class_recall_drop_pp=bad)
+
+
+def _small_set(flips: dict[int, int], classes: int = 5, per_class: int = 30):
+    """`per_class` images of each class, all right in the reference; the candidate gets
+    `flips[c]` of class c's images wrong (answers the next class)."""
+    labels = np.repeat(np.arange(classes), per_class)
+    reference = np.eye(classes, dtype=np.float32)[labels]
+    answers = labels.copy()
+    for class_id, count in flips.items():
+        answers[np.flatnonzero(labels == class_id)[:count]] = (class_id + 1) % classes
+    return labels, reference, np.eye(classes, dtype=np.float32)[answers]
+
+
+@pytest.mark.parametrize(
+    ("flips", "passed"),
+    [
+        ({}, True),
+        ({2: 1}, True),  # one image of 30 is 3.3 pp: a class may always lose one
+        ({2: 1, 4: 1}, True),
+        ({2: 2}, False),  # two are not one flip
+    ],
+)
+def test_a_small_class_may_lose_one_image(flips: dict[int, int], passed: bool) -> None:
+    labels, reference, candidate = _small_set(flips)
+    names = [f"shape{i}" for i in range(5)]
+    tolerance = Tolerance(max_accuracy_drop_pp=100, min_agreement=0)
+    result = compare(reference, candidate, labels, names, tolerance)
+    assert result.passed is passed, result.failures
+    if not passed:
+        assert "'shape2' recall dropped 6.67 pp" in result.failures[0]
+        assert "2 of 30 images" in result.failures[0]
+
+
+@pytest.mark.parametrize(("classes", "lost", "passed"), [(10, 10, True), (10, 11, False)])
+def test_large_classes_keep_the_percentage_limit(classes: int, lost: int, passed: bool) -> None:
+    labels, reference, candidate = _small_set({3: lost}, classes, per_class=1000)
+    names = [str(i) for i in range(classes)]
+    tolerance = Tolerance(max_accuracy_drop_pp=100, min_agreement=0)
+    assert compare(reference, candidate, labels, names, tolerance).passed is passed
+
+
+def test_class_names_must_match_the_outputs() -> None:
+    labels, reference, candidate = _small_set({}, classes=3)
+    with pytest.raises(UserError, match="2 class names"):
+        compare(reference, candidate, labels, ["a", "b"])

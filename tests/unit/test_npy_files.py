@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fmnist.contract import FASHION_MNIST
 from fmnist.errors import EXIT_USAGE, ManifestError
 from fmnist.images import ImageError, load_inputs
 from fmnist.manifest import load_manifest
@@ -169,7 +170,11 @@ BAD_IMAGE_ARRAYS = [
     ("bad magic", b"PK\x03\x04 a zip, say", "not a valid .npy header"),
     ("negative dimension", _header((-1, 28, 28), "|u1") + b"\0" * 784, "negative dimension"),
     ("header only", _header((1, 28, 28), "|u1"), "the file holds 0 bytes of data"),
-    ("wrong image size", _npy(np.zeros((5, 10), np.uint8)), "expected images of shape [N, 28, 28]"),
+    (
+        "wrong image size",
+        _npy(np.zeros((5, 10), np.uint8)),
+        "expected images of shape [N, 28, 28, 1] or [N, 28, 28]",
+    ),
     ("fractions", _npy(np.full((28, 28), 0.5)), "expected pixel values 0-255"),
     ("no images", _npy(np.zeros((0, 28, 28), np.uint8)), "holds no images"),
 ]
@@ -182,7 +187,7 @@ def test_bad_npy_images_are_image_errors(tmp_path: Path, content: bytes, message
     path = tmp_path / "images.npy"
     path.write_bytes(content)
     with pytest.raises(ImageError) as raised:
-        load_inputs([path])
+        load_inputs([path], FASHION_MNIST)
     assert message in str(raised.value) and str(path) in str(raised.value)
     assert "\n" not in str(raised.value)
 
@@ -199,6 +204,6 @@ def test_bad_npy_images_are_image_errors(tmp_path: Path, content: bytes, message
 def test_valid_npy_images_load_as_numpy_saved_them(tmp_path: Path, array: np.ndarray) -> None:
     path = tmp_path / "images.npy"
     np.save(path, array)
-    _, images = load_inputs([path])
-    expected = array.reshape(-1, 28, 28).astype(np.uint8)
+    _, images = load_inputs([path], FASHION_MNIST)
+    expected = array.reshape(-1, 28, 28, 1).astype(np.uint8)
     assert images.dtype == np.uint8 and np.array_equal(images, expected)

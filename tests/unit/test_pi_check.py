@@ -72,7 +72,7 @@ def test_cache_key_changes_with_the_package_list(pi) -> None:
 def test_png_bytes_decode_to_the_same_pixels(pi) -> None:
     _, _, testset = pi
     pixels = bytes(range(256)) * 3 + bytes(784 - 768)
-    image = Image.open(io.BytesIO(testset.png_bytes(pixels)))
+    image = Image.open(io.BytesIO(testset.png_bytes(pixels, (28, 28, 1))))
     assert image.mode == "L"
     assert image.size == (28, 28)
     assert image.tobytes() == pixels
@@ -81,10 +81,10 @@ def test_png_bytes_decode_to_the_same_pixels(pi) -> None:
 def test_npy_bytes_load_as_a_uint8_batch(pi) -> None:
     _, _, testset = pi
     images = [bytes([i]) * 784 for i in range(3)]
-    array = np.load(io.BytesIO(testset.npy_bytes(images)))
+    array = np.load(io.BytesIO(testset.npy_bytes(images, (28, 28, 1))))
     assert array.dtype == np.uint8
-    assert array.shape == (3, 28, 28)
-    assert [int(a[0, 0]) for a in array] == [0, 1, 2]
+    assert array.shape == (3, 28, 28, 1)
+    assert [int(a[0, 0, 0]) for a in array] == [0, 1, 2]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -181,7 +181,7 @@ def test_unreadable_test_set_is_a_one_line_error_and_exit_2(pi, tmp_path: Path, 
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     for name in ("m8.tflite", "m32.tflite", "ref.npz"):
         (bundle / name).write_bytes(b"not what it says")
-    for name in check.TEST_FILES:
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
         (data / name).write_bytes(gzip.compress(b"not an IDX file"))
     (tmp_path / "w-0.1-py3-none-any.whl").write_bytes(b"")
     argv = ["--bundle", str(bundle), "--data-dir", str(data), "--cache", str(tmp_path / "c")]
@@ -190,3 +190,51 @@ def test_unreadable_test_set_is_a_one_line_error_and_exit_2(pi, tmp_path: Path, 
     assert code == 2
     assert len(err.splitlines()) == 1
     assert err.startswith("tools/pi/check.py: error:")
+
+
+def test_rgb_png_bytes_decode_to_the_same_pixels(pi) -> None:
+    _, _, testset = pi
+    pixels = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    image = Image.open(io.BytesIO(testset.png_bytes(pixels.tobytes(), (5, 7, 3))))
+    assert image.mode == "RGB" and image.size == (7, 5)
+    np.testing.assert_array_equal(np.asarray(image), pixels)
+
+
+def _colour_bundle(folder: Path, shape: tuple[int, int, int] | None) -> Path:
+    folder.mkdir()
+    keys = ("height", "width", "channels")
+    manifest = {} if shape is None else {"input": dict(zip(keys, shape, strict=True))}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+@pytest.mark.parametrize("labels_dtype", [np.int64, np.uint8])
+def test_an_npz_test_set_gives_samples_of_the_bundle_shape(
+    pi, tmp_path: Path, labels_dtype: type
+) -> None:
+    _, _, testset = pi
+    images = np.random.default_rng(1).integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
+    labels = np.array([0, 1, 2, 0, 1, 2], labels_dtype)
+    data = tmp_path / "data.npz"
+    np.savez(data, x_train=images, y_train=labels, x_test=images, y_test=labels)
+    probs = np.eye(3, dtype=np.float32)[[0, 1, 2, 0, 1, 2]]
+    np.savez_compressed(tmp_path / "ref.npz", probabilities=probs)
+    bundle = _colour_bundle(tmp_path / "bundle", (8, 8, 3))
+    samples = testset.write_samples(data, bundle, tmp_path / "ref.npz", tmp_path / "out")
+    assert [(s.index, s.label) for s in samples] == [(0, 0), (1, 1), (2, 2)]
+    assert samples[2].pixels == images[2].tobytes()
+    written = np.load(tmp_path / "out" / "samples.npy")
+    np.testing.assert_array_equal(written, images[:3])
+    png = np.asarray(Image.open(tmp_path / "out" / "test00001.png"))
+    np.testing.assert_array_equal(png, images[1])
+    assert testset.data_files(data) == [data]
+    other = _colour_bundle(tmp_path / "other", None)  # before the contract: 28x28x1
+    with pytest.raises(ValueError, match=r"the bundle's model takes \(28, 28, 1\)"):
+        testset.write_samples(data, other, tmp_path / "ref.npz", tmp_path / "out2")
+
+
+def test_data_without_test_files_is_refused(pi, tmp_path: Path) -> None:
+    _, _, testset = pi
+    (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(b"")
+    with pytest.raises(ValueError, match="t10k-images and t10k-labels"):
+        testset.data_files(tmp_path)

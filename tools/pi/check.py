@@ -4,7 +4,7 @@
 For each userland: a cached Debian bookworm root filesystem (what Raspberry Pi OS is built
 on) under qemu user-mode with a pinned Pi CPU; the README's install (`pip install
 "<wheel>[edge]"` in a venv); `fmnist-edge classify` on real test images, `parity` on the
-10,000 test images and `bench`; then `fmnist serve --prefer_tflite_model` in the userland
+bundle's test set and `bench`; then `fmnist serve --prefer_tflite_model` in the userland
 (no TensorFlow) answering gRPC and REST predicts exactly as the edge runner
 (serve_probe.py). One summary line per userland; exit 0 when all pass, 1 on drift, 2 when
 something could not be checked. Needs root (chroot, mounts, binfmt_misc) and
@@ -41,12 +41,11 @@ from pi_emulation import (
     host_mirror,
     log,
 )
-from pi_testset import Sample, write_samples
+from pi_testset import Sample, data_files, write_samples
 
 EXIT_OK, EXIT_DRIFT, EXIT_UNCHECKED = 0, 1, 2
 DEFAULT_CACHE = "/var/cache/fmnist-pi"
 INSIDE = "/root/fmnist"  # where the wheel, bundle and data go, as in the README's scp line
-TEST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
 
 @dataclass
@@ -97,7 +96,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         allow_abbrev=False,
     )
     parser.add_argument("--bundle", type=Path, required=True, help="an exported bundle")
-    parser.add_argument("--data-dir", type=Path, required=True, help="Fashion-MNIST directory")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        required=True,
+        help="the bundle's dataset: a directory with its t10k-* IDX files, or an .npz",
+    )
     parser.add_argument("--wheel", type=Path, required=True, help="fmnist-deploy wheel")
     parser.add_argument("--userland", choices=(*USERLANDS, "all"), default="all")
     parser.add_argument(
@@ -139,9 +143,10 @@ def check_inputs(args: argparse.Namespace) -> list[str]:
             raise CheckError(f"{tool} not found: apt-get install {package}")
     if not args.wheel.is_file() or args.wheel.suffix != ".whl":
         raise CheckError(f"--wheel {args.wheel}: no such wheel file")
-    for name in TEST_FILES:
-        if not (args.data_dir / name).is_file():
-            raise CheckError(f"--data-dir {args.data_dir}: {name} not found")
+    try:
+        args.data_files = data_files(args.data_dir)
+    except (OSError, ValueError) as err:
+        raise CheckError(f"--data-dir {err}") from None
     files = bundle_files(args.bundle)
     for name in files:
         if not (args.bundle / name).is_file():
@@ -152,17 +157,23 @@ def check_inputs(args: argparse.Namespace) -> list[str]:
 
 
 def stage_inputs(chroot: Chroot, args: argparse.Namespace, files: list[str], samples: Path) -> None:
-    """Copy only what the README ships to a Pi: the wheel, the bundle's files, the test files."""
+    """Copy only what the README ships to a Pi: the wheel, the bundle's files, the test data."""
     inside = chroot.path(INSIDE)
     (inside / "1").mkdir(parents=True)
     (inside / "data").mkdir()
     shutil.copy2(args.wheel, inside / args.wheel.name)
     for name in files:
         shutil.copy2(args.bundle / name, inside / "1" / name)
-    for name in TEST_FILES:
-        shutil.copy2(args.data_dir / name, inside / "data" / name)
+    for path in args.data_files:
+        shutil.copy2(path, inside / "data" / path.name)
     shutil.copytree(samples, inside / "images")
     shutil.copy2(Path(__file__).resolve().parent / "serve_probe.py", inside / "serve_probe.py")
+
+
+def inside_data(args: argparse.Namespace) -> str:
+    """`--data-dir` inside the userland: the staged .npz, or the folder of IDX test files."""
+    (first,) = args.data_files[:1]
+    return f"{INSIDE}/data/{first.name}" if first.suffix == ".npz" else f"{INSIDE}/data"
 
 
 def _tail(text: str, lines: int = 15) -> str:
@@ -285,7 +296,7 @@ def _check(
     log(f"== {userland.name}: classify, parity on the test set, bench")
     classify_ok = check_classify(outcome, chroot, samples)
     parity = chroot.run(
-        f"{venv}/bin/fmnist-edge parity {INSIDE}/1 --data-dir {INSIDE}/data "
+        f"{venv}/bin/fmnist-edge parity {INSIDE}/1 --data-dir {inside_data(args)} "
         f"--json {INSIDE}/parity.json"
     )
     log(parity.stdout.rstrip())
@@ -332,7 +343,8 @@ def _main(args: argparse.Namespace) -> int:
             samples_dir = Path(tempfile.mkdtemp(prefix="fmnist-pi-images-"))
             stack.callback(shutil.rmtree, samples_dir, ignore_errors=True)
             try:
-                samples = write_samples(args.data_dir, args.bundle / files[3], samples_dir)
+                reference = args.bundle / files[3]
+                samples = write_samples(args.data_dir, args.bundle, reference, samples_dir)
             except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
                 raise CheckError(f"cannot read the test set or reference outputs: {err}") from None
             if not samples:

@@ -42,6 +42,23 @@ def _p50_ms(call, runs: int) -> float:
     return round(statistics.median(seconds) * 1000, 2)
 
 
+def _rest_scores(predictions: list) -> np.ndarray:
+    """The answer rows: int8 `scores` (a bare list each) or named outputs' `probabilities`."""
+    if predictions and isinstance(predictions[0], dict):
+        return np.array([row["probabilities"] for row in predictions], np.float32)
+    return np.array(predictions, np.int8)
+
+
+def _same(served: np.ndarray, raw: np.ndarray, classifier) -> bool:
+    """The server's answer equals the edge runner's: the int8 model's raw scores, or, for a
+    model.tflite that dequantizes inside, the probabilities the runner computes from them
+    (to a float32 rounding step: the kernel and numpy may round differently)."""
+    if served.dtype == np.int8:
+        return bool(np.array_equal(served, raw))
+    expected = classifier.from_output(raw)
+    return served.shape == expected.shape and bool(np.allclose(served, expected, rtol=0, atol=1e-6))
+
+
 def main() -> int:
     base, samples = Path(sys.argv[1]), np.load(sys.argv[2])
     runs = int(sys.argv[sys.argv.index("--requests") + 1]) if "--requests" in sys.argv else 50
@@ -61,25 +78,27 @@ def main() -> int:
             return 2
         ready_s = time.monotonic() - start
         url = f"http://127.0.0.1:{match.group(2)}/v1/models/fashion_mnist:predict"
-        served = np.array(_post(url, {"instances": samples.tolist()})["predictions"], np.int8)
+        served = _rest_scores(_post(url, {"instances": samples.tolist()})["predictions"])
 
         from fmnist.edge.classifier import Classifier
         from fmnist.manifest import load_manifest
         from fmnist.serving.client import GrpcClient
 
         version = base / "1"
-        classifier = Classifier(version / load_manifest(version).tflite("int8").file)
-        expected = classifier.invoke(classifier.to_input(samples))
+        manifest = load_manifest(version)
+        classifier = Classifier(version / manifest.tflite("int8").file, contract=manifest.contract)
+        raw = classifier.invoke(classifier.to_input(samples))
         with GrpcClient(f"127.0.0.1:{match.group(1)}", "fashion_mnist", timeout=120) as client:
             over_grpc, _ = client.predict_raw({"images": samples})
             one = samples[:1]
             grpc_p50_ms = _p50_ms(lambda: client.predict_raw({"images": one}), runs)
         image = samples[:1].tolist()
         maps = Path(f"/proc/{server.pid}/maps").read_text()
+        grpc = over_grpc.get("probabilities", over_grpc.get("scores"))
         result = {
             "ready_s": round(ready_s, 2),
-            "equal": bool(np.array_equal(served, expected)),
-            "grpc_equal": bool(np.array_equal(over_grpc["scores"], expected)),
+            "equal": _same(served, raw, classifier),
+            "grpc_equal": _same(np.asarray(grpc), raw, classifier),
             "p50_ms": _p50_ms(lambda: _post(url, {"instances": image}), runs),
             "grpc_p50_ms": grpc_p50_ms,
             "tensorflow_loaded": "/tensorflow/" in maps,
