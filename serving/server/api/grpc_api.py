@@ -5,7 +5,7 @@ answer. No grpcio import here, so the unit tests use them on installs without it
 
 from __future__ import annotations
 
-from functools import partial
+from functools import partial, partialmethod
 from typing import Any
 
 from fmnist.errors import UserError
@@ -80,17 +80,14 @@ class GrpcApi:
             call, signature_name, inputs, list(output_filter), _predict_response
         )
 
-    async def classify(self, call: Call, request: Any) -> pb.ClassificationResponse:
-        respond = partial(_examples_response, pb.ClassificationResponse)
-        return await self.plane.classify(
-            call, request.model_spec.signature_name, request.input, respond
-        )
+    async def _examples(self, method: str, kind: type, call: Call, request: Any) -> Any:
+        """Classify or Regress (`method`), answered with a `kind` response message."""
+        respond = partial(_examples_response, kind)
+        work = getattr(self.plane, method)
+        return await work(call, request.model_spec.signature_name, request.input, respond)
 
-    async def regress(self, call: Call, request: Any) -> pb.RegressionResponse:
-        respond = partial(_examples_response, pb.RegressionResponse)
-        return await self.plane.regress(
-            call, request.model_spec.signature_name, request.input, respond
-        )
+    classify = partialmethod(_examples, "classify", pb.ClassificationResponse)
+    regress = partialmethod(_examples, "regress", pb.RegressionResponse)
 
     async def multi_inference(self, call: Call, request: Any) -> pb.MultiInferenceResponse:
         respond = partial(responses.multi_inference_response, request)

@@ -202,11 +202,9 @@ class BatchScheduler:
         with self._cv:
             self._enqueue(self._queue(owner, key, process), request)
             self._cv.notify()
+        timeout = None if deadline is None else max(deadline - time.monotonic(), 0.0)
         try:
-            if deadline is None:
-                await woken
-            else:
-                await asyncio.wait_for(woken, max(deadline - time.monotonic(), 0.0))
+            await asyncio.wait_for(woken, timeout)
         except asyncio.TimeoutError:
             self._expire(request)
         except asyncio.CancelledError:
@@ -230,14 +228,11 @@ class BatchScheduler:
             while self._busy(owner) and time.monotonic() < end:
                 self._cv.wait(min(end - time.monotonic(), _IDLE_WAIT_S))
             self._draining -= 1
+            unloading = StatusError(Code.UNAVAILABLE, "Servable is being unloaded")
             for key in [k for k in self._queues if k[0] == owner]:
                 for batch in self._queues.pop(key).batches:
                     for piece in batch.pieces:
-                        if not piece.request.answered:
-                            piece.request.error = StatusError(
-                                Code.UNAVAILABLE, "Servable is being unloaded"
-                            )
-                            _done(piece.request)
+                        _fail(piece.request, unloading)
             self._unsplittable = {k for k in self._unsplittable if k[0] != owner}
 
     # --- queues, under the lock -------------------------------------------------------------
@@ -269,13 +264,10 @@ class BatchScheduler:
                     f"{max_batches}, open_batch_size={open_batch.size}, "
                     f"max_execution_batch_size={limit})",
                 )
-            start, room = 0, limit - open_batch.size
-            while start < request.rows:
-                if room <= 0:
-                    room = limit
-                stop = min(request.rows, start + room)
+            first = limit - open_batch.size or limit  # the open batch's room, then whole ones
+            bounds = [0, *range(min(first, request.rows), request.rows, limit), request.rows]
+            for start, stop in itertools.pairwise(bounds):
                 self._add(queue, _Piece(request, start, stop))
-                start, room = stop, 0
             return
         full = len(queue.batches) >= max_batches
         if open_batch.size + request.rows > limit and open_batch.size > 0 and full:
@@ -308,8 +300,7 @@ class BatchScheduler:
                 if not piece.running and piece.batch is not None:
                     piece.batch.pieces.remove(piece)
                     piece.batch.size -= piece.size
-            request.error = StatusError(Code.DEADLINE_EXCEEDED, "Deadline Exceeded")
-            _done(request)
+            _fail(request, StatusError(Code.DEADLINE_EXCEEDED, "Deadline Exceeded"))
 
     # --- batch threads ---------------------------------------------------------------
 
@@ -368,8 +359,7 @@ class BatchScheduler:
             if pieces:
                 self._process(queue, pieces)
         except Exception as err:
-            for piece in pieces:
-                self._finish(piece, None, "", err)
+            self._fail(pieces, err)
         finally:
             with self._cv:
                 self._running[queue.owner] -= 1
@@ -388,13 +378,11 @@ class BatchScheduler:
                 _merged(pieces, padded), None if None in deadlines else max(deadlines)
             )
         except BaseException as err:  # the shared run's error is every caller's
-            for piece in pieces:
-                self._finish(piece, None, "", err)
-            return
+            return self._fail(pieces, err)
         if self._observe is not None:
             self._observe(padded, padded - size, len(pieces))
         if len(pieces) == 1 and padded == size:
-            self._finish(pieces[0], outputs, name, None)
+            self._finish(pieces[0], outputs, name)
         elif any(v.ndim == 0 or v.shape[0] != padded for v in outputs.values()):
             # Outputs without the batch dimension cannot be split: this queue runs alone
             # from now on, and this batch's requests run one by one.
@@ -405,7 +393,7 @@ class BatchScheduler:
             start = 0
             for piece in pieces:
                 stop = start + piece.size
-                self._finish(piece, {k: v[start:stop] for k, v in outputs.items()}, name, None)
+                self._finish(piece, {k: v[start:stop] for k, v in outputs.items()}, name)
                 start = stop
 
     def _run_alone(self, queue: _Queue, piece: _Piece) -> None:
@@ -413,22 +401,21 @@ class BatchScheduler:
         try:
             name, outputs = queue.process(inputs, piece.request.deadline)
         except BaseException as err:
-            self._finish(piece, None, "", err)
-        else:
-            self._finish(piece, outputs, name, None)
+            return self._fail([piece], err)
+        self._finish(piece, outputs, name)
 
-    def _finish(
-        self, piece: _Piece, outputs: Outputs | None, name: str, error: BaseException | None
-    ) -> None:
-        """Record one piece's result; the request is answered when its last piece is."""
+    def _fail(self, pieces: list[_Piece], error: BaseException) -> None:
+        """The pieces' requests answered with `error` (unless answered already)."""
+        with self._cv:
+            for piece in pieces:
+                _fail(piece.request, error)
+
+    def _finish(self, piece: _Piece, outputs: Outputs, name: str) -> None:
+        """Record one piece's outputs; the request is answered when its last piece is."""
         request = piece.request
         with self._cv:
             if request.answered:
                 return  # timed out, or an earlier piece failed
-            if error is not None:
-                request.error = error
-                _done(request)
-                return
             piece.outputs, request.name = outputs, name
             if any(p.outputs is None for p in request.pieces):
                 return
@@ -461,6 +448,13 @@ def _done(request: QueuedRequest) -> None:
     """Under the scheduler's lock: the request is answered; its caller learns it."""
     request.answered = True
     request.wake()
+
+
+def _fail(request: QueuedRequest, error: BaseException) -> None:
+    """Under the scheduler's lock: answer `request` with `error`, unless it is answered."""
+    if not request.answered:
+        request.error = error
+        _done(request)
 
 
 def _outcome(request: QueuedRequest) -> tuple[str, Outputs]:

@@ -86,13 +86,12 @@ class GrpcServer:
 
     def stop(self, grace: float) -> concurrent.futures.Future:
         """Idempotent: a second call returns the first call's future."""
-        if self._stopping is None:
-            if self._loop is None:  # never started
-                self._stopping = concurrent.futures.Future()
-                self._stopping.set_result(None)
-            else:
-                self._stopping = self._loop.run(self._stop(grace))
-                self._stopping.add_done_callback(lambda _: self._loop.stop())
+        if self._stopping is None and self._loop is None:  # never started
+            self._stopping = concurrent.futures.Future()
+            self._stopping.set_result(None)
+        elif self._stopping is None:
+            self._stopping = self._loop.run(self._stop(grace))
+            self._stopping.add_done_callback(lambda _: self._loop.stop())
         return self._stopping
 
     # --- on the loop thread ----------------------------------------------------------------
@@ -117,20 +116,20 @@ class GrpcServer:
         if self.health is not None:
             handlers.append(self._health_handler())
         self._server.add_generic_rpc_handlers(handlers)
-        try:
-            port = self._server.add_insecure_port(self.address)
-        except RuntimeError as err:  # gRPC's "Failed to bind to address ..."
-            raise BindError(str(err)) from None
-        if not port:
-            raise BindError(f"Failed to bind to address {self.address}")
+        port = self._bind(self.address, BindError)
         if self.socket_path:
-            try:
-                bound = self._server.add_insecure_port(f"unix:{self.socket_path}")
-            except RuntimeError as err:
-                raise SocketBindError(str(err)) from None
-            if not bound:
-                raise SocketBindError(f"Failed to bind to address unix:{self.socket_path}")
+            self._bind(f"unix:{self.socket_path}", SocketBindError)
         await self._server.start()
+        return port
+
+    def _bind(self, where: str, error: type[BindError]) -> int:
+        """The port bound at `where`; `error` if it cannot be bound."""
+        try:
+            port = self._server.add_insecure_port(where)
+        except RuntimeError as err:  # gRPC's "Failed to bind to address ..."
+            raise error(str(err)) from None
+        if not port:
+            raise error(f"Failed to bind to address {where}")
         return port
 
     async def _stop(self, grace: float) -> None:
