@@ -1,6 +1,5 @@
-"""TF Serving's gRPC services, PredictionService and ModelService: each method parses its
-request message, makes one data plane call, and builds its response message from the plain
-answer. No grpcio import here, so the unit tests use them on installs without it.
+"""TF Serving's PredictionService and ModelService: each method parses its request, makes
+one data plane call and builds its response from the plain answer (no grpcio import).
 """
 
 from __future__ import annotations
@@ -127,8 +126,7 @@ class GrpcApi:
         return pb.ReloadConfigResponse()
 
     def _target(self, call: Call) -> Target:
-        """The model, version or label the request's ModelSpec names (it must have one; a
-        MultiInference's is its first task's)."""
+        """What the request's ModelSpec names (a MultiInference's: its first task's)."""
         request = call.request
         if call.method == "multi_inference":
             return Target(request.tasks[0].model_spec.name if request.tasks else "")

@@ -1,8 +1,6 @@
-"""TensorFlow's profiler service on the gRPC port (TF Serving's `--enable_profiler`), for
-TensorBoard's "Capture profile": `Profile` runs TensorFlow's profiler in this process (its
-public start/stop API; TF's profiler server would listen on every interface) for
-`duration_ms` and writes `<repository_root>/<session_id>/<host_name>.xplane.pb`;
-`Terminate` ends a session early. Needs TensorFlow (`available()` says).
+"""TensorFlow's profiler service on the gRPC port (`--enable_profiler`), for TensorBoard's
+"Capture profile": `Profile` runs TF's profiler in this process (its public start/stop API)
+and writes `<repository_root>/<session_id>/<host_name>.xplane.pb`; `Terminate` ends it.
 """
 
 from __future__ import annotations
@@ -106,7 +104,7 @@ def _seconds_left(seconds: float, deadline: float | None) -> float:
 
 
 def _collect(scratch: Path, request: Any) -> pb.ProfileResponse:
-    """Move the session's trace into the client's repository; empty_trace if there is none."""
+    """Move the session's trace into the client's repository."""
     traces = sorted(scratch.glob("plugins/profile/*/*.xplane.pb"))
     if not traces or traces[0].stat().st_size == 0:
         return pb.ProfileResponse(empty_trace=True)

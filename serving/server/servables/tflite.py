@@ -59,8 +59,7 @@ def _tf_dtype(details: dict[str, Any]) -> int:
 
 
 def _port(alias: str, details: dict[str, Any]) -> Port:
-    """The tensor, held to its shape signature with a free batch dimension (TF Serving
-    resizes every input to the request; dim 0 is the batch)."""
+    """The tensor, held to its shape signature with a free batch dimension."""
     shape = [int(d) for d in details.get("shape_signature", details["shape"])]
     if shape:
         shape[0] = -1
@@ -78,8 +77,7 @@ def _tensor_info(details: dict[str, Any]) -> TensorInfo:
 def _fixed(
     key: str, signature: Signature, inputs: list[dict[str, Any]], outputs: list[dict[str, Any]]
 ) -> Signature:
-    """A stored signature with its tensor names checked against the model's, falling back
-    to the legacy name without `:N` as TF Serving does (old converters dropped it)."""
+    """A stored signature, its tensor names checked (or their legacy names, as TF Serving)."""
 
     def fix(kind: str, infos: Mapping[str, TensorInfo], details: list[dict[str, Any]]):
         names = {d["name"] for d in details}
@@ -102,8 +100,8 @@ def _fixed(
 
 
 def _read_model(model_file: Path, runtime: Runtime) -> bytes:
-    """The model's bytes (checked as the edge runner checks them: a truncated file must not
-    crash the server), once it is known not to crash the runtime (an abort would end us)."""
+    """The model's bytes, checked as the edge runner checks them, and run once in a child
+    process (a runtime's abort must not end the server)."""
     try:
         content = read_model(model_file)  # its errors name the file
         check_in_child(content, runtime.name)
@@ -167,7 +165,7 @@ class _Interpreters:
 
     def take(self, deadline: float | None, wait: bool) -> _Slot:
         """An idle interpreter, a new one while under `size`, or (with `wait`) the next one
-        to come back, until `deadline`; Busy without `wait`."""
+        back before `deadline`; Busy without `wait`."""
         with contextlib.suppress(queue.Empty):
             return self._idle.get_nowait()
         slot = self._grown()
@@ -277,8 +275,7 @@ class _Failed(StatusError):
 
 
 def _invoke(slot: _Slot, feeds: Mapping[int, np.ndarray], fetches: Sequence[int]):
-    """One interpreter call: tensor index -> value in (inputs resized to their values'
-    shapes, as TF Serving does), copies of the fetched output tensors out."""
+    """One interpreter call (inputs resized to their values' shapes, as TF Serving does)."""
     interpreter, step = slot.interpreter, "resize"
     try:
         resized = False

@@ -1,7 +1,5 @@
 """TF Serving's model warm-up: replay `assets.extra/tf_serving_warmup_requests` (a TFRecord of
-at most 1000 PredictionLogs) through a version before it becomes AVAILABLE, so its first
-real requests do not pay for set-up. A file that cannot be read, a record that does not
-parse or a request that fails fails the version's load, as in TF Serving. No TensorFlow.
+PredictionLogs) through a version before it becomes AVAILABLE; any failure fails its load.
 """
 
 from __future__ import annotations

@@ -1,12 +1,8 @@
-"""The gRPC port: a `grpc.aio` server on its own event-loop thread.
-
-A call holds no thread while its request is still arriving, so stalled or slow clients cost
-a coroutine each. Every method is registered with a streaming request so that this module
-reads the request itself: when shutdown starts, a call still waiting for its request is
-answered UNAVAILABLE at once (its client can retry elsewhere) instead of holding the
-graceful stop for the whole grace period; calls whose request has arrived run to completion
-within the grace. The request's bytes go to the method's `call` on the loop; where its work
-runs (the loop, a thread pool, a batch queue) is the data plane's choice, not this module's.
+"""The gRPC port: a `grpc.aio` server on its own event-loop thread, where a stalled client
+costs a coroutine. Methods take a streaming request so that this module reads it: at
+shutdown, a call still waiting for its request is answered UNAVAILABLE at once instead of
+holding the graceful stop; calls whose request arrived finish within the grace. The bytes
+go to the method's handler on the loop (where its work runs is the data plane's choice).
 """
 
 from __future__ import annotations
@@ -42,10 +38,7 @@ class SocketBindError(BindError):
 
 class GrpcServer:
     """Services (service name -> method name -> Method) and, optionally, the standard
-    health service (SERVING for the services and for "") on host:port.
-
-    `start` binds and starts, returning the bound port (BindError if it cannot);
-    `stop(grace)` begins a graceful stop and returns a future that is done once stopped."""
+    health service on host:port."""
 
     def __init__(
         self,
@@ -133,9 +126,7 @@ class GrpcServer:
         return port
 
     async def _stop(self, grace: float) -> None:
-        """Health NOT_SERVING and Watch streams ended; calls still receiving their request
-        answered UNAVAILABLE; no new calls; running ones finish (gRPC cancels any left
-        after `grace`)."""
+        """See the module docstring (gRPC cancels calls left after `grace`)."""
         if self.health is not None:
             self.health.closing.set()
         self._closing = True
@@ -144,8 +135,7 @@ class GrpcServer:
         await self._server.stop(grace)
 
     async def _receive(self, context: grpc.aio.ServicerContext) -> bytes:
-        """The call's request message, read here rather than by gRPC so that shutdown can
-        end a call whose request never comes (it cancels the tasks still reading)."""
+        """The call's request message (shutdown cancels the tasks still reading one)."""
         task = asyncio.current_task()
         try:
             if self._closing:
@@ -212,10 +202,9 @@ class GrpcServer:
 
 
 class HealthService:
-    """The standard gRPC health service's state: every service SERVING until shutdown, then
-    NOT_SERVING, and every Watch stream ends (status OK), as gRPC's C++ servers do; an open
-    stream would otherwise hold a graceful stop to its deadline. (grpc_health's own aio
-    servicer keeps Watch streams open forever.)"""
+    """The standard health service's state: SERVING until shutdown, then NOT_SERVING, and
+    every Watch stream ends, as gRPC's C++ servers do (grpc_health's aio servicer keeps
+    them open, holding a graceful stop)."""
 
     def __init__(self, services: Iterable[str]):
         self.services = set(services)

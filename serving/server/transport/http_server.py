@@ -1,12 +1,9 @@
 """The REST port: a Tornado HTTP server on its own event-loop thread.
 
-Each request body is streamed into one buffer with a size limit (413 with a JSON error,
-before reading, when Content-Length is over it), then given to `handle`, a coroutine on
-the loop (where its work runs is the data plane's choice). The REST timeout counts from
-the request's headers: at its deadline the client gets a 504 at once, and the handler,
-which checks the same deadline while decoding, running and encoding, stops its work.
-Stopping closes the listener, lets in-flight requests finish (telling keep-alive clients
-to close), then closes the remaining connections.
+Each request body is streamed into one buffer with a size limit (413), then given to
+`handle`, a coroutine on the loop. The REST timeout counts from the request's headers: at
+its deadline the client gets a 504 at once, and the work, which checks the same deadline,
+stops. Stopping lets in-flight requests finish, then closes every connection.
 """
 
 from __future__ import annotations
@@ -40,8 +37,7 @@ class MetricsPage(Protocol):
 
 
 class HttpServer:
-    """`handle` for every /v1/ path (and Prometheus metrics) on host:port; `start` returns
-    the bound port."""
+    """`handle` for every /v1/ path (and Prometheus metrics) on host:port."""
 
     def __init__(
         self,

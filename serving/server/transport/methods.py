@@ -1,6 +1,5 @@
-"""A unary RPC as the APIs declare it and the gRPC transport serves it. No grpcio import, so
-the APIs build their method tables where grpcio is missing (the REST-only Pi install, the
-unit tests)."""
+"""A unary RPC as the APIs declare it and the gRPC transport serves it; no grpcio import, so
+the APIs declare methods where grpcio is missing."""
 
 from __future__ import annotations
 
@@ -31,8 +30,7 @@ class Method:
 
 
 def parse_request(kind: type[message.Message], raw: bytes) -> Any:
-    """A serialized request message; INTERNAL with gRPC's own wording if it does not parse
-    (a client's error: logged at debug level only)."""
+    """A serialized request message; INTERNAL, in gRPC's words, if it does not parse."""
     try:
         return kind.FromString(raw)
     except message.DecodeError as err:
