@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
+from functools import partial
 
 from fmnist.errors import UserError
 from fmnist.serving.server.logs import FORMATS, LEVELS
@@ -228,11 +229,5 @@ def _whole_number(text: str, least: int, most: int | None = None) -> int:
 
 
 MAX_TF_THREADS = 1024  # bounds a typo (TensorFlow would try to start every thread asked for)
-
-
-def _positive(text: str) -> int:
-    return _whole_number(text, 1)
-
-
-def _threads(text: str) -> int:
-    return _whole_number(text, 0, MAX_TF_THREADS)
+_positive = partial(_whole_number, least=1)
+_threads = partial(_whole_number, least=0, most=MAX_TF_THREADS)

@@ -40,16 +40,16 @@ class ProfilerApi:
 
     def services(self) -> dict[str, dict[str, Method]]:
         kinds = pb.SERVICES[pb.PROFILER_SERVICE]
-        calls = {"Profile": self.profile, "Terminate": self.terminate}
+        methods = {"Profile": self.profile, "Terminate": self.terminate}
         return {
             pb.PROFILER_SERVICE: {
-                name: Method(*kinds[name], partial(self._handle, kinds[name][0], call))
-                for name, call in calls.items()
+                name: Method(*kinds[name], partial(self._handle, kinds[name][0], method))
+                for name, method in methods.items()
             }
         }
 
-    async def _handle(self, kind: type, call: Any, raw: bytes, deadline: float | None) -> Any:
-        work = partial(call, parse_request(kind, raw), deadline)
+    async def _handle(self, kind: type, method: Any, raw: bytes, deadline: float | None) -> Any:
+        work = partial(method, parse_request(kind, raw), deadline)
         return await self.placement.on_pool(_ON_THE_GRPC_POOL, work)
 
     def profile(self, request: Any, deadline: float | None) -> pb.ProfileResponse:

@@ -28,7 +28,7 @@ from fmnist.serving.server.core.data_plane import (
 from fmnist.serving.wire import json_fast, json_tensors
 from fmnist.serving.wire.json_fast import NumericSpan
 from fmnist.serving.wire.signature import DEFAULT_SIGNATURE
-from fmnist.serving.wire.status import Code, StatusError, invalid_argument
+from fmnist.serving.wire.status import Code, StatusError, internal_bug, invalid_argument
 
 log = logging.getLogger(__name__)
 API = "rest"
@@ -127,7 +127,7 @@ def _error_answer(err: Exception, http_method: str, path: str) -> tuple[int, byt
         return err.http_status, _dump({"error": err.message})
     # A bug outside the data plane (which logs its own): logged, and still one JSON error.
     log.error("REST %s %s answered 500: %s", http_method, path, err, exc_info=err)
-    return 500, _dump({"error": "Internal error (logged by the server)"})
+    return 500, _dump({"error": internal_bug().message})
 
 
 def _status_json(statuses: list[Any]) -> bytes:

@@ -30,12 +30,11 @@ from fmnist.serving.server.core.placement import Placement
 from fmnist.serving.server.core.registry import ServableRegistry
 from fmnist.serving.server.servables import examples
 from fmnist.serving.server.servables.base import Servable
-from fmnist.serving.wire.status import Code, StatusError, invalid_argument
+from fmnist.serving.wire.status import Code, StatusError, internal_bug, invalid_argument
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
 SIGNATURE_DEF_FIELD = "signature_def"  # the only metadata field TF Serving supports
-INTERNAL_ERROR = "Internal error (logged by the server)"  # a bug's own words stay in the log
 # A span around each request for a profiler's trace: (name, model=...) -> context manager.
 Trace = Callable[..., AbstractContextManager]
 
@@ -243,7 +242,7 @@ class DataPlane:
         except Exception as err:
             call.code = Code.INTERNAL
             _log_internal(call, err)
-            raise StatusError(Code.INTERNAL, INTERNAL_ERROR) from None
+            raise internal_bug() from None
         finally:
             call.seconds = time.perf_counter() - call.started
             self.metrics.finish(call)

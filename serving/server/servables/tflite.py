@@ -21,8 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from fmnist.edge.classifier import ModelError, first_line, read_model
-from fmnist.edge.model_probe import ModelCrashed, check_in_child
+from fmnist.edge.classifier import ModelError, first_line, probe_model, read_model
 from fmnist.edge.runtime import Runtime, select_runtime
 from fmnist.serving.server.servables import validation
 from fmnist.serving.server.servables.base import Busy, Port, Ports, SignatureServable
@@ -104,11 +103,9 @@ def _read_model(model_file: Path, runtime: Runtime) -> bytes:
     process (a runtime's abort must not end the server)."""
     try:
         content = read_model(model_file)  # its errors name the file
-        check_in_child(content, runtime.name)
+        probe_model(content, model_file, runtime)
     except ModelError as err:
         raise TfliteLoadError(str(err)) from None
-    except ModelCrashed as err:
-        raise TfliteLoadError(f"{model_file}: {err}") from None
     return content
 
 

@@ -21,7 +21,7 @@ from fmnist.serving.server.transport import event_loop
 from fmnist.serving.server.transport.methods import Method
 from fmnist.serving.server.transport.ports import address
 from fmnist.serving.wire import messages as pb
-from fmnist.serving.wire.status import Code, StatusError
+from fmnist.serving.wire.status import StatusError, internal_bug
 
 log = logging.getLogger(__name__)
 _MESSAGE_LIMIT = 1024  # TF Serving truncates gRPC error messages here, keeping trailers small
@@ -157,15 +157,15 @@ class GrpcServer:
         if method.call is None:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not implemented!")
         left = context.time_remaining()
-        call = method.call(raw, None if left is None else time.monotonic() + left)
-        del raw  # the call parses it and lets it go: a request at the size limit is big
+        answer = method.call(raw, None if left is None else time.monotonic() + left)
+        del raw  # the handler parses it and lets it go: a request at the size limit is big
         try:
-            return await call
+            return await answer
         except StatusError as err:
             error = err
         except Exception:  # a bug outside the data plane (which answers only StatusError)
             log.exception("gRPC %s failed", method.request.DESCRIPTOR.name)
-            error = StatusError(Code.INTERNAL, "Internal error (logged by the server)")
+            error = internal_bug()
         message = error.message
         if len(message) > _MESSAGE_LIMIT:
             message = message[:_MESSAGE_LIMIT] + "...TRUNCATED"
@@ -175,7 +175,7 @@ class GrpcServer:
         async def unary(_requests, context: grpc.aio.ServicerContext) -> Any:
             return await self._unary(method, context)
 
-        # Requests stay bytes here: the method's call parses them where the data plane says.
+        # Requests stay bytes here: the method's handler parses them where the data plane says.
         return grpc.stream_unary_rpc_method_handler(unary, None, method.response.SerializeToString)
 
     def _health_handler(self) -> grpc.GenericRpcHandler:

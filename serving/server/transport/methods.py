@@ -14,19 +14,18 @@ from fmnist.serving.wire.status import Code, StatusError
 
 log = logging.getLogger(__name__)
 
-# call(serialized request, deadline) -> the response message; `deadline` is a
+# handler(serialized request, deadline) -> the response message; `deadline` is a
 # `time.monotonic()` value or None. It raises only StatusError.
-Call = Callable[[bytes, float | None], Awaitable[Any]]
+Handler = Callable[[bytes, float | None], Awaitable[Any]]
 
 
 @dataclass(frozen=True)
 class Method:
-    """One unary method: its message types and its `call`; no call is UNIMPLEMENTED, as in
-    TF Serving."""
+    """One unary method: its message types and its handler, `call` (none: UNIMPLEMENTED)."""
 
     request: type[message.Message]
     response: type[message.Message]
-    call: Call | None = None
+    call: Handler | None = None
 
 
 def parse_request(kind: type[message.Message], raw: bytes) -> Any:
