@@ -5,6 +5,8 @@ header block outgrows `max_header_size`. `JsonErrorStream` (every connection's s
 rewrites the bare 400 and answers an over-long header block with 414 or 431, then drains
 the rest (bounded) on a helper thread so that closing does not reset the connection.
 Header blocks between `MAX_HEADER_BYTES` and Tornado's limit are refused by `limit_error`.
+It uses IOStream's public methods only, but relies on how Tornado's HTTP/1 connection uses
+them (headers read with `read_until_regex`, `_BARE_400`): tests/unit/test_tornado_adapter.py.
 """
 
 from __future__ import annotations
