@@ -23,7 +23,7 @@ from fmnist.serving.wire.status import Code, StatusError, invalid_argument
 
 _ON_THE_GRPC_POOL = SimpleNamespace(api="grpc")  # what Placement.on_pool reads of a call
 # TF's defaults when a request leaves the options unset (ProfileOptions.version 0).
-_HOST_TRACER, _DEVICE_TRACER, _PYTHON_TRACER = 2, 1, 0
+_DEFAULT_LEVELS = {"host_tracer_level": 2, "device_tracer_level": 1, "python_tracer_level": 0}
 
 
 def available() -> bool:
@@ -89,11 +89,8 @@ def _options(opts: Any) -> Any:
     import tensorflow as tf
 
     given = opts.version > 0  # version 0: the client left every level at TF's default
-    return tf.profiler.experimental.ProfilerOptions(
-        host_tracer_level=opts.host_tracer_level if given else _HOST_TRACER,
-        python_tracer_level=opts.python_tracer_level if given else _PYTHON_TRACER,
-        device_tracer_level=opts.device_tracer_level if given else _DEVICE_TRACER,
-    )
+    levels = {name: getattr(opts, name) if given else d for name, d in _DEFAULT_LEVELS.items()}
+    return tf.profiler.experimental.ProfilerOptions(**levels)
 
 
 def _seconds_left(seconds: float, deadline: float | None) -> float:

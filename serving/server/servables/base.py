@@ -58,10 +58,6 @@ class Port:
     dtype: int
     spec: TensorSpec
 
-    @classmethod
-    def of(cls, alias: str, info: TensorInfo) -> Port:
-        return cls(info.name, info.dtype, TensorSpec(alias, info.shape))
-
 
 Ports = tuple[dict[str, Port], dict[str, Port]]  # (inputs, outputs) of a signature, by alias
 
@@ -91,7 +87,10 @@ class SignatureServable(abc.ABC):
     def ports(self) -> dict[str, Ports]:
         """Each signature's (inputs, outputs) as fed and fetched."""
         return {
-            key: tuple({a: Port.of(a, i) for a, i in t.items()} for t in (s.inputs, s.outputs))
+            key: tuple(
+                {a: Port(i.name, i.dtype, TensorSpec(a, i.shape)) for a, i in t.items()}
+                for t in (s.inputs, s.outputs)
+            )
             for key, s in self.signatures.items()
         }
 

@@ -82,12 +82,9 @@ def _run(model: Servable, entry: Any) -> None:
             request = entry.predict_log.request
             inputs = {a: tensor_proto.to_ndarray(p, name=a) for a, p in request.inputs.items()}
             model.predict(request.model_spec.signature_name, inputs, list(request.output_filter))
-        elif kind == "classify_log":
-            request = entry.classify_log.request
-            model.classify(request.model_spec.signature_name, serialized_examples(request.input))
-        elif kind == "regress_log":
-            request = entry.regress_log.request
-            model.regress(request.model_spec.signature_name, serialized_examples(request.input))
+        elif kind in ("classify_log", "regress_log"):
+            request, task = getattr(entry, kind).request, getattr(model, kind.split("_")[0])
+            task(request.model_spec.signature_name, serialized_examples(request.input))
         elif kind == "multi_inference_log":
             request = entry.multi_inference_log.request
             tasks, _ = multi_inference_tasks(request)
