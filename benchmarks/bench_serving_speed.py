@@ -3,6 +3,8 @@ wrk for REST) so the client's CPU hardly counts; issue 43's targets, checked in 
 
     python benchmarks/bench_serving_speed.py --bundle MODELS/fashion_mnist/1 --data-dir D
         [--seconds 10] [--rounds 2] [--baseline-pythonpath DIR] [--out OUT.json]
+        [--only PREFIX ...]
+    python benchmarks/bench_serving_speed.py --merge A.json B.json [--out OUT.json]
 
 The bundle is an exported version (its SavedModel and its int8 model.tflite); the load is
 batch-1 requests of one real test image. Each configuration in CONFIGURATIONS gets a fresh
@@ -18,6 +20,8 @@ older `fmnist` package, e.g. a checkout's symlink farm), the configurations that
 server understands are measured on it too, alternating (`--all-on-baseline`: every one, for
 a baseline that has every flag). Medians over `--rounds`; then each configuration's ratios
 to the baseline's (issue 49: none more than 5% slower, 1-stream p50 no worse).
+`--only` measures the configurations whose names start with a prefix (so that a long run
+fits several quiet windows); `--merge` reports the summaries of such runs together.
 Targets (issue 43): batching >= 2.5x the same SavedModel server without it; TFLite over
 gRPC >= 0.25 of the bare interpreter; REST CPU per request <= half of the baseline's;
 1-stream p50 no worse than the baseline's (within 5%).
@@ -177,14 +181,25 @@ def _batches(server: ServerProcess) -> tuple[float, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--bundle", type=Path, required=True)
+    parser.add_argument("--bundle", type=Path, help="required unless --merge")
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--baseline-pythonpath")
     parser.add_argument("--all-on-baseline", action="store_true")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--only", action="append", metavar="PREFIX")
+    parser.add_argument("--merge", nargs="+", type=Path, metavar="SUMMARY")
     args = parser.parse_args()
+    if args.merge:
+        return _merge(args.merge, args.out)
+    if args.bundle is None:
+        parser.error("--bundle is required")
+    configurations = {
+        name: c
+        for name, c in CONFIGURATIONS.items()
+        if not args.only or any(name.startswith(p) for p in args.only)
+    }
     image = dataset.load_test(args.data_dir).images[:1]
     request = pb.PredictRequest()
     request.model_spec.name = MODEL
@@ -198,7 +213,7 @@ def main() -> int:
     results: dict = {
         arm: {
             name: []
-            for name, c in CONFIGURATIONS.items()
+            for name, c in configurations.items()
             if c.on_baseline or arm == "current" or args.all_on_baseline
         }
         for arm in arms
@@ -211,7 +226,7 @@ def main() -> int:
         common += ["--monitoring_config_file", str(tmp / "monitoring.config")]
         for _ in range(args.rounds):
             bare.append(bare_interpreter_rate(bundle / "model.tflite", image, 2.0))
-            for name, config in CONFIGURATIONS.items():
+            for name, config in configurations.items():
                 flags = [*common, *config.flags]
                 if config.batching:
                     batching_file = tmp / "batching.config"
@@ -240,6 +255,22 @@ def main() -> int:
     _report(summary)
     if args.out:
         args.out.write_text(json.dumps(summary, indent=2))
+    return 0
+
+
+def _merge(paths: list[Path], out: Path | None) -> int:
+    """Report (and write) the summaries of several runs as one; bare interpreter: median."""
+    summaries = [json.loads(path.read_text()) for path in paths]
+    merged: dict = {}
+    for summary in summaries:
+        for arm, rows in summary.items():
+            if isinstance(rows, dict):
+                merged.setdefault(arm, {}).update(rows)
+    bare = [s["bare_interpreter_invokes_s"] for s in summaries]
+    merged = {"bare_interpreter_invokes_s": statistics.median(bare), **merged}
+    _report(merged)
+    if out:
+        out.write_text(json.dumps(merged, indent=2))
     return 0
 
 
@@ -272,13 +303,19 @@ def _report(summary: dict) -> None:
         ("SavedModel, 1 op thread, batching", "SavedModel, 1 op thread"),
         ("SavedModel, 1 op thread, batching", "SavedModel"),
     ):
+        if batched not in current or alone not in current:
+            continue
         ratio = current[batched]["grpc_rps"] / current[alone]["grpc_rps"]
         print(f"{batched}: x{ratio:.2f} of {alone} (target >= 2.5)")
     for name in ("TFLite int8", "TFLite int8, 2 processes", "TFLite int8, 2 processes, batching"):
+        if name not in current:
+            continue
         ratio = current[name]["grpc_rps"] / bare
         print(f"{name} over gRPC: {ratio:.3f} of the bare interpreter (target >= 0.25)")
     if baseline:
         for name in ("SavedModel", "TFLite int8"):
+            if name not in baseline or name not in current:
+                continue
             for candidate in (name, f"{name}, 1 op thread"):
                 if candidate in current:
                     ratio = current[candidate]["rest_cpu_ms"] / baseline[name]["rest_cpu_ms"]

@@ -50,7 +50,7 @@ def check_num_threads(value: int | None, name: str = "num_threads") -> None:
         )
 
 
-def _first_line(err: BaseException, limit: int = 300) -> str:
+def first_line(err: BaseException, limit: int = 300) -> str:
     """A runtime's error as one bounded line (TFLite joins a whole log into one message)."""
     text = str(err).strip()
     line = text.splitlines()[0] if text else type(err).__name__
@@ -176,7 +176,7 @@ class Classifier:
             outputs = self.interpreter.get_output_details()
         except (ValueError, RuntimeError) as err:  # e.g. the XNNPACK delegate refusing it
             raise ModelError(
-                f"{self.path}: {self.runtime} cannot load it: {_first_line(err)}"
+                f"{self.path}: {self.runtime} cannot load it: {first_line(err)}"
             ) from None
         if len(inputs) != 1:
             raise ModelError(f"{self.path}: has {len(inputs)} inputs; expected one image input")
@@ -254,7 +254,7 @@ class Classifier:
             return self.interpreter.get_tensor(self._output_index)
         except (ValueError, RuntimeError) as err:
             raise ModelError(
-                f"{self.path}: {self.runtime} failed to run it: {_first_line(err)}"
+                f"{self.path}: {self.runtime} failed to run it: {first_line(err)}"
             ) from None
 
     def check_images(self, images: np.ndarray) -> np.ndarray:

@@ -10,17 +10,14 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
+from functools import partial
 
 from fmnist.errors import UserError
 from fmnist.serving.server.logs import FORMATS, LEVELS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add this stage's subcommands to the `fmnist` parser."""
-    _register_serve(subparsers)
-
-
-def _register_serve(subparsers: argparse._SubParsersAction) -> None:
+    """Add this stage's subcommand, `serve`, to the `fmnist` parser."""
     serve = subparsers.add_parser(
         "serve",
         allow_abbrev=False,
@@ -45,22 +42,12 @@ def _add_transport_flags(arg: Callable[..., object]) -> None:
     """Where and how it listens: TF Serving's port, thread and limit flags, plus --host and
     --server_processes (docs/serving.md#flags describes each flag)."""
     arg("--port", type=_port, default=8500, metavar="PORT", help="gRPC port; 0 or auto: any free")
-    arg(
-        "--rest_api_port",
-        type=_port,
-        default=8501,
-        metavar="PORT",
-        help="REST; 0 disables it, auto: free",
-    )
+    rest = "REST; 0 disables it, auto: free"
+    arg("--rest_api_port", type=_port, default=8501, metavar="PORT", help=rest)
     arg("--host", default="127.0.0.1", help="address to listen on")
     _boolean(arg, "--enable_grpc_healthcheck_service", False, "serve gRPC's health service")
-    arg(
-        "--rest_api_timeout_in_ms",
-        type=_positive,
-        default=30_000,
-        metavar="MS",
-        help="REST timeout",
-    )
+    timeout = "--rest_api_timeout_in_ms"
+    arg(timeout, type=_positive, default=30_000, metavar="MS", help="REST timeout")
     arg("--rest_api_num_threads", type=_positive, metavar="N", help="REST threads (4 per CPU)")
     arg("--grpc_max_threads", type=_positive, metavar="N", help="gRPC threads (4 per CPU)")
     limit = "largest gRPC message or REST body; larger: RESOURCE_EXHAUSTED, HTTP 413"
@@ -83,13 +70,8 @@ def _add_models_flags(arg: Callable[..., object]) -> None:
     arg("--monitoring_config_file", metavar="FILE", help=prometheus)
     _boolean(arg, "--enable_signature_method_name_check", False, "check Classify/Regress methods")
     reread = "seconds between re-reads of --model_config_file; 0: never"
-    arg(
-        "--model_config_file_poll_wait_seconds",
-        type=_seconds,
-        default=0.0,
-        metavar="S",
-        help=reread,
-    )
+    flag = "--model_config_file_poll_wait_seconds"
+    arg(flag, type=_seconds, default=0.0, metavar="S", help=reread)
     _boolean(arg, "--enable_model_warmup", True, "replay a version's warm-up requests first")
     _boolean(arg, "--prefer_tflite_model", False, "serve model.tflite (no TensorFlow needed)")
 
@@ -97,10 +79,8 @@ def _add_models_flags(arg: Callable[..., object]) -> None:
 def _add_runtime_flags(arg: Callable[..., object]) -> None:
     """How a model runs: TensorFlow's thread pools, request batching, the profiler."""
     for scope, what in (("intra", "threads one op may use"), ("inter", "ops run at once")):
-        help = f"SavedModel {what}; 0: TensorFlow's choice"
-        arg(
-            f"--tensorflow_{scope}_op_parallelism", type=_threads, default=0, metavar="N", help=help
-        )
+        flag, help = f"--tensorflow_{scope}_op_parallelism", f"SavedModel {what}; 0: TF's choice"
+        arg(flag, type=_threads, default=0, metavar="N", help=help)
     _boolean(arg, "--enable_batching", False, "merge concurrent Predicts into shared runs")
     arg("--batching_parameters_file", metavar="FILE", help="text-format BatchingParameters")
     _boolean(arg, "--enable_profiler", True, "TensorFlow's profiler service on the gRPC port")
@@ -249,11 +229,5 @@ def _whole_number(text: str, least: int, most: int | None = None) -> int:
 
 
 MAX_TF_THREADS = 1024  # bounds a typo (TensorFlow would try to start every thread asked for)
-
-
-def _positive(text: str) -> int:
-    return _whole_number(text, 1)
-
-
-def _threads(text: str) -> int:
-    return _whole_number(text, 0, MAX_TF_THREADS)
+_positive = partial(_whole_number, least=1)
+_threads = partial(_whole_number, least=0, most=MAX_TF_THREADS)

@@ -1,9 +1,6 @@
-"""The server's log. Every module logs to its own `logging` logger, all under `fmnist`;
-`configure` sends them, and the libraries' warnings, to stderr at `--log_level`: as TF
-Serving's lines (`--log_format text`, the default: readiness scripts wait for its
-"Running gRPC ModelServer at ..." line), or one JSON object a line for log shippers
-(`--log_format json`: time, level, source, message, the request's api, method, model and
-version where a record has them, and any traceback).
+"""The server's log: every module's `logging` logger (all under `fmnist`) and the libraries'
+warnings, to stderr at `--log_level`, as TF Serving's lines (`--log_format text`: readiness
+scripts wait for "Running gRPC ModelServer at ...") or one JSON object a line (`json`).
 """
 
 from __future__ import annotations
@@ -21,8 +18,7 @@ _LETTERS = {"DEBUG": "D", "INFO": "I", "WARNING": "W", "ERROR": "E", "CRITICAL":
 
 
 def configure(level: str = "info", fmt: str = "text", stream: TextIO | None = None) -> None:
-    """One handler, on the root logger: the project's records from `level` up, everyone
-    else's from WARNING up."""
+    """One handler: the project's records from `level` up, everyone else's from WARNING up."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonLines() if fmt == "json" else TfServingLines())
     root = logging.getLogger()
@@ -39,8 +35,7 @@ def _source(record: logging.LogRecord) -> str:
 
 
 class TfServingLines(logging.Formatter):
-    """`2026-01-02 03:04:05.123456: I fmnist/serving/server/app.py:42] message`, as TF
-    Serving (glog) prints them, then any traceback."""
+    """`2026-01-02 03:04:05.123456: I fmnist/serving/server/app.py:42] message`, as glog."""
 
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))

@@ -1,8 +1,6 @@
-"""Run `fmnist serve` as a child process on loopback and find out where it listens.
-
-Used by the pipeline (which serves the model it just exported) and by the tests. The
-server prints one ready line on stdout (`ready_line`) once its models are loaded and both
-ports are bound; `start_server` waits for it and parses the ports (`READY`).
+"""Run `fmnist serve` as a child process on loopback (the pipeline, the tests) and find out
+where it listens: from the ready line the server prints on stdout once serving, defined
+here once (`ready_line` writes it, `READY` reads it).
 """
 
 from __future__ import annotations
@@ -78,14 +76,9 @@ def start_server(
     log_path = log_dir / f"server-{time.monotonic_ns()}.log"
     ports = ("--port", "0", "--rest_api_port", "auto", "--host", "127.0.0.1")
     command = [python or sys.executable, "-m", "fmnist.cli", "serve", *ports, *flags]
-    # PYTHONSAFEPATH: `-m` would put the working directory first on sys.path, and from a
-    # clone's root its `fmnist/` folder (the core package alone) would shadow the install.
-    env = {
-        **os.environ,
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "PYTHONUNBUFFERED": "1",
-        "PYTHONSAFEPATH": "1",
-    }
+    # PYTHONSAFEPATH: from a clone's root, `-m` would let its `fmnist/` shadow the install.
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    env["PYTHONSAFEPATH"] = "1"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command,
@@ -116,9 +109,8 @@ def _end(process: subprocess.Popen) -> None:
 
 
 def _read_ready(process: subprocess.Popen, timeout: float) -> list[str]:
-    """The child's stdout lines, growing: read on a thread that keeps draining it (so the
-    child never blocks on a full pipe); returns once the ready line came, the child ended,
-    or `timeout` passed."""
+    """The child's stdout lines, read on a thread that keeps draining them; returns once the
+    ready line came, the child ended, or `timeout` passed."""
     lines: list[str] = []
     ready = threading.Event()
 

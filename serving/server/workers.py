@@ -1,8 +1,6 @@
-"""`--server_processes N`: N server processes sharing the gRPC and REST ports (SO_REUSEPORT),
-each with its own copy of the models, so that Python's one core per process does not cap
-the server; the kernel spreads connections across them. The first binds the ports (a free
-one for port 0), the others the same ones. Metrics add up across them (prometheus_client's
-multiprocess mode); if one ends on its own, the others stop too and the exit code says so.
+"""`--server_processes N`: N server processes sharing the ports (SO_REUSEPORT), each with its
+own models, so that Python's one core per process does not cap the server. The first binds
+the ports, the others the same ones; metrics add up (prometheus_client's multiprocess mode).
 """
 
 from __future__ import annotations
@@ -60,7 +58,7 @@ class ProcessGroup:
         self.processes.append(process)
 
     def _wait_ready(self, ready) -> tuple[int | None, int | None]:
-        """The ports one process reports once serving; UserError with its reason if it fails."""
+        """The ports one process reports once serving; UserError if it fails."""
         while True:
             try:
                 kind, *payload = ready.get(timeout=0.5)
@@ -80,8 +78,8 @@ class ProcessGroup:
         multiprocessing.connection.wait([p.sentinel for p in self.processes])
 
     def stop(self) -> int:
-        """SIGTERM to every process still running, wait (grace and a margin), kill the rest;
-        0 when every process ended cleanly."""
+        """SIGTERM to every process, kill those still running after the grace; 0 if all ended
+        cleanly."""
         for process in self.processes:
             if process.is_alive():
                 os.kill(process.pid, signal.SIGTERM)

@@ -104,3 +104,8 @@ def failed_precondition(message: str) -> StatusError:
 
 def unavailable(message: str) -> StatusError:
     return StatusError(Code.UNAVAILABLE, message)
+
+
+def internal_bug() -> StatusError:
+    """What a client is told of a server's bug (its own words stay in the server's log)."""
+    return StatusError(Code.INTERNAL, "Internal error (logged by the server)")

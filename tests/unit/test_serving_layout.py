@@ -252,3 +252,71 @@ def test_the_http_transport_uses_no_tornado_private() -> None:
         used = _names(path)
         assert used & privates == set(), path.name
         assert "__class__" not in used, path.name
+
+
+def test_core_and_servables_import_nothing_from_the_transports() -> None:
+    """Which transport carried a request is the APIs' business: the data plane decides where
+    work runs by API name, and servables run models, synchronously."""
+    offenders = {
+        str(path.relative_to(SERVING / "server")): sorted(
+            n for n in _imports(path) if n.startswith(f"{SERVER_PACKAGE}.transport")
+        )
+        for layer in ("core", "servables")
+        for path in _server_files(layer)
+    }
+    assert {name: found for name, found in offenders.items() if found} == {}
+
+
+def test_no_sync_and_async_twins() -> None:
+    """One async data plane entry per method: no `*_async` / `async_*` twin of a function."""
+    twins = {
+        f"{path.name}:{node.name}"
+        for path in (SERVING / "server").rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and (node.name.endswith("_async") or node.name.startswith("async_"))
+    }
+    assert twins == set()
+
+
+def _modules_with(text: str) -> set[str]:
+    """Server modules with `text` in a string literal or a name they use."""
+    found = set()
+    for path in (SERVING / "server").rglob("*.py"):
+        nodes = list(ast.walk(ast.parse(path.read_text())))
+        strings = [
+            n.value for n in nodes if isinstance(n, ast.Constant) and isinstance(n.value, str)
+        ]
+        if any(text in s for s in strings) or text in _names(path):
+            found.add(str(path.relative_to(SERVING / "server")))
+    return found
+
+
+def test_the_ready_line_is_written_and_read_in_one_module() -> None:
+    assert _modules_with("fmnist serve: gRPC") == {"process.py"}
+
+
+def test_signals_are_handled_in_one_place() -> None:
+    """One serve-until-signal (app.py), its handlers on the event loop, for one process or
+    many: no `signal.signal` handler anywhere."""
+    handlers = set()
+    for path in (SERVING / "server").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Attribute):
+                continue
+            if node.attr == "add_signal_handler" or (
+                node.attr == "signal" and getattr(node.value, "id", "") == "signal"
+            ):
+                handlers.add(f"{path.relative_to(SERVING / 'server')}:{node.attr}")
+    assert handlers == {"app.py:add_signal_handler"}
+
+
+@pytest.mark.parametrize(
+    ("grpc_port", "rest_port"), [(8500, 8501), (None, 8501), (8500, None), (1, 65535)]
+)
+def test_the_ready_line_reads_back_its_ports(grpc_port, rest_port) -> None:
+    from fmnist.serving.server.process import READY, ready_line
+
+    match = READY.search(ready_line("127.0.0.1", grpc_port, rest_port))
+    ports = [int(p) if p else None for p in (match.group(2), match.group(3))]
+    assert ports == [grpc_port, rest_port]

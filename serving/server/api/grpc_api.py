@@ -1,11 +1,10 @@
-"""TF Serving's gRPC services, PredictionService and ModelService: each method parses its
-request message, makes one data plane call, and builds its response message from the plain
-answer. No grpcio import here, so the unit tests use them on installs without it.
+"""TF Serving's PredictionService and ModelService: each method parses its request, makes
+one data plane call and builds its response from the plain answer (no grpcio import).
 """
 
 from __future__ import annotations
 
-from functools import partial
+from functools import partial, partialmethod
 from typing import Any
 
 from fmnist.errors import UserError
@@ -80,17 +79,14 @@ class GrpcApi:
             call, signature_name, inputs, list(output_filter), _predict_response
         )
 
-    async def classify(self, call: Call, request: Any) -> pb.ClassificationResponse:
-        respond = partial(_examples_response, pb.ClassificationResponse)
-        return await self.plane.classify(
-            call, request.model_spec.signature_name, request.input, respond
-        )
+    async def _examples(self, method: str, kind: type, call: Call, request: Any) -> Any:
+        """Classify or Regress (`method`), answered with a `kind` response message."""
+        respond = partial(_examples_response, kind)
+        work = getattr(self.plane, method)
+        return await work(call, request.model_spec.signature_name, request.input, respond)
 
-    async def regress(self, call: Call, request: Any) -> pb.RegressionResponse:
-        respond = partial(_examples_response, pb.RegressionResponse)
-        return await self.plane.regress(
-            call, request.model_spec.signature_name, request.input, respond
-        )
+    classify = partialmethod(_examples, "classify", pb.ClassificationResponse)
+    regress = partialmethod(_examples, "regress", pb.RegressionResponse)
 
     async def multi_inference(self, call: Call, request: Any) -> pb.MultiInferenceResponse:
         respond = partial(responses.multi_inference_response, request)
@@ -130,8 +126,7 @@ class GrpcApi:
         return pb.ReloadConfigResponse()
 
     def _target(self, call: Call) -> Target:
-        """The model, version or label the request's ModelSpec names (it must have one; a
-        MultiInference's is its first task's)."""
+        """What the request's ModelSpec names (a MultiInference's: its first task's)."""
         request = call.request
         if call.method == "multi_inference":
             return Target(request.tasks[0].model_spec.name if request.tasks else "")

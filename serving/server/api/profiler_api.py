@@ -1,8 +1,6 @@
-"""TensorFlow's profiler service on the gRPC port (TF Serving's `--enable_profiler`), for
-TensorBoard's "Capture profile": `Profile` runs TensorFlow's profiler in this process (its
-public start/stop API; TF's profiler server would listen on every interface) for
-`duration_ms` and writes `<repository_root>/<session_id>/<host_name>.xplane.pb`;
-`Terminate` ends a session early. Needs TensorFlow (`available()` says).
+"""TensorFlow's profiler service on the gRPC port (`--enable_profiler`), for TensorBoard's
+"Capture profile": `Profile` runs TF's profiler in this process (its public start/stop API)
+and writes `<repository_root>/<session_id>/<host_name>.xplane.pb`; `Terminate` ends it.
 """
 
 from __future__ import annotations
@@ -25,7 +23,7 @@ from fmnist.serving.wire.status import Code, StatusError, invalid_argument
 
 _ON_THE_GRPC_POOL = SimpleNamespace(api="grpc")  # what Placement.on_pool reads of a call
 # TF's defaults when a request leaves the options unset (ProfileOptions.version 0).
-_HOST_TRACER, _DEVICE_TRACER, _PYTHON_TRACER = 2, 1, 0
+_DEFAULT_LEVELS = {"host_tracer_level": 2, "device_tracer_level": 1, "python_tracer_level": 0}
 
 
 def available() -> bool:
@@ -42,16 +40,16 @@ class ProfilerApi:
 
     def services(self) -> dict[str, dict[str, Method]]:
         kinds = pb.SERVICES[pb.PROFILER_SERVICE]
-        calls = {"Profile": self.profile, "Terminate": self.terminate}
+        methods = {"Profile": self.profile, "Terminate": self.terminate}
         return {
             pb.PROFILER_SERVICE: {
-                name: Method(*kinds[name], partial(self._handle, kinds[name][0], call))
-                for name, call in calls.items()
+                name: Method(*kinds[name], partial(self._handle, kinds[name][0], method))
+                for name, method in methods.items()
             }
         }
 
-    async def _handle(self, kind: type, call: Any, raw: bytes, deadline: float | None) -> Any:
-        work = partial(call, parse_request(kind, raw), deadline)
+    async def _handle(self, kind: type, method: Any, raw: bytes, deadline: float | None) -> Any:
+        work = partial(method, parse_request(kind, raw), deadline)
         return await self.placement.on_pool(_ON_THE_GRPC_POOL, work)
 
     def profile(self, request: Any, deadline: float | None) -> pb.ProfileResponse:
@@ -91,11 +89,8 @@ def _options(opts: Any) -> Any:
     import tensorflow as tf
 
     given = opts.version > 0  # version 0: the client left every level at TF's default
-    return tf.profiler.experimental.ProfilerOptions(
-        host_tracer_level=opts.host_tracer_level if given else _HOST_TRACER,
-        python_tracer_level=opts.python_tracer_level if given else _PYTHON_TRACER,
-        device_tracer_level=opts.device_tracer_level if given else _DEVICE_TRACER,
-    )
+    levels = {name: getattr(opts, name) if given else d for name, d in _DEFAULT_LEVELS.items()}
+    return tf.profiler.experimental.ProfilerOptions(**levels)
 
 
 def _seconds_left(seconds: float, deadline: float | None) -> float:
@@ -106,7 +101,7 @@ def _seconds_left(seconds: float, deadline: float | None) -> float:
 
 
 def _collect(scratch: Path, request: Any) -> pb.ProfileResponse:
-    """Move the session's trace into the client's repository; empty_trace if there is none."""
+    """Move the session's trace into the client's repository."""
     traces = sorted(scratch.glob("plugins/profile/*/*.xplane.pb"))
     if not traces or traces[0].stat().st_size == 0:
         return pb.ProfileResponse(empty_trace=True)

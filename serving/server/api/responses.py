@@ -38,8 +38,7 @@ def model_status_response(statuses: list[VersionStatus]) -> pb.GetModelStatusRes
 def multi_inference_response(
     request: Any, answered: Answered, results: list[tuple[str, Any]]
 ) -> pb.MultiInferenceResponse:
-    """A result per task of the request, each with its task's ModelSpec (the version that
-    answered, the signature that ran)."""
+    """A result per task of the request, each with its task's effective ModelSpec."""
     response = pb.MultiInferenceResponse()
     for task, (signature_name, result) in zip(request.tasks, results, strict=True):
         entry = response.results.add()

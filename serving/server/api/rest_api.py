@@ -1,12 +1,9 @@
 """TF Serving's REST API as a function of (HTTP method, path, body) -> (HTTP status, JSON body).
 
-URLs, request/response JSON and error bodies follow TF Serving's http_rest_api_handler
-and json_tensor: row (`instances` -> `predictions`) and columnar (`inputs` -> `outputs`)
-predict formats, `{"b64": ...}` binary values, classify/regress on JSON tf.Examples,
-status and metadata as protobuf JSON, and `{"error": ...}` with a mapped HTTP status.
-Each request becomes one data plane call (`core.data_plane`); the HTTP transport lives in
-`transport.http_server`, so this module is plain, testable translation. JSON tf.Examples
-are read in `rest_examples`.
+URLs, JSON and error bodies follow TF Serving's http_rest_api_handler and json_tensor: row
+(`instances` -> `predictions`) and columnar (`inputs` -> `outputs`) predict, classify and
+regress on JSON tf.Examples (`rest_examples`), status and metadata as protobuf JSON. Each
+request becomes one data plane call.
 """
 
 from __future__ import annotations
@@ -31,7 +28,7 @@ from fmnist.serving.server.core.data_plane import (
 from fmnist.serving.wire import json_fast, json_tensors
 from fmnist.serving.wire.json_fast import NumericSpan
 from fmnist.serving.wire.signature import DEFAULT_SIGNATURE
-from fmnist.serving.wire.status import Code, StatusError, invalid_argument
+from fmnist.serving.wire.status import Code, StatusError, internal_bug, invalid_argument
 
 log = logging.getLogger(__name__)
 API = "rest"
@@ -61,9 +58,8 @@ class RestApi:
             return _error_answer(err, http_method, path)
 
     async def _parse(self, call: Call, http_method: str, path: str, body: bytes | bytearray):
-        """The route (into `call`) and, for a POST, its JSON document, signature name and
-        (classify, regress) examples; what is refused here, before a model is looked at,
-        is counted as refused."""
+        """The route (into `call`) and a POST's document, signature name and examples; what
+        fails here is counted as refused."""
         try:
             json_fast.check_deadline(call.deadline)
             call.method, call.target = parse_route(http_method, path)
@@ -102,8 +98,7 @@ def _read_document(method: str, body: bytes | bytearray, deadline: float | None)
 
 
 def _predict_io(doc: dict[str, Any], signature_name: str, deadline: float | None) -> tuple:
-    """A Predict's `inputs` (decoded by the dtypes of the signature it names) and `respond`
-    (in the request's own format: row or columnar)."""
+    """A Predict's `inputs` (by the dtypes of its signature) and `respond` (row or columnar)."""
     row = "instances" in doc
 
     def inputs(servable: Any) -> dict[str, np.ndarray]:
@@ -132,7 +127,7 @@ def _error_answer(err: Exception, http_method: str, path: str) -> tuple[int, byt
         return err.http_status, _dump({"error": err.message})
     # A bug outside the data plane (which logs its own): logged, and still one JSON error.
     log.error("REST %s %s answered 500: %s", http_method, path, err, exc_info=err)
-    return 500, _dump({"error": "Internal error (logged by the server)"})
+    return 500, _dump({"error": internal_bug().message})
 
 
 def _status_json(statuses: list[Any]) -> bytes:
@@ -144,8 +139,7 @@ def _metadata_json(answered: Answered, signatures: Any) -> bytes:
 
 
 def parse_route(http_method: str, path: str) -> tuple[str, Target]:
-    """The API method (predict, classify, regress, metadata, status) and target of a TF
-    Serving REST path (INVALID_ARGUMENT if it is none)."""
+    """The API method and target of a TF Serving REST path (INVALID_ARGUMENT if none)."""
     pattern = {"POST": _POST_PATH, "GET": _GET_PATH}.get(http_method)
     match = pattern.fullmatch(path) if pattern else None
     if match is None:

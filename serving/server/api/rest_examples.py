@@ -16,8 +16,7 @@ Parsed = tuple[Features | None, list[Features]]
 
 
 def parse(doc: dict[str, Any], method: str) -> Parsed:
-    """(context, examples) from `context` (optional, merged into each example when
-    serialized) and `examples`, checked and typed as TF Serving does."""
+    """(context, examples) of the document, checked and typed as TF Serving does."""
     context = _example(doc["context"]) if "context" in doc else None
     examples = doc.get("examples")
     if examples is None:
@@ -32,8 +31,7 @@ def parse(doc: dict[str, Any], method: str) -> Parsed:
 
 
 def serialize(parsed: Parsed) -> list[bytes]:
-    """Serialized tf.Examples, the context's bytes before each (protobuf merges concatenated
-    messages)."""
+    """Serialized tf.Examples, each after the context's bytes (protobuf merges them)."""
 
     def serialize(features: Features) -> bytes:
         example = Example()
@@ -68,8 +66,7 @@ def _example(value: Any) -> Features:
 
 
 def _feature_value(name: str, value: Any) -> tuple[str, Any]:
-    """JSON -> (Feature field, value), typed as TF Serving does: int/bool int64, float
-    float, str/b64 bytes."""
+    """JSON -> (Feature field, value): int/bool int64, float float, str/b64 bytes."""
     if isinstance(value, (bool, int)):
         item = int(value)
         if not -(2**63) <= item <= _INT64_MAX:

@@ -30,12 +30,11 @@ from fmnist.serving.server.core.placement import Placement
 from fmnist.serving.server.core.registry import ServableRegistry
 from fmnist.serving.server.servables import examples
 from fmnist.serving.server.servables.base import Servable
-from fmnist.serving.wire.status import Code, StatusError, invalid_argument
+from fmnist.serving.wire.status import Code, StatusError, internal_bug, invalid_argument
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
 SIGNATURE_DEF_FIELD = "signature_def"  # the only metadata field TF Serving supports
-INTERNAL_ERROR = "Internal error (logged by the server)"  # a bug's own words stay in the log
 # A span around each request for a profiler's trace: (name, model=...) -> context manager.
 Trace = Callable[..., AbstractContextManager]
 
@@ -112,8 +111,7 @@ class DataPlane:
         output_filter: Sequence[str],
         respond: Callable[[Answered, dict[str, np.ndarray]], R],
     ) -> R:
-        """Predict of arrays by alias, or of a function that decodes them from the servable
-        (REST reads its JSON by the dtypes of the signature it names)."""
+        """Predict of arrays by alias, or of a function of the servable that decodes them."""
 
         async def run(servable: Servable) -> tuple[str, dict[str, np.ndarray]]:
             given = inputs
@@ -133,8 +131,8 @@ class DataPlane:
         given: Any,
         respond: Callable[[Answered, Any], R],
     ) -> R:
-        """Classify or Regress of the tf.Examples `given`: a tf.Example `Input` message, or a
-        function giving them serialized (REST's JSON); `respond` gets the result message."""
+        """Classify or Regress of `given`: an `Input` message, or a function giving them
+        serialized (REST's JSON); `respond` gets the result message."""
         serialize = given if callable(given) else partial(examples.serialized_examples, given)
 
         async def run(servable: Servable) -> tuple[str, Any]:
@@ -153,8 +151,8 @@ class DataPlane:
     async def multi_inference(
         self, call: Call, respond: Callable[[Answered, list[tuple[str, Any]]], R]
     ) -> R:
-        """A MultiInferenceRequest (`call.request`): its tasks checked, then run on the
-        version the first task's ModelSpec names; `respond` gets (signature, result) each."""
+        """A MultiInferenceRequest (`call.request`) on the version its first task names;
+        `respond` gets (signature, result) for each task."""
 
         async def checked() -> R:
             tasks, spec = examples.multi_inference_tasks(call.request)
@@ -200,8 +198,7 @@ class DataPlane:
         await self._serve(call, self.placement.on_pool(call, partial(self.registry.reload, models)))
 
     def refused(self, call: Call, error: StatusError) -> None:
-        """Count a request its API refused before it reached an operation (a malformed URL
-        or body), so the metrics see every request."""
+        """Count a request its API refused before any operation (a malformed URL or body)."""
         call.code = error.code
         self._label(call)
         self.metrics.finish(call)
@@ -218,9 +215,8 @@ class DataPlane:
         run: Callable[[Servable], Awaitable[tuple[str | None, Any]]],
         respond: Callable[..., R],
     ) -> R:
-        """Hold the target's version (a version being retired finishes the requests holding
-        it) while `run(servable)` gives (signature used, plain result); then `respond`
-        builds the API's answer from them."""
+        """Hold the target's version while `run(servable)` gives (signature used, plain
+        result); then `respond` builds the API's answer from them."""
         with self.registry.acquire(target.model, target.version, target.label) as held:
             call.version = str(held.version)
             name, call.result = await run(held.servable)
@@ -228,9 +224,8 @@ class DataPlane:
         return await self.placement.request_work(call, partial(respond, call.answered, call.result))
 
     async def _serve(self, call: Call, work: Awaitable[R]) -> R:
-        """One request, metered, traced and observed. Anything but a StatusError is a bug,
-        answered INTERNAL (one request's bug must not take the server down); an INTERNAL
-        answer is logged with its traceback."""
+        """One request, metered, traced and observed; anything but a StatusError is a bug,
+        answered INTERNAL and logged with its traceback."""
         self._label(call)
         try:
             with self.trace(f"{call.api}.{call.method}", model=call.model):
@@ -247,7 +242,7 @@ class DataPlane:
         except Exception as err:
             call.code = Code.INTERNAL
             _log_internal(call, err)
-            raise StatusError(Code.INTERNAL, INTERNAL_ERROR) from None
+            raise internal_bug() from None
         finally:
             call.seconds = time.perf_counter() - call.started
             self.metrics.finish(call)

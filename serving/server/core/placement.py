@@ -1,14 +1,11 @@
-"""Where each part of a request's work runs: decided here, once, for both APIs.
+"""Where each part of a request's work runs, decided here for both APIs (`call`: the data
+plane's record of a request, its `api`, `size` and `deadline`):
 
-- Request work (parsing, decoding, encoding) of a small request, up to `INLINE_BYTES`,
-  runs on the event loop: a thread hand-off each way would cost more than the work. A
-  larger one's runs on the API's pool.
-- A Predict that a batching servable can merge joins its batch queue, awaited on the loop
-  (no thread waits for it). A small Predict on a servable that runs inline (TFLite, when
-  an interpreter is free right now) runs on the loop. Every other model call runs on the
-  API's pool: `--grpc_max_threads` threads for gRPC, `--rest_api_num_threads` for REST.
-
-`call` is the data plane's record of a request: its `api`, `size` and `deadline`.
+- request work (parsing, decoding, encoding) inline on the event loop up to `INLINE_BYTES`
+  (less than a thread hand-off each way), else on the API's pool;
+- a Predict a batching servable can merge: its batch queue, awaited on the loop; a small
+  Predict on a servable that runs inline, with an interpreter free right now: the loop;
+- every other model call: the API's pool (`--grpc_max_threads`, `--rest_api_num_threads`).
 """
 
 from __future__ import annotations
@@ -29,8 +26,7 @@ INLINE_BYTES = 16 << 10  # a request up to this size is parsed, decoded and enco
 
 
 class Placement:
-    """Runs request work and model calls where the module docstring says; `pools` are the
-    APIs' thread pools by API name (one is made for an API without one)."""
+    """Runs work where the module docstring says; `pools`: the APIs' thread pools by name."""
 
     def __init__(self, pools: Mapping[str, Executor] | None = None):
         self.pools = dict(pools or {})
@@ -63,8 +59,8 @@ class Placement:
         return await self.on_pool(call, run)
 
     async def on_pool(self, call: Any, work: Callable[[], T]) -> T:
-        """`work()` on the API's pool. If the caller goes away meanwhile, work that has
-        started still ends before this does: it may use the version the caller holds."""
+        """`work()` on the API's pool; started work ends before this does, even if the caller
+        goes away (it may use the version the caller holds)."""
         pool = self.pools.get(call.api)
         if pool is None:
             pool = self.pools[call.api] = ThreadPoolExecutor(4, thread_name_prefix=call.api)

@@ -1,12 +1,6 @@
-"""The servable interface, and what the SavedModel and TFLite servables share.
-
-`Servable` is what the data plane holds for one model version (TF Serving's servable): its
-signatures as plain data, Predict, the tf.Example APIs (Classify, Regress, MultiInference),
-its SignatureDefs for GetModelMetadata, and `close`. Servables are synchronous; where a call
-runs (the event loop, a thread pool, a batch queue) is the data plane's choice.
-`SignatureServable` implements Predict (input checks, zero-row batches, chunks) and the
-tf.Example APIs once, for any servable that runs tensors by name, which the SavedModel
-(graph tensors) and the TFLite model (interpreter tensors) both do.
+"""The servable interface (`Servable`: one loaded model version, synchronous), and
+`SignatureServable`: Predict and the tf.Example APIs, written once for the SavedModel and
+TFLite servables, which both run tensors by name.
 """
 
 from __future__ import annotations
@@ -42,39 +36,27 @@ class Busy(Exception):
 
 
 class Servable(Protocol):
-    """One loaded model version, as the data plane uses it; `SignatureServable` has the
-    signatures of its methods. `deadline` is a `time.monotonic()` value: past it,
-    DEADLINE_EXCEEDED. `wait=False`: raise Busy rather than wait for a shared part of the
-    model (a TFLite interpreter)."""
+    """One loaded model version, as the data plane uses it (see `SignatureServable`).
+    `wait=False`: raise Busy rather than wait for a shared part (a TFLite interpreter)."""
 
     signatures: Mapping[str, Signature]  # signature key -> its inputs and outputs
     runs_inline: bool  # a small Predict costs less than a thread hand-off (with wait=False)
 
     def predict(self, signature_name, inputs, output_filter=(), *, deadline=None, wait=True): ...
-
     def classify(self, signature_name, serialized, check_method=False, *, deadline=None): ...
-
     def regress(self, signature_name, serialized, check_method=False, *, deadline=None): ...
-
     def multi_inference(self, tasks, serialized, *, deadline=None): ...
-
     def metadata(self) -> pb.SignatureDefMap: ...
-
     def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
 class Port:
-    """A signature tensor as a servable feeds or fetches it: its tensor name, DataType, and
-    the shape requests are held to."""
+    """A signature tensor as fed or fetched: tensor name, DataType, the shape held to."""
 
     name: str
     dtype: int
     spec: TensorSpec
-
-    @classmethod
-    def of(cls, alias: str, info: TensorInfo) -> Port:
-        return cls(info.name, info.dtype, TensorSpec(alias, info.shape))
 
 
 Ports = tuple[dict[str, Port], dict[str, Port]]  # (inputs, outputs) of a signature, by alias
@@ -96,19 +78,19 @@ class SignatureServable(abc.ABC):
         deadline: float | None,
         wait: bool = True,
     ) -> list[np.ndarray]:
-        """Tensor name -> value in, the fetched tensors' values out, in chunks along `rows`
-        when it is a batch size every feed shares (None: run whole; see
-        `validation.run_in_chunks`)."""
+        """Tensor name -> value in, fetched values out (`validation.run_in_chunks`)."""
 
     @abc.abstractmethod
     def close(self) -> None: ...
 
     @functools.cached_property
     def ports(self) -> dict[str, Ports]:
-        """Each signature's (inputs, outputs) as fed and fetched: as declared, unless a
-        servable holds requests to other shapes."""
+        """Each signature's (inputs, outputs) as fed and fetched."""
         return {
-            key: tuple({a: Port.of(a, i) for a, i in t.items()} for t in (s.inputs, s.outputs))
+            key: tuple(
+                {a: Port(i.name, i.dtype, TensorSpec(a, i.shape)) for a, i in t.items()}
+                for t in (s.inputs, s.outputs)
+            )
             for key, s in self.signatures.items()
         }
 
@@ -122,8 +104,7 @@ class SignatureServable(abc.ABC):
         wait: bool = True,
     ) -> tuple[str, Outputs]:
         """Inputs are checked before anything runs; a zero-row batch answers empty outputs
-        of the declared shapes without running (as TF Serving's SavedModel does, and a
-        runtime may refuse an empty batch); large batches run in chunks."""
+        of the declared shapes without running (as TF Serving's SavedModel does)."""
         name = signature_name or DEFAULT_SIGNATURE
         if name not in self.ports:
             raise failed_precondition(f'Serving signature key "{name}" not found.')
@@ -143,8 +124,7 @@ class SignatureServable(abc.ABC):
     def _feeds(
         self, signature_name: str, ports: Mapping[str, Port], inputs: Mapping[str, np.ndarray]
     ) -> dict[str, np.ndarray]:
-        """Tensor name -> value for the signature's inputs (defaults fill the missing ones);
-        names, dtypes and shapes are checked here, before anything runs."""
+        """Tensor name -> value for the signature's inputs, checked; defaults fill gaps."""
         defaults = self.defaults.get(signature_name, {})
         validation.check_input_names(inputs, ports, defaults)
         feeds = {}
@@ -171,8 +151,7 @@ class SignatureServable(abc.ABC):
         *,
         deadline: float | None = None,
     ) -> tuple[str, ExampleResult]:
-        """Classify or Regress (`method`): serialized tf.Examples through a signature of that
-        kind (TF Serving's checks); the signature used and its result message."""
+        """Classify or Regress: the signature used and its result message."""
         name, signature = examples.example_signature(
             self.signatures, signature_name, method, check_method
         )
@@ -193,10 +172,8 @@ class SignatureServable(abc.ABC):
         *,
         deadline: float | None = None,
     ) -> list[tuple[str, ExampleResult]]:
-        """Every task's signature in one run over the same examples, as current TF Serving
-        does it (multi_inference.cc): the examples go to the input tensor of every task
-        (TF1 signatures share one, TF2 ones each have their own), and the union of their
-        outputs is fetched once."""
+        """Every task's signature in one run over the same examples, as multi_inference.cc:
+        the examples feed every task's input tensor; the union of outputs is fetched once."""
         checked = examples.check_task_signatures(self.signatures, tasks)
         inputs = sorted({signature.inputs["inputs"].name for _, signature in checked})
         fetches = {info.name: info for _, s in checked for info in s.outputs.values()}
@@ -217,8 +194,7 @@ class SignatureServable(abc.ABC):
         serialized: Sequence[bytes],
         deadline: float | None,
     ) -> list[np.ndarray]:
-        """The examples as a string vector fed to every input tensor; chunked along it unless
-        an output is declared without a batch dimension."""
+        """The examples as a string vector fed to every input tensor."""
         if not serialized:
             raise invalid_argument("Input is empty.")
         batch = np.empty(len(serialized), dtype=object)
@@ -230,7 +206,7 @@ class SignatureServable(abc.ABC):
 
 
 def _zero_rows(outputs: Mapping[str, Port]) -> Outputs | None:
-    """Zero-row outputs when every output's declaration fixes its shape, else None (run it)."""
+    """Zero-row outputs when every output's declaration fixes its shape, else None."""
     empty = {}
     for alias, port in outputs.items():
         shape = validation.empty_output_shape(port.spec)

@@ -1,14 +1,10 @@
 """TF Serving's shared batch scheduler (shared_batch_scheduler.h) as a library.
 
 Callers queue requests from an event loop (`run`) and wait there, without a thread;
-`num_batch_threads` batch threads each run one batch at a time. A queue belongs to an
-owner (a served version) and a request shape; its requests are concatenated along dim 0
-into one call of its `process`, padded up to the next `allowed_batch_sizes` entry (copies
-of a real row, dropped from the outputs), and the outputs are split back to each caller.
-A batch closes when full, or when its first request has waited `batch_timeout_micros`; at
-most `max_enqueued_batches` wait; a request larger than `max_batch_size` is refused, or
-split across batches with `enable_large_batch_splitting`. A queue whose outputs cannot be
-split (no batch dimension) stops batching (`accepts`). No TensorFlow: TFLite batches too.
+`num_batch_threads` threads each run one batch at a time. A queue belongs to an owner (a
+served version) and a request shape; its requests are concatenated along dim 0 into one
+call of its `process`, padded up to `allowed_batch_sizes`, and the outputs split back to
+each caller. The parameters mean what they mean in TF Serving. No TensorFlow.
 """
 
 from __future__ import annotations
@@ -52,8 +48,7 @@ class BatchingConfig:
 
 
 def check_config(config: BatchingConfig) -> None:
-    """ValueError worded as TF Serving's (batching_session.cc, bundle_factory_util.cc,
-    shared_batch_scheduler.h) for parameters it rejects."""
+    """ValueError, worded as TF Serving's, for parameters it rejects."""
     for name, least in (
         ("max_batch_size", 1),
         ("batch_timeout_micros", 0),
@@ -82,8 +77,7 @@ def check_config(config: BatchingConfig) -> None:
 
 
 def execution_limit(config: BatchingConfig) -> int:
-    """The most rows one model call gets: max_execution_batch_size when splitting large
-    requests (default max_batch_size), else max_batch_size."""
+    """The most rows one model call gets."""
     if config.enable_large_batch_splitting and config.max_execution_batch_size is not None:
         return config.max_execution_batch_size
     return config.max_batch_size
@@ -91,8 +85,7 @@ def execution_limit(config: BatchingConfig) -> int:
 
 @dataclass(eq=False)
 class QueuedRequest:
-    """One caller's request: its inputs, its answer (or error) once every piece has run,
-    and how to wake its caller."""
+    """One caller's request, its answer (or error) once every piece ran, and its wake-up."""
 
     inputs: Mapping[str, np.ndarray]
     rows: int
@@ -188,8 +181,7 @@ class BatchScheduler:
         deadline: float | None,
     ) -> tuple[str, Outputs]:
         """Queue a request (`process` runs its queue's batches) and wait on this event loop
-        for its own outputs. At the deadline, or if the caller goes away, it leaves the
-        queue (a piece already running ends unobserved)."""
+        for its outputs; at the deadline, or if the caller goes away, it leaves the queue."""
         if rows > self.config.max_batch_size:
             raise StatusError(
                 Code.INVALID_ARGUMENT,
@@ -202,11 +194,9 @@ class BatchScheduler:
         with self._cv:
             self._enqueue(self._queue(owner, key, process), request)
             self._cv.notify()
+        timeout = None if deadline is None else max(deadline - time.monotonic(), 0.0)
         try:
-            if deadline is None:
-                await woken
-            else:
-                await asyncio.wait_for(woken, max(deadline - time.monotonic(), 0.0))
+            await asyncio.wait_for(woken, timeout)
         except asyncio.TimeoutError:
             self._expire(request)
         except asyncio.CancelledError:
@@ -215,13 +205,13 @@ class BatchScheduler:
         return _outcome(request)
 
     def queued_rows(self) -> int:
-        """Rows waiting in every queue (not yet taken by a batch thread)."""
+        """Rows waiting in every queue."""
         with self._cv:
             return sum(b.size for q in self._queues.values() for b in q.batches)
 
     def drain(self, owner: Hashable, timeout_s: float = CLOSE_WAIT_S) -> None:
-        """Run `owner`'s queued batches without waiting for their timeout, and wait until it
-        has nothing queued or running (at most `timeout_s`); what is left is refused."""
+        """Run `owner`'s queued batches now and wait (at most `timeout_s`) until it has
+        nothing queued or running; what is left is refused."""
         end = time.monotonic() + timeout_s
         with self._cv:
             self._closing.add(owner)
@@ -230,14 +220,11 @@ class BatchScheduler:
             while self._busy(owner) and time.monotonic() < end:
                 self._cv.wait(min(end - time.monotonic(), _IDLE_WAIT_S))
             self._draining -= 1
+            unloading = StatusError(Code.UNAVAILABLE, "Servable is being unloaded")
             for key in [k for k in self._queues if k[0] == owner]:
                 for batch in self._queues.pop(key).batches:
                     for piece in batch.pieces:
-                        if not piece.request.answered:
-                            piece.request.error = StatusError(
-                                Code.UNAVAILABLE, "Servable is being unloaded"
-                            )
-                            _done(piece.request)
+                        _fail(piece.request, unloading)
             self._unsplittable = {k for k in self._unsplittable if k[0] != owner}
 
     # --- queues, under the lock -------------------------------------------------------------
@@ -247,7 +234,6 @@ class BatchScheduler:
         return queued or bool(self._running.get(owner))
 
     def _queue(self, owner: Hashable, key: Hashable, process: Process) -> _Queue:
-        """The queue of this owner and request shape (made if new)."""
         self._start_threads()
         queue = self._queues.get((owner, key))
         if queue is None:
@@ -269,13 +255,10 @@ class BatchScheduler:
                     f"{max_batches}, open_batch_size={open_batch.size}, "
                     f"max_execution_batch_size={limit})",
                 )
-            start, room = 0, limit - open_batch.size
-            while start < request.rows:
-                if room <= 0:
-                    room = limit
-                stop = min(request.rows, start + room)
+            first = limit - open_batch.size or limit  # the open batch's room, then whole ones
+            bounds = [0, *range(min(first, request.rows), request.rows, limit), request.rows]
+            for start, stop in itertools.pairwise(bounds):
                 self._add(queue, _Piece(request, start, stop))
-                start, room = stop, 0
             return
         full = len(queue.batches) >= max_batches
         if open_batch.size + request.rows > limit and open_batch.size > 0 and full:
@@ -300,7 +283,7 @@ class BatchScheduler:
         piece.request.pieces.append(piece)
 
     def _expire(self, request: QueuedRequest) -> None:
-        """DEADLINE_EXCEEDED for a request still (partly) queued: its queued pieces leave."""
+        """DEADLINE_EXCEEDED for a request still (partly) queued."""
         with self._cv:
             if request.answered:
                 return
@@ -308,8 +291,7 @@ class BatchScheduler:
                 if not piece.running and piece.batch is not None:
                     piece.batch.pieces.remove(piece)
                     piece.batch.size -= piece.size
-            request.error = StatusError(Code.DEADLINE_EXCEEDED, "Deadline Exceeded")
-            _done(request)
+            _fail(request, StatusError(Code.DEADLINE_EXCEEDED, "Deadline Exceeded"))
 
     # --- batch threads ---------------------------------------------------------------
 
@@ -331,8 +313,7 @@ class BatchScheduler:
             self._run(*claim)
 
     def _claim(self) -> tuple[_Queue, list[_Piece]] | None:
-        """Under the lock: the oldest schedulable batch across all queues (fair between
-        models), its unanswered pieces marked running; None if there is none."""
+        """Under the lock: the oldest schedulable batch of all queues, its pieces running."""
         now, best = time.monotonic(), None
         for queue in self._queues.values():
             closing = queue.owner in self._closing
@@ -362,14 +343,12 @@ class BatchScheduler:
         return min(max(min(wake) - time.monotonic(), 0.0), _IDLE_WAIT_S)
 
     def _run(self, queue: _Queue, pieces: list[_Piece]) -> None:
-        """Process a claimed batch (outside the lock); a bug here must not leave its callers
-        waiting, nor end the batch thread: the error is each caller's answer."""
+        """Process a claimed batch; a bug here is its callers' answer, not a lost thread."""
         try:
             if pieces:
                 self._process(queue, pieces)
         except Exception as err:
-            for piece in pieces:
-                self._finish(piece, None, "", err)
+            self._fail(pieces, err)
         finally:
             with self._cv:
                 self._running[queue.owner] -= 1
@@ -379,7 +358,7 @@ class BatchScheduler:
                     self._cv.notify_all()
 
     def _process(self, queue: _Queue, pieces: list[_Piece]) -> None:
-        """One model call for the batch's pieces; its outputs, or its error, to each of them."""
+        """One model call for the batch's pieces; its outputs, or its error, to each."""
         size = sum(p.size for p in pieces)
         padded = _padded_size(size, self.config.allowed_batch_sizes)
         deadlines = [p.request.deadline for p in pieces]
@@ -388,13 +367,11 @@ class BatchScheduler:
                 _merged(pieces, padded), None if None in deadlines else max(deadlines)
             )
         except BaseException as err:  # the shared run's error is every caller's
-            for piece in pieces:
-                self._finish(piece, None, "", err)
-            return
+            return self._fail(pieces, err)
         if self._observe is not None:
             self._observe(padded, padded - size, len(pieces))
         if len(pieces) == 1 and padded == size:
-            self._finish(pieces[0], outputs, name, None)
+            self._finish(pieces[0], outputs, name)
         elif any(v.ndim == 0 or v.shape[0] != padded for v in outputs.values()):
             # Outputs without the batch dimension cannot be split: this queue runs alone
             # from now on, and this batch's requests run one by one.
@@ -405,7 +382,7 @@ class BatchScheduler:
             start = 0
             for piece in pieces:
                 stop = start + piece.size
-                self._finish(piece, {k: v[start:stop] for k, v in outputs.items()}, name, None)
+                self._finish(piece, {k: v[start:stop] for k, v in outputs.items()}, name)
                 start = stop
 
     def _run_alone(self, queue: _Queue, piece: _Piece) -> None:
@@ -413,22 +390,21 @@ class BatchScheduler:
         try:
             name, outputs = queue.process(inputs, piece.request.deadline)
         except BaseException as err:
-            self._finish(piece, None, "", err)
-        else:
-            self._finish(piece, outputs, name, None)
+            return self._fail([piece], err)
+        self._finish(piece, outputs, name)
 
-    def _finish(
-        self, piece: _Piece, outputs: Outputs | None, name: str, error: BaseException | None
-    ) -> None:
-        """Record one piece's result; the request is answered when its last piece is."""
+    def _fail(self, pieces: list[_Piece], error: BaseException) -> None:
+        """The pieces' requests answered with `error` (unless answered already)."""
+        with self._cv:
+            for piece in pieces:
+                _fail(piece.request, error)
+
+    def _finish(self, piece: _Piece, outputs: Outputs, name: str) -> None:
+        """Record one piece's outputs; the request is answered when its last piece is."""
         request = piece.request
         with self._cv:
             if request.answered:
                 return  # timed out, or an earlier piece failed
-            if error is not None:
-                request.error = error
-                _done(request)
-                return
             piece.outputs, request.name = outputs, name
             if any(p.outputs is None for p in request.pieces):
                 return
@@ -442,8 +418,7 @@ class BatchScheduler:
 
 
 def _merged(pieces: list[_Piece], padded: int) -> dict[str, np.ndarray]:
-    """The pieces' inputs concatenated along dim 0, padded to `padded` rows with copies of
-    the last piece's first row (as TF Serving pads)."""
+    """The pieces' inputs concatenated, padded with copies of a row (as TF Serving pads)."""
     names = list(pieces[0].request.inputs)
     size = sum(p.size for p in pieces)
     if len(pieces) == 1 and padded == size:
@@ -463,8 +438,14 @@ def _done(request: QueuedRequest) -> None:
     request.wake()
 
 
+def _fail(request: QueuedRequest, error: BaseException) -> None:
+    """Under the scheduler's lock: answer `request` with `error`, unless it is answered."""
+    if not request.answered:
+        request.error = error
+        _done(request)
+
+
 def _outcome(request: QueuedRequest) -> tuple[str, Outputs]:
-    """An answered request's outputs, or its error (its own instance for each caller)."""
     error = request.error
     if isinstance(error, StatusError):  # one instance per caller: each raises its own
         raise StatusError(error.code, error.message) from error.__cause__
@@ -474,8 +455,7 @@ def _outcome(request: QueuedRequest) -> tuple[str, Outputs]:
 
 
 def _wake(loop: asyncio.AbstractEventLoop, woken: asyncio.Future) -> None:
-    """From a batch thread: settle the caller's future on its loop. A loop already closed
-    (server shutdown) has no one waiting, and must not break the rest of the batch."""
+    """From a batch thread: settle the caller's future (a closed loop has no one waiting)."""
     with contextlib.suppress(RuntimeError):
         loop.call_soon_threadsafe(_settle, woken)
 
@@ -486,8 +466,7 @@ def _settle(woken: asyncio.Future) -> None:
 
 
 def _padded_size(size: int, allowed: Sequence[int]) -> int:
-    """The smallest allowed batch size that holds `size` rows (`size` if none is set or
-    none is large enough, as TF Serving's RoundToLowestAllowedBatchSize)."""
+    """TF Serving's RoundToLowestAllowedBatchSize."""
     if not allowed:
         return size
     index = bisect.bisect_left(allowed, size)

@@ -1,9 +1,7 @@
-"""TF Serving's request batching (`--enable_batching`): a servable whose Predicts go through
-one `BatchScheduler` shared by every version, queued by request shape (signature, output
-filter, input names, dtypes, every dim but dim 0). Unlike TF Serving, requests of other
-inner dims queue apart instead of being padded (`pad_variable_length_inputs` changes
-nothing); requests without a shared batch dim, with zero rows, relying on signature
-defaults, or for a fixed dim 0 run alone; Classify, Regress, MultiInference run unbatched.
+"""TF Serving's request batching (`--enable_batching`): Predicts through one `BatchScheduler`
+shared by every version, queued by request shape (signature, output filter, input names,
+dtypes, every dim but dim 0: other inner dims queue apart, never padded). Requests that
+cannot merge run alone; Classify, Regress and MultiInference run unbatched.
 """
 
 from __future__ import annotations
@@ -25,12 +23,9 @@ from fmnist.serving.wire.signature import DEFAULT_SIGNATURE
 
 
 def with_batching(
-    loader: Callable[[Path], Servable],
-    config: BatchingConfig,
-    observe: BatchObserver | None = None,
+    loader: Callable[[Path], Servable], config: BatchingConfig, observe: BatchObserver | None = None
 ) -> Callable[[Path], Servable]:
-    """`loader` whose servables batch concurrent Predicts; `config` is checked here, so a bad
-    one fails at start-up, not at the first request."""
+    """`loader` whose servables batch concurrent Predicts (`config` checked at start-up)."""
     check_config(config)
     scheduler = BatchScheduler(config, observe)
 
@@ -41,8 +36,7 @@ def with_batching(
 
 
 class BatchingServable:
-    """`model`, with `batched` Predicts. Everything else is the model's own: its signatures,
-    the tf.Example APIs, metadata, and `predict` itself, which runs a request alone."""
+    """`model`, with `batched` Predicts; everything else (`predict` too) is the model's own."""
 
     def __init__(self, model: Servable, scheduler: BatchScheduler):
         self.model = model
@@ -58,8 +52,8 @@ class BatchingServable:
         output_filter: Sequence[str],
         deadline: float | None,
     ) -> Awaitable[tuple[str, Outputs]] | None:
-        """The request's answer from a shared model call (await it on an event loop), or
-        None when it must run alone (`predict`)."""
+        """An awaitable of the request's answer from a shared model call, or None when it
+        must run alone (`predict`)."""
         key, rows = self._queue_key(signature_name, inputs, output_filter)
         if key is None or not self.scheduler.accepts(self, key):
             return None
@@ -77,7 +71,7 @@ class BatchingServable:
     def _queue_key(
         self, signature_name: str, inputs: Mapping[str, np.ndarray], output_filter: Sequence[str]
     ) -> tuple[Hashable | None, int]:
-        """The queue a request joins and its size, or (None, 0) if it must run alone."""
+        """The queue a request joins and its rows, or (None, 0) if it must run alone."""
         if not inputs:
             return None, 0
         parts, rows = [], None
@@ -95,8 +89,7 @@ class BatchingServable:
         return (name, tuple(output_filter), tuple(sorted(parts))), rows
 
     def _batchable_signature(self, signature_name: str, inputs: Mapping[str, np.ndarray]) -> bool:
-        """False when the signature needs inputs the request leaves to defaults, or declares
-        a fixed dim 0 (a merged batch would not fit it)."""
+        """False when the request leaves inputs to defaults, or dim 0 is fixed."""
         signature = self.model.signatures.get(signature_name or DEFAULT_SIGNATURE)
         if signature is None:
             return True  # the model itself answers that the signature is missing

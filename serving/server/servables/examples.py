@@ -1,9 +1,7 @@
 """tf.Example requests by TF Serving's rules (classifier.cc, regressor.cc, multi_inference.cc):
-the serialized examples of an `Input`, the checks a classify or regress signature must pass,
-the results built from a model's outputs, and the checks of a MultiInferenceRequest.
-
-Plain functions over the project's wire messages and signatures as plain data, so the
-SavedModel and TFLite servables, the data plane and warm-up replay share one copy.
+an `Input`'s serialized examples, the checks of signatures and of a MultiInferenceRequest,
+and results built from a model's outputs; shared by both servables, the data plane and
+warm-up replay.
 """
 
 from __future__ import annotations
@@ -27,8 +25,8 @@ CLASSIFY_OUTPUTS = ("classes", "scores")
 
 
 def serialized_examples(request_input: Any) -> list[bytes]:
-    """tf.Examples of a Classify/Regress Input, serialized; a context is prepended to each
-    example's bytes, which protobuf parsing merges (example features win), as TF Serving does."""
+    """tf.Examples of a Classify/Regress Input, serialized, each after the context's bytes
+    (protobuf merges them; example features win, as in TF Serving)."""
     kind = request_input.WhichOneof("kind")
     if kind == "example_list":
         return [e.SerializeToString() for e in request_input.example_list.examples]
@@ -42,8 +40,7 @@ def serialized_examples(request_input: Any) -> list[bytes]:
 def example_signature(
     signatures: Mapping[str, Signature], signature_name: str, method: str, check_method: bool
 ) -> tuple[str, Signature]:
-    """The signature a Classify or Regress request names, checked in TF Serving's order and
-    words (PreProcessClassification / PreProcessRegression)."""
+    """The signature a Classify or Regress request names, checked as TF Serving checks it."""
     name = signature_name or DEFAULT_SIGNATURE
     signature = signatures.get(name)
     if signature is None:
@@ -90,25 +87,10 @@ def build_result(
 def classification_result(
     outputs: Mapping[str, np.ndarray], num_examples: int
 ) -> pb.ClassificationResult:
-    """`classes` (DT_STRING) and/or `scores` (DT_FLOAT), [examples, classes] each, as
-    PostProcessClassificationResult checks and converts them."""
+    """`classes` and/or `scores`, as PostProcessClassificationResult checks them."""
     classes, scores = outputs.get("classes"), outputs.get("scores")
-    for label, tensor, kind in (("classes", classes, "O"), ("scores", scores, "f")):
-        if tensor is None:
-            continue
-        if tensor.ndim != 2:
-            raise invalid_argument(
-                f"Expected Tensor shape: [batch_size num_classes] but got {list(tensor.shape)}"
-            )
-        if (kind == "O") != (tensor.dtype == object) or (
-            kind == "f" and tensor.dtype != np.float32
-        ):
-            wanted = "DT_STRING" if kind == "O" else "DT_FLOAT"
-            raise invalid_argument(f"Expected {label} Tensor of {wanted}.")
-        if tensor.shape[0] != num_examples:
-            raise invalid_argument(
-                f"Expected {label} output batch size of {num_examples}. Got: {tensor.shape[0]}"
-            )
+    _check_classification_tensor("classes", classes, object, num_examples)
+    _check_classification_tensor("scores", scores, np.float32, num_examples)
     if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
         raise invalid_argument(
             "Tensors class and score should match in dim_size(1). "
@@ -127,8 +109,24 @@ def classification_result(
     return result
 
 
+def _check_classification_tensor(label: str, tensor: Any, dtype: type, examples: int) -> None:
+    if tensor is None:
+        return
+    if tensor.ndim != 2:
+        raise invalid_argument(
+            f"Expected Tensor shape: [batch_size num_classes] but got {list(tensor.shape)}"
+        )
+    if tensor.dtype != dtype:
+        wanted = "DT_STRING" if dtype is object else "DT_FLOAT"
+        raise invalid_argument(f"Expected {label} Tensor of {wanted}.")
+    if tensor.shape[0] != examples:
+        raise invalid_argument(
+            f"Expected {label} output batch size of {examples}. Got: {tensor.shape[0]}"
+        )
+
+
 def regression_result(values: np.ndarray, num_examples: int) -> pb.RegressionResult:
-    """[examples] or [examples, 1] DT_FLOAT, as PostProcessRegressionResult checks them."""
+    """As PostProcessRegressionResult checks and converts the output."""
     if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
         raise invalid_argument(
             "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
@@ -151,9 +149,8 @@ def regression_result(values: np.ndarray, num_examples: int) -> pb.RegressionRes
 
 
 def multi_inference_tasks(request: Any) -> tuple[list[tuple[str, str]], Any]:
-    """A MultiInferenceRequest's (signature name, method name) tasks, and the ModelSpec of
-    its first task, which names the servable (TF Serving's request-level checks, before
-    any model is looked at)."""
+    """A MultiInferenceRequest's (signature name, method name) tasks, checked before any
+    model is looked at, and its first task's ModelSpec, which names the servable."""
     if not request.tasks:
         raise invalid_argument("Expected at least one task")
     model_name = request.tasks[0].model_spec.name
@@ -171,8 +168,7 @@ def multi_inference_tasks(request: Any) -> tuple[list[tuple[str, str]], Any]:
 def check_task_signatures(
     signatures: Mapping[str, Signature], tasks: Sequence[tuple[str, str]]
 ) -> list[tuple[str, Signature]]:
-    """Each (signature name, method) task's signature, checked as multi_inference.cc does:
-    no signature twice, every one present, a classify or regress method."""
+    """Each (signature name, method) task's signature, checked as multi_inference.cc does."""
     seen: set[str] = set()
     checked = []
     for signature_name, method in tasks:

@@ -29,9 +29,8 @@ def version_loader(
     observe_batch: BatchObserver | None = None,
     tf_threads: tuple[int, int] = (0, 0),
 ) -> Loader:
-    """The loader for a server's versions: warm-up replay with `warmup` (TF Serving's
-    --enable_model_warmup), batching when `batching` is given (--enable_batching);
-    `tf_threads` are a SavedModel session's (intra-op, inter-op) threads, 0 for TF's choice."""
+    """The loader for a server's versions, with warm-up replay and batching as asked;
+    `tf_threads`: a SavedModel session's (intra-op, inter-op) threads, 0 for TF's choice."""
     loader: Loader = _model_loader(prefer_tflite, tf_threads)
     if warmup:
         loader = with_warmup(loader)

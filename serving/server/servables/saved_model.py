@@ -1,9 +1,7 @@
-"""One SavedModel version, run the way TF Serving runs it: a session fed by signature tensor
-names (eager `signatures[...]` calls cost more per call; docs/serving.md#serving-speed).
-
-Each version gets its own graph and session, and one compiled session callable per
-(inputs, outputs), built once and reused. Predict (inputs checked first, large batches in
-chunks) and the tf.Example APIs come from `SignatureServable`.
+"""One SavedModel version, run the way TF Serving runs it: its own graph and session, fed by
+signature tensor names through one session callable per (inputs, outputs), built once
+(docs/serving.md#serving-speed says why). Predict and the tf.Example APIs come from
+`SignatureServable`.
 """
 
 from __future__ import annotations
@@ -55,8 +53,7 @@ def read_meta_graph(version_dir: Path) -> meta_graph_pb2.MetaGraphDef:
 def _session(version_dir: Path, intra_op_threads: int, inter_op_threads: int):
     """A session of its own graph, the version loaded into it."""
     config = config_pb2.ConfigProto(
-        intra_op_parallelism_threads=intra_op_threads,
-        inter_op_parallelism_threads=inter_op_threads,
+        intra_op_parallelism_threads=intra_op_threads, inter_op_parallelism_threads=inter_op_threads
     )
     graph = tf.Graph()
     session = tf.compat.v1.Session(graph=graph, config=config)
@@ -75,13 +72,11 @@ class SavedModelServable(SignatureServable):
     def __init__(self, version_dir: Path, intra_op_threads: int = 0, inter_op_threads: int = 0):
         self.path = version_dir
         meta_graph = read_meta_graph(version_dir)
-        # As the project's wire messages (what metadata answers carry), in a plain dict:
-        # indexing a protobuf map with a missing key would insert it.
+        # In a plain dict: indexing a protobuf map with a missing key would insert it.
         self.signature_defs: dict[str, pb.SignatureDef] = {
             name: pb.SignatureDef.FromString(proto.SerializeToString())
             for name, proto in meta_graph.signature_def.items()
         }
-        # The same signatures as plain data: what the REST API and its JSON answers read.
         self.signatures: dict[str, Signature] = {
             name: from_signature_def(proto) for name, proto in self.signature_defs.items()
         }
@@ -123,10 +118,8 @@ class SavedModelServable(SignatureServable):
                 options = config_pb2.CallableOptions(
                     feed=feeds, fetch=fetches, run_options=self._run_options
                 )
-                # Private API, kept because it pays (docs/serving.md#serving-speed): the C++
-                # path that Session.make_callable() wraps, minus its per-call Python checks
-                # (validation.py already checked the feeds). test_private_tf_api.py fails
-                # if TensorFlow drops it.
+                # Private: make_callable() minus its per-call checks of the feeds (checked
+                # already); docs/serving.md#serving-speed, test_private_tf_api.py.
                 fn = self._session._make_callable_from_options(options)
                 self._callables[key] = fn
         return fn
@@ -151,16 +144,12 @@ class SavedModelServable(SignatureServable):
         deadline: float | None = None,
         wait: bool = True,
     ) -> list[np.ndarray]:
-        """`run`, in chunks (`validation.chunk_rows`) along dimension 0 when `rows` is a batch
-        size every feed shares (None: run whole). `deadline` (a `time.monotonic()` value) is
-        checked before each chunk: past it, DEADLINE_EXCEEDED and no further chunk runs.
-        Nothing is waited for (`wait` is for servables with shared parts)."""
+        """`run` through `validation.run_in_chunks` (a session is never waited for)."""
         return validation.run_in_chunks(lambda part: self.run(part, fetches), feeds, rows, deadline)
 
 
 def _ndarray(value: object) -> np.ndarray:
-    """A session result as an array: scalars come back as numpy scalars, or plain `bytes`
-    for DT_STRING (held as a 0-d object array, like every string tensor here)."""
+    """A session result as an array (a DT_STRING scalar, plain `bytes`: a 0-d object array)."""
     if not isinstance(value, (bytes, str)):
         return np.asarray(value)
     array = np.empty((), dtype=object)
@@ -169,8 +158,7 @@ def _ndarray(value: object) -> np.ndarray:
 
 
 def _defaults(signature: pb.SignatureDef) -> dict[str, np.ndarray]:
-    """A signature's input defaults as arrays (one that does not convert is left out: a
-    request must then give that input)."""
+    """A signature's input defaults as arrays (one that does not convert is left out)."""
     values = {}
     for alias, proto in signature.defaults.items():
         with contextlib.suppress(StatusError, ValueError, TypeError):

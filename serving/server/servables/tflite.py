@@ -2,16 +2,15 @@
 with no TensorFlow (`fmnist.edge.runtime`'s interpreter), so a Raspberry Pi can serve it.
 
 As in tflite_session.cc, a model without SignatureDef metadata gets one `serving_default`
-predict signature of its tensors (aliases without `:N`, shapes as loaded: batch 1); one
-with that metadata (`tflite_signatures`) is served with those, any number of inputs and
-outputs. Requests feed the model's own types (uint8/int8 when quantized), resized to the
-request; every input is first held to the model's shape signature (any batch size), and
-large batches run in chunks. A pool of interpreters (one thread each, one per CPU, as
-`--num_tflite_pools`) serves concurrent requests; a request holds one for all its chunks.
+predict signature of its tensors (aliases without `:N`); one with that metadata
+(`tflite_signatures`) is served with those. Requests feed the model's own types, resized
+to the request after being held to its shape signature (any batch size). A pool of
+interpreters (one thread each, one per CPU) serves concurrent requests.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -22,8 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from fmnist.edge.classifier import ModelError, read_model
-from fmnist.edge.model_probe import ModelCrashed, check_in_child
+from fmnist.edge.classifier import ModelError, first_line, probe_model, read_model
 from fmnist.edge.runtime import Runtime, select_runtime
 from fmnist.serving.server.servables import validation
 from fmnist.serving.server.servables.base import Busy, Port, Ports, SignatureServable
@@ -60,8 +58,7 @@ def _tf_dtype(details: dict[str, Any]) -> int:
 
 
 def _port(alias: str, details: dict[str, Any]) -> Port:
-    """The tensor, held to its shape signature with a free batch dimension (TF Serving
-    resizes every input to the request; dim 0 is the batch)."""
+    """The tensor, held to its shape signature with a free batch dimension."""
     shape = [int(d) for d in details.get("shape_signature", details["shape"])]
     if shape:
         shape[0] = -1
@@ -79,8 +76,7 @@ def _tensor_info(details: dict[str, Any]) -> TensorInfo:
 def _fixed(
     key: str, signature: Signature, inputs: list[dict[str, Any]], outputs: list[dict[str, Any]]
 ) -> Signature:
-    """A stored signature with its tensor names checked against the model's, falling back
-    to the legacy name without `:N` as TF Serving does (old converters dropped it)."""
+    """A stored signature, its tensor names checked (or their legacy names, as TF Serving)."""
 
     def fix(kind: str, infos: Mapping[str, TensorInfo], details: list[dict[str, Any]]):
         names = {d["name"] for d in details}
@@ -103,15 +99,13 @@ def _fixed(
 
 
 def _read_model(model_file: Path, runtime: Runtime) -> bytes:
-    """The model's bytes (checked as the edge runner checks them: a truncated file must not
-    crash the server), once it is known not to crash the runtime (an abort would end us)."""
+    """The model's bytes, checked as the edge runner checks them, and run once in a child
+    process (a runtime's abort must not end the server)."""
     try:
         content = read_model(model_file)  # its errors name the file
-        check_in_child(content, runtime.name)
+        probe_model(content, model_file, runtime)
     except ModelError as err:
         raise TfliteLoadError(str(err)) from None
-    except ModelCrashed as err:
-        raise TfliteLoadError(f"{model_file}: {err}") from None
     return content
 
 
@@ -155,7 +149,6 @@ class _Interpreters:
         self.first = _Slot(make())
 
     def _grown(self) -> _Slot | None:
-        """A new interpreter while there are fewer than `size`, else None."""
         with self._lock:
             if self._created >= self._size:
                 return None
@@ -169,11 +162,9 @@ class _Interpreters:
 
     def take(self, deadline: float | None, wait: bool) -> _Slot:
         """An idle interpreter, a new one while under `size`, or (with `wait`) the next one
-        to come back, until `deadline`; Busy without `wait`."""
-        try:
+        back before `deadline`; Busy without `wait`."""
+        with contextlib.suppress(queue.Empty):
             return self._idle.get_nowait()
-        except queue.Empty:
-            pass
         slot = self._grown()
         if slot is not None:
             return slot
@@ -192,20 +183,16 @@ class _Interpreters:
         """A fresh interpreter for one that failed (one fewer if none can be made)."""
         with self._lock:
             self._created -= 1
-        try:
+        with contextlib.suppress(TfliteLoadError):
             slot = self._grown()
-        except TfliteLoadError:
-            return
-        if slot is not None:
-            self.give_back(slot)
+            if slot is not None:
+                self.give_back(slot)
 
     def close(self) -> None:
         """Drop the idle interpreters (one in use is freed when its request ends)."""
-        while True:
-            try:
+        with contextlib.suppress(queue.Empty):
+            while True:
                 self._idle.get_nowait()
-            except queue.Empty:
-                return
 
 
 class TfliteServable(SignatureServable):
@@ -248,7 +235,7 @@ class TfliteServable(SignatureServable):
             interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as err:
             raise TfliteLoadError(
-                f"{self.path / TFLITE_FILE}: {self._runtime} cannot load it: {_first_line(err)}"
+                f"{self.path / TFLITE_FILE}: {self._runtime} cannot load it: {first_line(err)}"
             ) from None
         return interpreter
 
@@ -263,23 +250,21 @@ class TfliteServable(SignatureServable):
         deadline: float | None = None,
         wait: bool = True,
     ) -> list[np.ndarray]:
-        """One interpreter, taken for all the chunks (see `validation.run_in_chunks`);
-        waiting for a free one ends at `deadline`, or at once without `wait` (Busy)."""
+        """One interpreter, taken for all the chunks (Busy at once without `wait`)."""
         by_index = {self._index[name]: value for name, value in feeds.items()}
         indices = [self._index[name] for name in fetches]
         slot = self._interpreters.take(deadline, wait)
         try:
-            values = validation.run_in_chunks(
+            return validation.run_in_chunks(
                 lambda part: _invoke(slot, part, indices), by_index, rows, deadline
             )
         except _Failed:  # a failed resize or allocation may leave the interpreter unusable
+            slot = None
             self._interpreters.replace()
             raise
-        except BaseException:
-            self._interpreters.give_back(slot)
-            raise
-        self._interpreters.give_back(slot)
-        return values
+        finally:
+            if slot is not None:
+                self._interpreters.give_back(slot)
 
 
 class _Failed(StatusError):
@@ -287,8 +272,7 @@ class _Failed(StatusError):
 
 
 def _invoke(slot: _Slot, feeds: Mapping[int, np.ndarray], fetches: Sequence[int]):
-    """One interpreter call: tensor index -> value in (inputs resized to their values'
-    shapes, as TF Serving does), copies of the fetched output tensors out."""
+    """One interpreter call (inputs resized to their values' shapes, as TF Serving does)."""
     interpreter, step = slot.interpreter, "resize"
     try:
         resized = False
@@ -307,9 +291,3 @@ def _invoke(slot: _Slot, feeds: Mapping[int, np.ndarray], fetches: Sequence[int]
         return [np.asarray(interpreter.get_tensor(index)) for index in fetches]
     except (ValueError, RuntimeError) as err:
         raise _Failed(Code.INTERNAL, _FAILED[step]) from err
-
-
-def _first_line(err: BaseException, limit: int = 300) -> str:
-    text = str(err).strip()
-    line = text.splitlines()[0] if text else type(err).__name__
-    return line if len(line) <= limit else line[: limit - 3] + "..."

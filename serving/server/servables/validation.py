@@ -1,14 +1,9 @@
 """Request tensors checked against the signature before anything runs, and split into chunks.
 
 A tensor of the wrong rank or size can reach a kernel that aborts the whole process (a
-oneDNN CHECK), so every input is held to its SignatureDef shape first. Plain data in,
-`StatusError` (INVALID_ARGUMENT) out, and no TensorFlow import, so REST and gRPC share
-it and it is unit-tested without TF.
-
-Signatures that declare no dimension larger than 1 ([], [1], [-1, 1]: TF Serving's
-half_plus_two family) describe per-element models that TF Serving feeds any shape
-(`{"instances": [1.0, 2.0]}` into `[-1, 1]`); their inputs keep that leniency, up to
-`MAX_RANK` dimensions like every tensor.
+oneDNN CHECK), so every input is held to its SignatureDef shape first (no TensorFlow here).
+Signatures that declare no dimension larger than 1 (TF Serving's half_plus_two family) are
+per-element models that TF Serving feeds any shape; their inputs keep that leniency.
 """
 
 from __future__ import annotations
@@ -27,9 +22,7 @@ from fmnist.serving.wire.status import Code, StatusError, invalid_argument
 K = TypeVar("K", bound=Hashable)
 
 CHUNK_ROWS = 256  # batch rows per session run: bounds the model's intermediate tensors
-# ... unless rows are tiny (half_plus_two's are 4 bytes): then a chunk holds up to this many
-# input bytes, since per-run overhead would otherwise dominate.
-CHUNK_BYTES = 256 << 10
+CHUNK_BYTES = 256 << 10  # ... or more rows, while they hold at most this many input bytes
 
 Shape = tuple[int, ...]
 
@@ -93,9 +86,8 @@ def batch_rows(
     shapes: Mapping[str, Sequence[int]],
     outputs: Sequence[TensorSpec] = (),
 ) -> int | None:
-    """The batch size to split a run along, or None when it must run whole: every input must
-    be declared `[-1, ...]`, fed with rank >= 1 and the same dimension 0, and every output
-    declared batched too (or of unknown rank: the runner checks what comes back)."""
+    """The batch size to split a run along (every input and output declared `[-1, ...]`,
+    every input of the same dim 0), or None when it must run whole."""
     if not shapes or set(shapes) != set(specs):
         return None
     if not all(specs[a].batched for a in shapes):
@@ -109,16 +101,14 @@ def batch_rows(
 
 
 def empty_output_shape(spec: TensorSpec) -> Shape | None:
-    """The shape of an output for a zero-row batch, if its declaration fixes it
-    (`[-1, 10]` -> `(0, 10)`); None when it does not (unknown rank or another free dim)."""
+    """An output's shape for a zero-row batch (`[-1, 10]` -> `(0, 10)`), None if not fixed."""
     if spec.shape is None or not spec.batched or any(d < 0 for d in spec.shape[1:]):
         return None
     return (0, *spec.shape[1:])
 
 
 def chunk_rows(rows: int, input_bytes: int) -> int:
-    """Rows per session run for a batch of `rows` rows holding `input_bytes` in all: at least
-    CHUNK_ROWS, more while a chunk's inputs stay within CHUNK_BYTES."""
+    """Rows per run: CHUNK_ROWS, or more while a chunk's inputs fit in CHUNK_BYTES."""
     per_row = max(input_bytes // max(rows, 1), 1)
     return max(CHUNK_ROWS, CHUNK_BYTES // per_row)
 
@@ -137,8 +127,7 @@ def chunks(rows: int, size: int = CHUNK_ROWS) -> Iterator[tuple[int, int]]:
 def check_input_names(
     inputs: Mapping[str, Any], expected: Mapping[str, Any], defaults: Mapping[str, Any] = {}
 ) -> None:
-    """The request names exactly the signature's inputs (those with a default may be left
-    out), worded as TF Serving words the mismatch."""
+    """The request names exactly the signature's inputs (but those with a default)."""
     missing = set(expected) - set(inputs) - set(defaults)
     extra = set(inputs) - set(expected)
     if missing or extra:
@@ -188,9 +177,8 @@ def run_in_chunks(
     rows: int | None,
     deadline: float | None,
 ) -> list[np.ndarray]:
-    """`run(feeds)`, in chunks (`chunk_rows`) along dimension 0 when `rows` is a batch size
-    every feed shares (None: run whole); `deadline` is checked before each chunk, so past
-    it no further chunk runs. Outputs without one row per input row run it whole."""
+    """`run(feeds)`, in chunks along dim 0 when `rows` is every feed's batch size (None: run
+    whole), the deadline checked before each; outputs without the batch dim: run whole."""
     size = rows and chunk_rows(rows, sum(v.nbytes for v in feeds.values()))
     if rows is None or rows <= size:
         check_deadline(deadline, 0, rows)

@@ -1,7 +1,5 @@
 """TF Serving's model warm-up: replay `assets.extra/tf_serving_warmup_requests` (a TFRecord of
-at most 1000 PredictionLogs) through a version before it becomes AVAILABLE, so its first
-real requests do not pay for set-up. A file that cannot be read, a record that does not
-parse or a request that fails fails the version's load, as in TF Serving. No TensorFlow.
+PredictionLogs) through a version before it becomes AVAILABLE; any failure fails its load.
 """
 
 from __future__ import annotations
@@ -84,12 +82,9 @@ def _run(model: Servable, entry: Any) -> None:
             request = entry.predict_log.request
             inputs = {a: tensor_proto.to_ndarray(p, name=a) for a, p in request.inputs.items()}
             model.predict(request.model_spec.signature_name, inputs, list(request.output_filter))
-        elif kind == "classify_log":
-            request = entry.classify_log.request
-            model.classify(request.model_spec.signature_name, serialized_examples(request.input))
-        elif kind == "regress_log":
-            request = entry.regress_log.request
-            model.regress(request.model_spec.signature_name, serialized_examples(request.input))
+        elif kind in ("classify_log", "regress_log"):
+            request, task = getattr(entry, kind).request, getattr(model, kind.split("_")[0])
+            task(request.model_spec.signature_name, serialized_examples(request.input))
         elif kind == "multi_inference_log":
             request = entry.multi_inference_log.request
             tasks, _ = multi_inference_tasks(request)

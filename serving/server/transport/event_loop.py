@@ -1,6 +1,5 @@
-"""The event loop each transport runs, on a thread of its own: uvloop's (libuv) where it is
-installed, asyncio's own elsewhere. Same semantics; per call, uvloop spends less of the
-loop thread's time on scheduling, and that thread is what a busy server saturates first."""
+"""The event loop each transport runs on a thread of its own: uvloop's where it is installed
+(less of the loop thread's time per call), asyncio's own elsewhere."""
 
 from __future__ import annotations
 

@@ -1,12 +1,8 @@
-"""The gRPC port: a `grpc.aio` server on its own event-loop thread.
-
-A call holds no thread while its request is still arriving, so stalled or slow clients cost
-a coroutine each. Every method is registered with a streaming request so that this module
-reads the request itself: when shutdown starts, a call still waiting for its request is
-answered UNAVAILABLE at once (its client can retry elsewhere) instead of holding the
-graceful stop for the whole grace period; calls whose request has arrived run to completion
-within the grace. The request's bytes go to the method's `call` on the loop; where its work
-runs (the loop, a thread pool, a batch queue) is the data plane's choice, not this module's.
+"""The gRPC port: a `grpc.aio` server on its own event-loop thread, where a stalled client
+costs a coroutine. Methods take a streaming request so that this module reads it: at
+shutdown, a call still waiting for its request is answered UNAVAILABLE at once instead of
+holding the graceful stop; calls whose request arrived finish within the grace. The bytes
+go to the method's handler on the loop (where its work runs is the data plane's choice).
 """
 
 from __future__ import annotations
@@ -25,7 +21,7 @@ from fmnist.serving.server.transport import event_loop
 from fmnist.serving.server.transport.methods import Method
 from fmnist.serving.server.transport.ports import address
 from fmnist.serving.wire import messages as pb
-from fmnist.serving.wire.status import Code, StatusError
+from fmnist.serving.wire.status import StatusError, internal_bug
 
 log = logging.getLogger(__name__)
 _MESSAGE_LIMIT = 1024  # TF Serving truncates gRPC error messages here, keeping trailers small
@@ -42,10 +38,7 @@ class SocketBindError(BindError):
 
 class GrpcServer:
     """Services (service name -> method name -> Method) and, optionally, the standard
-    health service (SERVING for the services and for "") on host:port.
-
-    `start` binds and starts, returning the bound port (BindError if it cannot);
-    `stop(grace)` begins a graceful stop and returns a future that is done once stopped."""
+    health service on host:port."""
 
     def __init__(
         self,
@@ -86,13 +79,12 @@ class GrpcServer:
 
     def stop(self, grace: float) -> concurrent.futures.Future:
         """Idempotent: a second call returns the first call's future."""
-        if self._stopping is None:
-            if self._loop is None:  # never started
-                self._stopping = concurrent.futures.Future()
-                self._stopping.set_result(None)
-            else:
-                self._stopping = self._loop.run(self._stop(grace))
-                self._stopping.add_done_callback(lambda _: self._loop.stop())
+        if self._stopping is None and self._loop is None:  # never started
+            self._stopping = concurrent.futures.Future()
+            self._stopping.set_result(None)
+        elif self._stopping is None:
+            self._stopping = self._loop.run(self._stop(grace))
+            self._stopping.add_done_callback(lambda _: self._loop.stop())
         return self._stopping
 
     # --- on the loop thread ----------------------------------------------------------------
@@ -117,26 +109,24 @@ class GrpcServer:
         if self.health is not None:
             handlers.append(self._health_handler())
         self._server.add_generic_rpc_handlers(handlers)
-        try:
-            port = self._server.add_insecure_port(self.address)
-        except RuntimeError as err:  # gRPC's "Failed to bind to address ..."
-            raise BindError(str(err)) from None
-        if not port:
-            raise BindError(f"Failed to bind to address {self.address}")
+        port = self._bind(self.address, BindError)
         if self.socket_path:
-            try:
-                bound = self._server.add_insecure_port(f"unix:{self.socket_path}")
-            except RuntimeError as err:
-                raise SocketBindError(str(err)) from None
-            if not bound:
-                raise SocketBindError(f"Failed to bind to address unix:{self.socket_path}")
+            self._bind(f"unix:{self.socket_path}", SocketBindError)
         await self._server.start()
         return port
 
+    def _bind(self, where: str, error: type[BindError]) -> int:
+        """The port bound at `where`; `error` if it cannot be bound."""
+        try:
+            port = self._server.add_insecure_port(where)
+        except RuntimeError as err:  # gRPC's "Failed to bind to address ..."
+            raise error(str(err)) from None
+        if not port:
+            raise error(f"Failed to bind to address {where}")
+        return port
+
     async def _stop(self, grace: float) -> None:
-        """Health NOT_SERVING and Watch streams ended; calls still receiving their request
-        answered UNAVAILABLE; no new calls; running ones finish (gRPC cancels any left
-        after `grace`)."""
+        """See the module docstring (gRPC cancels calls left after `grace`)."""
         if self.health is not None:
             self.health.closing.set()
         self._closing = True
@@ -145,8 +135,7 @@ class GrpcServer:
         await self._server.stop(grace)
 
     async def _receive(self, context: grpc.aio.ServicerContext) -> bytes:
-        """The call's request message, read here rather than by gRPC so that shutdown can
-        end a call whose request never comes (it cancels the tasks still reading)."""
+        """The call's request message (shutdown cancels the tasks still reading one)."""
         task = asyncio.current_task()
         try:
             if self._closing:
@@ -168,15 +157,15 @@ class GrpcServer:
         if method.call is None:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not implemented!")
         left = context.time_remaining()
-        call = method.call(raw, None if left is None else time.monotonic() + left)
-        del raw  # the call parses it and lets it go: a request at the size limit is big
+        answer = method.call(raw, None if left is None else time.monotonic() + left)
+        del raw  # the handler parses it and lets it go: a request at the size limit is big
         try:
-            return await call
+            return await answer
         except StatusError as err:
             error = err
         except Exception:  # a bug outside the data plane (which answers only StatusError)
             log.exception("gRPC %s failed", method.request.DESCRIPTOR.name)
-            error = StatusError(Code.INTERNAL, "Internal error (logged by the server)")
+            error = internal_bug()
         message = error.message
         if len(message) > _MESSAGE_LIMIT:
             message = message[:_MESSAGE_LIMIT] + "...TRUNCATED"
@@ -186,7 +175,7 @@ class GrpcServer:
         async def unary(_requests, context: grpc.aio.ServicerContext) -> Any:
             return await self._unary(method, context)
 
-        # Requests stay bytes here: the method's call parses them where the data plane says.
+        # Requests stay bytes here: the method's handler parses them where the data plane says.
         return grpc.stream_unary_rpc_method_handler(unary, None, method.response.SerializeToString)
 
     def _health_handler(self) -> grpc.GenericRpcHandler:
@@ -213,10 +202,9 @@ class GrpcServer:
 
 
 class HealthService:
-    """The standard gRPC health service's state: every service SERVING until shutdown, then
-    NOT_SERVING, and every Watch stream ends (status OK), as gRPC's C++ servers do; an open
-    stream would otherwise hold a graceful stop to its deadline. (grpc_health's own aio
-    servicer keeps Watch streams open forever.)"""
+    """The standard health service's state: SERVING until shutdown, then NOT_SERVING, and
+    every Watch stream ends, as gRPC's C++ servers do (grpc_health's aio servicer keeps
+    them open, holding a graceful stop)."""
 
     def __init__(self, services: Iterable[str]):
         self.services = set(services)

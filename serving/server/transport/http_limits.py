@@ -1,12 +1,12 @@
 """JSON answers for HTTP requests Tornado rejects before any handler sees them.
 
 Tornado answers a malformed request with a bare `400`, and drops the connection when the
-header block outgrows `max_header_size`. The REST API promises `{"error": ...}` for every
-error, so `JsonErrorStream` (every connection's stream, made with IOStream's public
-constructor) rewrites the bare 400 and answers an over-long header block with 414 (its
-request line alone is too long) or 431, then closes without a reset: the rest of the
-request is drained (bounded) on a helper thread. Header blocks between `MAX_HEADER_BYTES`
-and Tornado's read limit are parsed, then refused by `limit_error` in the handler.
+header block outgrows `max_header_size`. `JsonErrorStream` (every connection's stream)
+rewrites the bare 400 and answers an over-long header block with 414 or 431, then drains
+the rest (bounded) on a helper thread so that closing does not reset the connection.
+Header blocks between `MAX_HEADER_BYTES` and Tornado's limit are refused by `limit_error`.
+It uses IOStream's public methods only, but relies on how Tornado's HTTP/1 connection uses
+them (headers read with `read_until_regex`, `_BARE_400`): tests/unit/test_tornado_adapter.py.
 """
 
 from __future__ import annotations
@@ -96,8 +96,7 @@ class JsonErrorStream(iostream.IOStream):
         super().close(exc_info)
 
     def _answer_and_linger(self, response: bytes) -> None:
-        """Send `response`, then drain the client's unread bytes before the socket closes:
-        closing with unread data would reset the connection and lose the answer."""
+        """Send `response`, then drain the client's unread bytes before the socket closes."""
         try:
             sock = self.socket.dup()  # keeps the connection open after Tornado's close
         except OSError:

@@ -1,12 +1,9 @@
 """The REST port: a Tornado HTTP server on its own event-loop thread.
 
-Each request body is streamed into one buffer with a size limit (413 with a JSON error,
-before reading, when Content-Length is over it), then given to `handle`, a coroutine on
-the loop (where its work runs is the data plane's choice). The REST timeout counts from
-the request's headers: at its deadline the client gets a 504 at once, and the handler,
-which checks the same deadline while decoding, running and encoding, stops its work.
-Stopping closes the listener, lets in-flight requests finish (telling keep-alive clients
-to close), then closes the remaining connections.
+Each request body is streamed into one buffer with a size limit (413), then given to
+`handle`, a coroutine on the loop. The REST timeout counts from the request's headers: at
+its deadline the client gets a 504 at once, and the work, which checks the same deadline,
+stops. Stopping lets in-flight requests finish, then closes every connection.
 """
 
 from __future__ import annotations
@@ -40,8 +37,7 @@ class MetricsPage(Protocol):
 
 
 class HttpServer:
-    """`handle` for every /v1/ path (and Prometheus metrics) on host:port; `start` returns
-    the bound port."""
+    """`handle` for every /v1/ path (and Prometheus metrics) on host:port."""
 
     def __init__(
         self,
@@ -132,7 +128,7 @@ class _Handler(tornado.web.RequestHandler):
         over = http_limits.limit_error(self.request.uri, list(self.request.headers.get_all()))
         if over is not None:
             self.set_header("Connection", "close")
-            self._reply(over[0], json.dumps({"error": over[1]}).encode())
+            self._error(*over)
 
     def _done(self) -> None:
         if self._counted:
@@ -156,6 +152,9 @@ class _Handler(tornado.web.RequestHandler):
         self.set_status(status)
         self.finish(body)
 
+    def _error(self, status: int, message: str) -> None:
+        self._reply(status, json.dumps({"error": message}).encode())
+
 
 @tornado.web.stream_request_body
 class _ApiHandler(_Handler):
@@ -169,7 +168,7 @@ class _ApiHandler(_Handler):
         length = self.request.headers.get("Content-Length", "0")
         if length.isdigit() and int(length) > self.server.max_body_bytes:
             self.set_header("Connection", "close")  # don't read a body we refuse
-            self._too_large()
+            self._error(413, self._too_large)
 
     def data_received(self, chunk: bytes) -> None:
         # One growing buffer (realloc, mremap for big ones): no chunk list joined into a copy.
@@ -179,16 +178,16 @@ class _ApiHandler(_Handler):
         else:
             self._body = bytearray()  # keep reading to answer, but keep nothing
 
-    def _too_large(self) -> None:
-        limit = self.server.max_body_bytes
-        self._reply(413, json.dumps({"error": f"Request body exceeds {limit} bytes"}).encode())
+    @property
+    def _too_large(self) -> str:
+        return f"Request body exceeds {self.server.max_body_bytes} bytes"
 
     async def _handle(self) -> None:
         if self._size > self.server.max_body_bytes:
-            return self._too_large()
+            return self._error(413, self._too_large)
         path = self.request.path
         if not path.lower().startswith("/v1/"):
-            return self._reply(404, json.dumps({"error": f"Not found: {path}"}).encode())
+            return self._error(404, f"Not found: {path}")
         body, self._body = self._body, bytearray()
         work = asyncio.ensure_future(
             self.server.handle(self.request.method, path, body, self._deadline)
@@ -197,15 +196,12 @@ class _ApiHandler(_Handler):
         # At the deadline the client is answered at once; the work, which checks the same
         # deadline, stops at its next check (cancelled, it still lets go of what it holds).
         await asyncio.wait((work,), timeout=max(0.0, self._deadline - time.monotonic()))
-        if not work.done():
-            work.cancel()
-            return self._reply(504, self._timed_out())
-        status, answer = work.result()
-        self._reply(status, self._timed_out() if status == 504 else answer)
-
-    def _timed_out(self) -> bytes:
-        timeout_ms = round(self.server.timeout_s * 1000)
-        return json.dumps({"error": f"Request timed out after {timeout_ms} ms"}).encode()
+        status, answer = work.result() if work.done() else (504, b"")
+        work.cancel()  # (nothing, if it is done)
+        if status == 504:
+            timeout_ms = round(self.server.timeout_s * 1000)
+            return self._error(504, f"Request timed out after {timeout_ms} ms")
+        self._reply(status, answer)
 
     # TF Serving answers GET and POST; any other method is a "Malformed request" (400).
     get = post = put = delete = patch = options = head = _handle

@@ -1,6 +1,5 @@
-"""A unary RPC as the APIs declare it and the gRPC transport serves it. No grpcio import, so
-the APIs build their method tables where grpcio is missing (the REST-only Pi install, the
-unit tests)."""
+"""A unary RPC as the APIs declare it and the gRPC transport serves it; no grpcio import, so
+the APIs declare methods where grpcio is missing."""
 
 from __future__ import annotations
 
@@ -15,24 +14,22 @@ from fmnist.serving.wire.status import Code, StatusError
 
 log = logging.getLogger(__name__)
 
-# call(serialized request, deadline) -> the response message; `deadline` is a
+# handler(serialized request, deadline) -> the response message; `deadline` is a
 # `time.monotonic()` value or None. It raises only StatusError.
-Call = Callable[[bytes, float | None], Awaitable[Any]]
+Handler = Callable[[bytes, float | None], Awaitable[Any]]
 
 
 @dataclass(frozen=True)
 class Method:
-    """One unary method: its message types and its `call`; no call is UNIMPLEMENTED, as in
-    TF Serving."""
+    """One unary method: its message types and its handler, `call` (none: UNIMPLEMENTED)."""
 
     request: type[message.Message]
     response: type[message.Message]
-    call: Call | None = None
+    call: Handler | None = None
 
 
 def parse_request(kind: type[message.Message], raw: bytes) -> Any:
-    """A serialized request message; INTERNAL with gRPC's own wording if it does not parse
-    (a client's error: logged at debug level only)."""
+    """A serialized request message; INTERNAL, in gRPC's words, if it does not parse."""
     try:
         return kind.FromString(raw)
     except message.DecodeError as err:

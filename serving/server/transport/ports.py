@@ -1,8 +1,6 @@
-"""Can the server listen on host:port? Checked before models load, so a bad address fails at once.
-
-TF Serving binds only once its models are loaded (an open port would look ready to TCP
-health checks), and so does this server: the check is a probe (resolve, bind and listen
-as the servers will, then let go); the real bind reports a port taken since the same way.
+"""Can the server listen on host:port? Probed (resolve, bind, listen, let go) before models
+load, so a bad address fails at once; the real bind comes once they are loaded, as in TF
+Serving (an open port would look ready to TCP health checks).
 """
 
 from __future__ import annotations
@@ -27,10 +25,8 @@ def check_ports(host: str, grpc_port: int | None, rest_port: int | None) -> None
 
 
 def check_free(host: str, port: int, *, api: str, flag: str) -> None:
-    """UserError, naming what is wrong (the host and --host, or the port and the flag that
-    sets it), if host:port cannot be listened on; port 0 (any free port) only needs a host
-    that is an address of this machine. SO_REUSEADDR is set as gRPC and Tornado set it, so
-    a port an earlier server left in TIME_WAIT counts as free."""
+    """UserError naming what is wrong (the host, or the port and its flag) if host:port
+    cannot be listened on (SO_REUSEADDR, as gRPC and Tornado set it)."""
     try:
         addresses = socket.getaddrinfo(
             host, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
@@ -62,8 +58,7 @@ def why_not(host: str, port: int, err: OSError, *, api: str, flag: str) -> str:
 
 
 def explain_bind_failure(host: str, port: int, *, api: str, flag: str) -> str:
-    """After a bind that failed without saying why (gRPC's "Failed to bind"): probe again
-    for the operating system's reason."""
+    """The operating system's reason for a bind that failed without one (gRPC's)."""
     try:
         check_free(host, port, api=api, flag=flag)
     except UserError as err:
