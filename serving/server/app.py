@@ -25,6 +25,7 @@ from typing import Any, TextIO
 
 from fmnist.errors import UserError
 from fmnist.serving.server import logs
+from fmnist.serving.server.api.logged_calls import logged_messages
 from fmnist.serving.server.api.rest_api import RestApi
 from fmnist.serving.server.core.config import ServerConfig
 from fmnist.serving.server.core.data_plane import DataPlane, no_trace
@@ -131,6 +132,7 @@ class ModelServer:
             self.metrics,
             config.request_log_file_bytes,
             config.request_log_total_bytes,
+            logged_messages,
         )
         self.plane.observers.append(self.request_log.observe)
         self.grpc = self._grpc_server()

@@ -6,7 +6,8 @@ samples the answered Predict, Classify, Regress or MultiInference (the model's c
 config decides, so a config reload turns logging on, off or changes its rate at once) and
 hands the call to a bounded queue. One writer thread encodes and writes. When the queue is
 full or the disk fails the record is dropped and counted, so logging never slows or fails
-a request. REST requests are logged as the gRPC request they are equivalent to.
+a request. The API layer says what a call's request and response messages are (REST's as
+the gRPC request it equals: `api.logged_calls`).
 """
 
 from __future__ import annotations
@@ -16,20 +17,32 @@ import random
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from fmnist.serving.server.core.config import RequestLogging
 from fmnist.serving.server.core.log_files import RotatingLog
-from fmnist.serving.wire import messages as pb
 from fmnist.serving.wire.prediction_log import prediction_log
 from fmnist.serving.wire.status import Code
-from fmnist.serving.wire.tensor_proto import fill_tensor_proto, to_tensor_proto
 
 log = logging.getLogger(__name__)
 LOGGED_METHODS = frozenset({"predict", "classify", "regress", "multi_inference"})
 QUEUE_RECORDS = 4096
 QUEUE_BYTES = 256 << 20  # requests waiting to be logged hold at most this much memory
 IDLE_SECONDS = 0.5  # the writer flushes whenever the queue runs dry, and wakes this often
+
+
+def wire_messages(call: Any) -> tuple[Any, Any]:
+    """A gRPC call's request and response messages, as they were sent."""
+    return call.request, call.response
+
+
+def encode(call: Any, sampling_rate: float, timestamp: int, messages=wire_messages) -> bytes:
+    """The serialized PredictionLog of an answered call; `messages(call)` gives its request
+    and response messages."""
+    request, response = messages(call)
+    entry = prediction_log(request, response, timestamp_secs=timestamp, sampling_rate=sampling_rate)
+    return entry.SerializeToString()
 
 
 class PendingCalls:
@@ -72,7 +85,15 @@ class PendingCalls:
 class RequestLogger:
     """Samples answered calls of models whose config logs, and writes them on a thread."""
 
-    def __init__(self, registry: Any, metrics: Any, file_bytes: int, total_bytes: int) -> None:
+    def __init__(
+        self,
+        registry: Any,
+        metrics: Any,
+        file_bytes: int,
+        total_bytes: int,
+        messages: Callable[[Any], tuple[Any, Any]] = wire_messages,
+    ) -> None:
+        self._messages = messages  # the API layer's: a REST call as its gRPC equivalent
         self._registry = registry  # its managers' configs say which models log, and how much
         self._metrics = metrics
         self._file_bytes, self._total_bytes = file_bytes, total_bytes
@@ -118,7 +139,7 @@ class RequestLogger:
     def _write(self, call: Any, config: RequestLogging, timestamp: int) -> None:
         model = call.answered.model
         try:
-            record = encode(call, config.sampling_rate, timestamp)
+            record = encode(call, config.sampling_rate, timestamp, self._messages)
         except Exception:  # a bug in one record's encoding must not stop the log
             log.exception("request log: cannot encode a %s of model %s", call.method, model)
             self._metrics.log_dropped(model, "encode_error")
@@ -151,45 +172,3 @@ class RequestLogger:
         elif error is None and prefix in self._failing:
             self._failing.discard(prefix)
             log.info("request log %s: writing again", prefix)
-
-
-def encode(call: Any, sampling_rate: float, timestamp: int) -> bytes:
-    """The serialized PredictionLog of an answered call."""
-    request, response = call.request, call.response
-    if call.api == "rest":
-        request, response = rest_as_messages(call)
-    entry = prediction_log(request, response, timestamp_secs=timestamp, sampling_rate=sampling_rate)
-    return entry.SerializeToString()
-
-
-def rest_as_messages(call: Any) -> tuple[Any, Any]:
-    """A REST Predict, Classify or Regress as the gRPC request and response it equals (TF
-    Serving's REST handler builds the same request from the JSON)."""
-    target, answered = call.target, call.answered
-    kinds = {
-        "predict": (pb.PredictRequest, pb.PredictResponse),
-        "classify": (pb.ClassificationRequest, pb.ClassificationResponse),
-        "regress": (pb.RegressionRequest, pb.RegressionResponse),
-    }
-    request_kind, response_kind = kinds[call.method]
-    request, response = request_kind(), response_kind()
-    spec = request.model_spec
-    spec.name = target.model
-    if target.version is not None:
-        spec.version.value = target.version
-    elif target.label is not None:
-        spec.version_label = target.label
-    spec.signature_name = call.request.get("signature_name", "")
-    response.model_spec.name, response.model_spec.version.value = answered.model, answered.version
-    if answered.signature is not None:
-        response.model_spec.signature_name = answered.signature
-    if call.method == "predict":
-        for alias, array in call.inputs.items():
-            request.inputs[alias].CopyFrom(to_tensor_proto(array))
-        for alias, array in call.result.items():
-            fill_tensor_proto(array, response.outputs[alias])
-    else:
-        for serialized in call.inputs:
-            request.input.example_list.examples.add().ParseFromString(serialized)
-        response.result.CopyFrom(call.result)
-    return request, response
