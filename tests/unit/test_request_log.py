@@ -86,7 +86,7 @@ def test_files_rotate_by_size_and_read_back_whole(tmp_path: Path) -> None:
         files.write(record(200))
     files.close()
     written = log_files(tmp_path / "req")
-    per_file = math.ceil(1000 / len(frame(record(200))))
+    per_file = 1000 // len(frame(record(200)))
     assert len(written) == math.ceil(30 / per_file)
     stats = LogReadStats()
     assert len(list(read_prediction_logs(written, stats))) == 30
@@ -100,7 +100,7 @@ def test_the_total_bound_deletes_the_oldest_files(tmp_path: Path) -> None:
     files.close()
     written = log_files(tmp_path / "req")
     assert sum(path.stat().st_size for path in written) <= 3000
-    per_file = math.ceil(1000 / len(frame(record(200))))
+    per_file = 1000 // len(frame(record(200)))
     last = math.ceil(100 / per_file) - 1
     assert written[-1].name.endswith(f"-{os.getpid()}-{last:04d}.tfrecord")  # newest kept
     assert len(written) == 3000 // (per_file * len(frame(record(200))))

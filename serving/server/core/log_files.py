@@ -17,12 +17,14 @@ from pathlib import Path
 
 from fmnist.serving.wire.prediction_log import SUFFIX, PredictionLogWriter, log_file_name
 
+FRAMING = 16  # a TFRecord's length, checksums
 _WRITER_PID = re.compile(r"-(\d+)-\d+" + re.escape(SUFFIX) + "$")
 
 
 class RotatingLog:
-    """Appends framed records under `prefix`; a new file past `file_bytes`, and before one
-    opens, the oldest finished files go until the prefix's files fit in `total_bytes`."""
+    """Appends framed records under `prefix`; a new file when the next record would pass
+    `file_bytes`, and before one opens, the oldest finished files go until they and a full
+    new file fit in `total_bytes`."""
 
     def __init__(self, prefix: str, file_bytes: int, total_bytes: int) -> None:
         self.prefix = prefix
@@ -34,12 +36,13 @@ class RotatingLog:
     def write(self, record: bytes) -> None:
         """Append one serialized PredictionLog (OSError if the disk or directory fails; the
         file is then closed, and the next record starts a new one)."""
+        writer = self._writer
+        if writer is not None and writer.bytes_written + len(record) + FRAMING > self.file_bytes:
+            self.close()  # full: a file passes file_bytes only by holding one larger record
         try:
             if self._writer is None:
                 self._open()
             self._writer.write(record)
-            if self._writer.bytes_written >= self.file_bytes:
-                self.close()
         except OSError:
             self._abandon()
             raise
