@@ -122,10 +122,11 @@ def test_the_queue_refuses_past_its_records_and_bytes() -> None:
     pending = PendingCalls(records=2, max_bytes=100)
     assert pending.offer("a", 10) and pending.offer("b", 10)
     assert not pending.offer("c", 10)
-    assert pending.take(0) == "a"
-    assert not pending.offer("d", 91)  # 10 + 91 bytes waiting would pass 100
-    assert pending.offer("e", 90)
-    assert [pending.take(0), pending.take(0), pending.take(0)] == ["b", "e", None]
+    assert list(pending.take_all()) == ["a", "b"]
+    assert not pending.offer("d", 81)  # 20 bytes still being written, 81 more pass 100
+    pending.release(20)
+    assert pending.offer("e", 100)
+    assert list(pending.take_all()) == ["e"] and not pending.take_all()
 
 
 def answered_call(method: str = "predict", code: Code = Code.OK, api: str = "grpc") -> Call:

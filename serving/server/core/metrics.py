@@ -74,11 +74,11 @@ class Metrics:
             registry=self.registry,
         )
 
-    def logged(self, model: str) -> None:
-        self._child(self.request_log_written, (model,)).inc()
+    def logged(self, model: str, count: int = 1) -> None:
+        self._child(self.request_log_written, (model,)).inc(count)
 
-    def log_dropped(self, model: str, reason: str) -> None:
-        self._child(self.request_log_dropped, (model, reason)).inc()
+    def log_dropped(self, model: str, reason: str, count: int = 1) -> None:
+        self._child(self.request_log_dropped, (model, reason)).inc(count)
 
     def observe_batch(self, rows: int, padding: int, requests: int) -> None:
         """One batched model call: its rows (incl. padding), padding rows and requests."""

@@ -4,7 +4,8 @@ records in TFRecord files under its `filename_prefix`), off the request path.
 `RequestLogger.observe` is a data plane observer: on the request's own thread it only
 samples the answered Predict, Classify, Regress or MultiInference (the model's current
 config decides, so a config reload turns logging on, off or changes its rate at once) and
-hands the call to a bounded queue. One writer thread encodes and writes. When the queue is
+hands the call to a bounded queue. One writer thread encodes and writes, and counts a
+record written once it is flushed to the file. When the queue is
 full or the disk fails the record is dropped and counted, so logging never slows or fails
 a request. The API layer says what a call's request and response messages are (REST's as
 the gRPC request it equals: `api.logged_calls`).
@@ -16,7 +17,7 @@ import logging
 import random
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 LOGGED_METHODS = frozenset({"predict", "classify", "regress", "multi_inference"})
 QUEUE_RECORDS = 4096
 QUEUE_BYTES = 256 << 20  # requests waiting to be logged hold at most this much memory
-IDLE_SECONDS = 0.5  # the writer flushes whenever the queue runs dry, and wakes this often
+POLL_SECONDS = 0.01  # how often the writer looks for calls to log (and flushes)
 
 
 def wire_messages(call: Any) -> tuple[Any, Any]:
@@ -46,40 +47,36 @@ def encode(call: Any, sampling_rate: float, timestamp: int, messages=wire_messag
 
 
 class PendingCalls:
-    """A bounded hand-off from request threads to the writer: at most `records` calls and
-    `max_bytes` of their requests; `offer` never waits."""
+    """A bounded hand-off from request threads to the writer: at most `records` calls
+    waiting and `max_bytes` of requests held (waiting or being written). `offer` never
+    waits and wakes no thread (a wake-up per request would cost the requests more than
+    the log does): the writer takes everything waiting, every POLL_SECONDS."""
 
     def __init__(self, records: int = QUEUE_RECORDS, max_bytes: int = QUEUE_BYTES) -> None:
         self.records, self.max_bytes, self.bytes = records, max_bytes, 0
         self._items: deque = deque()
-        self._ready = threading.Condition()
+        self._lock = threading.Lock()
 
     def offer(self, item: Any, size: int) -> bool:
-        with self._ready:
+        with self._lock:
             if len(self._items) >= self.records or self.bytes + size > self.max_bytes:
                 return False
-            self._items.append((item, size))
+            self._items.append(item)
             self.bytes += size
-            self._ready.notify()
         return True
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def wake(self) -> None:
-        with self._ready:
-            self._ready.notify_all()
+    def take_all(self) -> deque:
+        """Everything waiting, oldest first; `release` its bytes once written."""
+        with self._lock:
+            items, self._items = self._items, deque()
+        return items
 
-    def take(self, timeout: float) -> Any | None:
-        """The oldest item, or None if none came within `timeout` seconds."""
-        with self._ready:
-            if not self._items:
-                self._ready.wait(timeout)
-            if not self._items:
-                return None
-            item, size = self._items.popleft()
+    def release(self, size: int) -> None:
+        with self._lock:
             self.bytes -= size
-            return item
 
 
 class RequestLogger:
@@ -109,7 +106,6 @@ class RequestLogger:
     def stop(self, timeout: float = 10.0) -> None:
         """Write what is queued (up to `timeout` seconds), then close the files."""
         self._stopping.set()
-        self._pending.wake()
         if self._thread.is_alive():
             self._thread.join(timeout)
 
@@ -121,29 +117,49 @@ class RequestLogger:
         config = manager.config.logging if manager is not None else None
         if config is None or random.random() >= config.sampling_rate:
             return
-        if not self._pending.offer((call, config, int(time.time())), call.size):
+        if not self._pending.offer((call, config, int(time.time()), call.size), call.size):
             self._metrics.log_dropped(call.answered.model, "queue_full")
 
     def _run(self) -> None:
         while True:
-            item = self._pending.take(IDLE_SECONDS)
-            if item is not None:
-                self._write(*item)
-            if item is None or not self._pending:
-                self._flush()
-            if item is None and self._stopping.is_set():
+            batch = self._pending.take_all()
+            if batch:
+                self._write_batch(batch)
+                self._pending.release(sum(item[3] for item in batch))
+            elif self._stopping.is_set():
                 break
+            else:
+                self._stopping.wait(POLL_SECONDS)
         for files in self._logs.values():
             files.close()
 
-    def _write(self, call: Any, config: RequestLogging, timestamp: int) -> None:
+    def _write_batch(self, batch: deque) -> None:
+        """Write the calls, flush, then count them written (in the files) or dropped."""
+        written: dict[str, Counter] = {}
+        for call, config, timestamp, _ in batch:
+            if self._write(call, config, timestamp):
+                written.setdefault(config.filename_prefix, Counter())[call.answered.model] += 1
+        for prefix, models in written.items():
+            try:
+                self._logs[prefix].flush()
+                error = None
+            except OSError as err:
+                error = err
+            for model, count in models.items():
+                if error is None:
+                    self._metrics.logged(model, count)
+                else:
+                    self._metrics.log_dropped(model, "write_error", count)
+            self._report(prefix, error)
+
+    def _write(self, call: Any, config: RequestLogging, timestamp: int) -> bool:
         model = call.answered.model
         try:
             record = encode(call, config.sampling_rate, timestamp, self._messages)
         except Exception:  # a bug in one record's encoding must not stop the log
             log.exception("request log: cannot encode a %s of model %s", call.method, model)
             self._metrics.log_dropped(model, "encode_error")
-            return
+            return False
         files = self._logs.get(config.filename_prefix)
         if files is None:
             files = RotatingLog(config.filename_prefix, self._file_bytes, self._total_bytes)
@@ -153,16 +169,8 @@ class RequestLogger:
         except OSError as err:
             self._metrics.log_dropped(model, "write_error")
             self._report(config.filename_prefix, err)
-            return
-        self._metrics.logged(model)
-        self._report(config.filename_prefix, None)
-
-    def _flush(self) -> None:
-        for prefix, files in self._logs.items():
-            try:
-                files.flush()
-            except OSError as err:
-                self._report(prefix, err)
+            return False
+        return True
 
     def _report(self, prefix: str, error: OSError | None) -> None:
         """Log when a prefix starts failing (records are dropped) and when it recovers."""
