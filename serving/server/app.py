@@ -25,11 +25,13 @@ from typing import Any, TextIO
 
 from fmnist.errors import UserError
 from fmnist.serving.server import logs
+from fmnist.serving.server.api.logged_calls import logged_messages
 from fmnist.serving.server.api.rest_api import RestApi
 from fmnist.serving.server.core.config import ServerConfig
 from fmnist.serving.server.core.data_plane import DataPlane, no_trace
 from fmnist.serving.server.core.metrics import Metrics
 from fmnist.serving.server.core.registry import ServableRegistry
+from fmnist.serving.server.core.request_log import RequestLogger
 from fmnist.serving.server.process import ready_line
 from fmnist.serving.server.servables.loader import version_loader
 from fmnist.serving.server.transport import ports
@@ -124,6 +126,15 @@ class ModelServer:
         self.plane = DataPlane(
             self.registry, self.metrics, config.method_name_check, trace, self.pools
         )
+        # Each model's logging_config (read live, so a config reload applies at once).
+        self.request_log = RequestLogger(
+            self.registry,
+            self.metrics,
+            config.request_log_file_bytes,
+            config.request_log_total_bytes,
+            logged_messages,
+        )
+        self.plane.observers.append(self.request_log.observe)
         self.grpc = self._grpc_server()
         if self.grpc is None and config.rest_port is None:
             raise UserError(
@@ -177,6 +188,7 @@ class ModelServer:
     def start(self) -> None:
         config = self.config
         self.check_ports()
+        self.request_log.start()
         self.registry.poll_all()
         self.registry.check_labels()
         if self.grpc is not None:
@@ -243,6 +255,7 @@ class ModelServer:
             self.rest.stop(grace)
         if grpc_stopped is not None:
             grpc_stopped.result()
+        self.request_log.stop()  # the answered requests' records written, files closed
         for pool in self.pools.values():
             pool.shutdown(wait=False, cancel_futures=True)
         self.registry.stop()

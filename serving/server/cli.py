@@ -90,6 +90,10 @@ def _add_logging_flags(arg: Callable[..., object]) -> None:
     """What the server logs, and in which format."""
     arg("--log_level", choices=LEVELS, default="info", help="the least severe lines logged")
     arg("--log_format", choices=FORMATS, default="text", help="text: TF Serving's lines")
+    size = "request log (logging_config): a file rotates past BYTES"
+    arg("--request_log_file_bytes", type=_positive, default=64 << 20, metavar="BYTES", help=size)
+    total = "request log: a prefix's files kept, oldest deleted beyond BYTES"
+    arg("--request_log_total_bytes", type=_positive, default=1 << 30, metavar="BYTES", help=total)
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
@@ -152,6 +156,8 @@ _FIELD_OF_FLAG = {
     "tensorflow_inter_op_parallelism": "tf_inter_op_threads",
     "log_level": "log_level",
     "log_format": "log_format",
+    "request_log_file_bytes": "request_log_file_bytes",
+    "request_log_total_bytes": "request_log_total_bytes",
 }
 
 

@@ -17,6 +17,10 @@ DEFAULT_GRPC_PORT = 8500
 DEFAULT_REST_PORT = 8501
 DEFAULT_MAX_REQUEST_BYTES = 64 << 20
 DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
+DEFAULT_REQUEST_LOG_FILE_BYTES = 64 << 20
+DEFAULT_REQUEST_LOG_TOTAL_BYTES = 1 << 30
+# TF Serving's open-source build registers no log collector; ours writes TFRecord files.
+LOG_COLLECTOR_TYPES = ("", "tfrecord")
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,15 @@ class VersionPolicy:
 
 
 @dataclass(frozen=True)
+class RequestLogging:
+    """A model's `logging_config`: the files its sampled requests go to, and the share of
+    requests logged (0 to 1)."""
+
+    filename_prefix: str
+    sampling_rate: float
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """One served model: a name and a base path holding integer-named version directories."""
 
@@ -44,6 +57,7 @@ class ModelConfig:
     base_path: Path
     policy: VersionPolicy = VersionPolicy()
     labels: Mapping[str, int] = field(default_factory=dict)
+    logging: RequestLogging | None = None  # None: its requests are not logged
 
 
 @dataclass(frozen=True)
@@ -77,6 +91,8 @@ class ServerConfig:
     tf_inter_op_threads: int = 0  # --tensorflow_inter_op_parallelism; 0: TensorFlow's choice
     log_level: str = "info"  # --log_level: debug, info, warning or error
     log_format: str = "text"  # --log_format: TF Serving's lines (text) or JSON lines
+    request_log_file_bytes: int = DEFAULT_REQUEST_LOG_FILE_BYTES  # a log file rotates past it
+    request_log_total_bytes: int = DEFAULT_REQUEST_LOG_TOTAL_BYTES  # a prefix's files, at most
 
 
 def read_batching_parameters_file(path: str | None) -> BatchingConfig:
@@ -184,6 +200,7 @@ def models_from_proto(config, path: str) -> tuple[ModelConfig, ...]:
                 base_path=base_path,
                 policy=_policy(entry.model_version_policy),
                 labels=dict(entry.version_labels),
+                logging=_request_logging(entry, where),
             )
         )
     if not models:
@@ -200,6 +217,33 @@ def _policy(proto) -> VersionPolicy:
     if choice == "latest":
         return VersionPolicy(num_versions=max(proto.latest.num_versions, 1))
     return VersionPolicy()
+
+
+def _request_logging(entry, where: str) -> RequestLogging | None:
+    """A model's `logging_config`, checked: a known collector type, a prefix in a directory
+    that exists, a sampling rate in [0, 1]."""
+    if not entry.HasField("logging_config"):
+        return None
+    collector = entry.logging_config.log_collector_config
+    rate = entry.logging_config.sampling_config.sampling_rate
+    if collector.type not in LOG_COLLECTOR_TYPES:
+        raise UserError(
+            f"{where}: log collector type '{collector.type}' is not supported "
+            '(use "tfrecord", or leave it empty)'
+        )
+    if not collector.filename_prefix:
+        raise UserError(f"{where}: logging_config needs log_collector_config.filename_prefix")
+    if not 0.0 <= rate <= 1.0:  # NaN too
+        raise UserError(f"{where}: sampling_rate {rate} is not between 0 and 1")
+    # Relative to where the server starts, as base paths; a trailing / is kept (files in it).
+    prefix = os.path.join(os.getcwd(), collector.filename_prefix)
+    directory = os.path.dirname(prefix)
+    if not os.path.isdir(directory):
+        raise UserError(
+            f"{where}: log filename_prefix {collector.filename_prefix}: "
+            f"directory {directory} does not exist"
+        )
+    return RequestLogging(prefix, rate)
 
 
 def read_monitoring_config_file(path: str | os.PathLike) -> str | None:

@@ -7,8 +7,8 @@ API describes each request as a `Call` and passes a `respond` function that buil
 answer from the plain result inside the request's scope, so an answer that cannot be
 encoded fails with the right code and is timed with the request. A request answered
 INTERNAL is logged with its traceback, method, model and version. Each of
-`DataPlane.observers` (none by default: the place for request logging) gets every answered
-`Call`: method, wire request, resolved model spec, plain result, wire response, timing.
+`DataPlane.observers` (the request log's, `core.request_log`) gets every answered `Call`:
+method, wire request, decoded inputs, resolved model spec, plain result, wire response, timing.
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ class Call:
     model: str = ""  # metrics label: the model named, if it is served
     version: str = ""  # metrics label: the version that answered
     answered: Answered | None = None  # the effective model spec: resolved version, signature
+    inputs: Any = None  # the decoded inputs (arrays, or serialized tf.Examples): REST's log
     result: Any = None
     response: Any = None
     code: Code = Code.OK
@@ -117,6 +118,7 @@ class DataPlane:
             given = inputs
             if callable(inputs):
                 given = await self.placement.request_work(call, partial(inputs, servable))
+            call.inputs = given
             return await self.placement.predict(
                 call, servable, signature_name, given, output_filter
             )
@@ -136,7 +138,7 @@ class DataPlane:
         serialize = given if callable(given) else partial(examples.serialized_examples, given)
 
         async def run(servable: Servable) -> tuple[str, Any]:
-            serialized = await self.placement.request_work(call, serialize)
+            serialized = call.inputs = await self.placement.request_work(call, serialize)
             task = getattr(servable, method)
             work = partial(
                 task, signature_name, serialized, self.method_check, deadline=call.deadline

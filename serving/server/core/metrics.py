@@ -58,6 +58,28 @@ class Metrics:
             registry=self.registry,
         )
 
+        # Request logging (logging_config): records written, and records given up so that a
+        # request never waits for, or fails on, its log.
+        self.request_log_written = Counter(
+            "fmnist_serving_request_log_records",
+            "Sampled requests written to the model's request log.",
+            ("model",),
+            registry=self.registry,
+        )
+        self.request_log_dropped = Counter(
+            "fmnist_serving_request_log_dropped",
+            "Sampled requests not logged: queue_full (the writer is behind), write_error "
+            "(the disk or directory failed) or encode_error.",
+            ("model", "reason"),
+            registry=self.registry,
+        )
+
+    def logged(self, model: str, count: int = 1) -> None:
+        self._child(self.request_log_written, (model,)).inc(count)
+
+    def log_dropped(self, model: str, reason: str, count: int = 1) -> None:
+        self._child(self.request_log_dropped, (model, reason)).inc(count)
+
     def observe_batch(self, rows: int, padding: int, requests: int) -> None:
         """One batched model call: its rows (incl. padding), padding rows and requests."""
         self.batch_size.observe(rows)
