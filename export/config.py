@@ -59,11 +59,7 @@ class ExportConfig:
     seed: int = 42
 
     def __post_init__(self) -> None:
-        if not _NAME.match(self.name):
-            raise UserError(
-                f"--name {self.name!r}: use letters, digits, '_', '.' or '-' (it becomes a "
-                "directory and a TF Serving model name)"
-            )
+        check_model_name(self.name)
         if self.version is not None and self.version < 1:
             raise UserError(f"--version must be a positive integer, got {self.version}")
         if self.label is not None and not _LABEL.match(self.label):
@@ -81,3 +77,12 @@ class ExportConfig:
     @property
     def model_dir(self) -> Path:
         return self.base_path / self.name
+
+
+def check_model_name(name: str) -> None:
+    """A one-line error unless `name` can be a directory and a TF Serving model name."""
+    if not _NAME.match(name):
+        raise UserError(
+            f"--name {name!r}: use letters, digits, '_', '.' or '-' (it becomes a "
+            "directory and a TF Serving model name)"
+        )

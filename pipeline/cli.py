@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from fmnist.errors import EXIT_OK, EXIT_PARITY_FAILED, UserError
+from fmnist.export.config import check_model_name
 from fmnist.parity import Tolerance, add_tolerance_args, check_tolerance_args
 
 
@@ -22,6 +23,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     arg = parser.add_argument
     arg("--data-dir", type=Path, help="Fashion-MNIST directory (default $FMNIST_DATA_DIR)")
     arg("--out", type=Path, required=True, metavar="DIR", help="output directory")
+    arg(
+        "--name",
+        help="model name in TF Serving (default: fashion_mnist for Fashion-MNIST, else the data "
+        "folder's or file's name)",
+    )
     arg("--quick", action="store_true", help="small model on a subset: about a minute")
     arg("--config", type=Path, metavar="FILE", help="TOML/JSON training config overrides")
     arg("--download", action="store_true", help="fetch the data through Keras if missing")
@@ -41,6 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _precheck(args: argparse.Namespace) -> None:
     """Flag values the pipeline refuses, checked before TensorFlow is imported."""
     check_tolerance_args(args)
+    if args.name is not None:
+        check_model_name(args.name)
     if args.latency_runs is not None and args.latency_runs < 1:
         raise UserError(f"--latency-runs must be >= 1, got {args.latency_runs}")
 
@@ -52,6 +60,7 @@ def _pipeline(args: argparse.Namespace) -> int:
     config = PipelineConfig(
         data_dir=args.data_dir,
         out_dir=args.out,
+        model_name=args.name,
         quick=args.quick,
         train_config=args.config,
         tolerance=Tolerance().with_args(args),

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from fmnist.contract import FASHION_MNIST_CLASSES
 from fmnist.parity import Tolerance
+
+if TYPE_CHECKING:
+    from fmnist.data import Dataset
 
 
 @dataclass(frozen=True)
@@ -14,7 +20,7 @@ class PipelineConfig:
     out_dir: Path
     quick: bool = False
     train_config: Path | None = None  # TOML/JSON overriding TrainConfig fields
-    model_name: str = "fashion_mnist"
+    model_name: str | None = None  # None: named after the data (model_name_for)
     tolerance: Tolerance = field(default_factory=Tolerance)
     flip_average: bool = False  # export every model with test-time flip averaging
     latency_runs: int = 200
@@ -32,3 +38,12 @@ class PipelineConfig:
     @property
     def figures_dir(self) -> Path:
         return self.out_dir / "figures"
+
+
+def model_name_for(data: Dataset) -> str:
+    """fashion_mnist for Fashion-MNIST; any other dataset's model is named after its folder
+    or file, as a TF Serving model name may be spelled."""
+    if data.kind == "idx" and data.class_names == FASHION_MNIST_CLASSES:
+        return "fashion_mnist"
+    name = data.path.stem if data.path.is_file() else data.path.resolve().name
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip("_.-") or "model"

@@ -52,6 +52,19 @@ def _flip_average_note(report: dict[str, Any]) -> str:
     )
 
 
+def _data_text(data: dict[str, Any]) -> str:
+    """Which dataset, in what form, what every model takes, and what reading it noted."""
+    kind = data.get("kind", "idx")  # reports before issue 48 read Fashion-MNIST only
+    source = {"idx": "IDX files", "folder": "a folder per class", "npz": "an .npz file"}[kind]
+    notes = "".join(f" Note: {note}." for note in data.get("notes", []))
+    return (
+        f"{source.capitalize()} at {data['data_dir']}; every model takes "
+        f"{data.get('input', '28x28x1 uint8 images')}. Training images were split into train "
+        "and validation (stratified, seeded); the test images were used only for evaluation "
+        f"and parity.{notes}"
+    )
+
+
 def build_sections(report: dict[str, Any]) -> list[Section]:
     """The report's sections; a pipeline stopped early (`report["failure"]`) has fewer."""
     data, training = report["data"], report["training"]
@@ -78,9 +91,7 @@ def build_sections(report: dict[str, Any]) -> list[Section]:
         ),
         Section(
             "Data",
-            text=f"Fashion-MNIST from {data['data_dir']} (official files, SHA-256 verified). "
-            "Training images were split into train and validation (stratified, seeded); the "
-            "test images were used only for evaluation and parity.",
+            text=_data_text(data),
             tables=[
                 Table(
                     ["split", "images"],

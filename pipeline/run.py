@@ -15,21 +15,21 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fmnist.dataset import FashionMNIST
+from fmnist.data import Dataset
 from fmnist.edge.parity import ParityRun, measure_parity
 from fmnist.edge.runtime import Runtime, select_runtime
 from fmnist.errors import UserError
 from fmnist.manifest import Manifest
 from fmnist.metrics import compute_metrics, text_report
 from fmnist.parity import ParityResult, format_result
-from fmnist.pipeline.config import PipelineConfig
+from fmnist.pipeline.config import PipelineConfig, model_name_for
 from fmnist.pipeline.report import write_report
 from fmnist.run_dir import RunDir
 
@@ -106,6 +106,7 @@ def run_pipeline(
     stages = _Stages(progress)
     train_config = load_config(config.train_config, quick=config.quick)
     data, trained = _train(config, train_config, stages)
+    config = replace(config, model_name=config.model_name or model_name_for(data))
     float_metrics = _evaluate(config, data, stages)
     head = _report_head(config, train_config, data, trained, float_metrics)
     export = _export(config, data, head, stages)
@@ -151,18 +152,21 @@ def run_pipeline(
 
 def _train(
     config: PipelineConfig, train_config: TrainConfig, stages: _Stages
-) -> tuple[FashionMNIST, TrainResult]:
-    """Load the verified splits and train the model into the run directory."""
-    from fmnist.dataset import load_splits
+) -> tuple[Dataset, TrainResult]:
+    """Open the dataset (any form fmnist.data reads) and train into the run directory."""
+    from fmnist.data import open_dataset
     from fmnist.train.data import data_dir_for
     from fmnist.train.train import train
 
     with stages("train"):
-        data = load_splits(
+        data = open_dataset(
             data_dir_for(config.data_dir, download=config.download),
             val_fraction=train_config.val_fraction,
             seed=train_config.seed,
         )
+        stages.progress(f"   {data.describe()}")
+        for note in data.notes:
+            stages.progress(f"   note: {note}")
         result = train(train_config, data, config.run_dir, verbose=2 if config.verbose else 0)
         stages.progress(
             f"   {result.epochs_run} epochs, {result.images_per_s:.0f} img/s, "
@@ -171,12 +175,12 @@ def _train(
     return data, result
 
 
-def _evaluate(config: PipelineConfig, data: FashionMNIST, stages: _Stages) -> dict[str, Any]:
+def _evaluate(config: PipelineConfig, data: Dataset, stages: _Stages) -> dict[str, Any]:
     """The float model's test metrics; its training figures are copied for the report."""
     from fmnist.train.evaluate import evaluate_run
 
     with stages("evaluate"):
-        float_metrics = evaluate_run(config.run_dir, data.data_dir)
+        float_metrics = evaluate_run(config.run_dir, data.path)
         stages.progress(f"   float test accuracy {float_metrics['accuracy']:.4f}")
     config.figures_dir.mkdir(parents=True, exist_ok=True)
     run = RunDir(config.run_dir)
@@ -186,7 +190,7 @@ def _evaluate(config: PipelineConfig, data: FashionMNIST, stages: _Stages) -> di
 
 
 def _export(
-    config: PipelineConfig, data: FashionMNIST, head: dict[str, Any], stages: _Stages
+    config: PipelineConfig, data: Dataset, head: dict[str, Any], stages: _Stages
 ) -> ExportResult:
     """Publish the bundle; if the parity gate refuses, report what it measured and stop."""
     from fmnist.export.config import ExportConfig, Int8Options
@@ -195,7 +199,7 @@ def _export(
     export_config = ExportConfig(
         base_path=config.base_path,
         name=config.model_name,
-        data_dir=data.data_dir,
+        data_dir=data.path,
         tolerance=config.tolerance,
         int8=Int8Options(flip_average=config.flip_average),
     )
@@ -224,7 +228,7 @@ def _export(
 def _serve(
     config: PipelineConfig,
     manifest: Manifest,
-    data: FashionMNIST,
+    data: Dataset,
     runtime: Runtime,
     stages: _Stages,
 ) -> tuple[list[ParityResult], list[dict[str, Any]]]:
@@ -253,12 +257,13 @@ def _serve(
                 client.wait_until_available(60)
                 parity.append(
                     run_served_parity(
-                        client, manifest.bundle_dir, data.data_dir, tolerance=config.tolerance
+                        client, manifest.bundle_dir, data.path, tolerance=config.tolerance
                     )
                 )
                 stages.progress(format_result(parity[-1]))
         with stages("latency"):
-            latency = _latency(config, manifest, clients, runtime, data.test.images)
+            images, _ = next(data.batches("test", 64))
+            latency = _latency(config, manifest, clients, runtime, images)
     finally:
         for client in clients:
             client.close()
@@ -269,12 +274,12 @@ def _serve(
 
 
 def _edge_parity(
-    config: PipelineConfig, bundle: Path, data: FashionMNIST, runtime: Runtime, stages: _Stages
+    config: PipelineConfig, bundle: Path, data: Dataset, runtime: Runtime, stages: _Stages
 ) -> ParityRun:
     """The published int8 model through the edge runner, as a device would check it. The one
     int8 pass over the test set after export; the report reuses its outputs."""
     with stages("edge parity"):
-        run = measure_parity(bundle, data.data_dir, config.tolerance, runtime=runtime)
+        run = measure_parity(bundle, data.path, config.tolerance, runtime=runtime)
         stages.progress(format_result(run.result))
     return run
 
@@ -315,7 +320,7 @@ def _draw_float_vs_int8(
 def _report_head(
     config: PipelineConfig,
     train_config: TrainConfig,
-    data: FashionMNIST,
+    data: Dataset,
     result: TrainResult,
     float_metrics: dict[str, Any],
 ) -> dict[str, Any]:
@@ -328,10 +333,13 @@ def _report_head(
         "flip_average": config.flip_average,
         "machine": {"python": sys.version.split()[0]},
         "data": {
-            "data_dir": str(data.data_dir),
-            "train": len(data.train),
-            "validation": len(data.validation),
-            "test": len(data.test),
+            "data_dir": str(data.path),
+            "kind": data.kind,
+            "input": data.contract.describe(),
+            "notes": list(data.notes),
+            "train": data.size("train"),
+            "validation": data.size("validation"),
+            "test": data.size("test"),
             "val_fraction": train_config.val_fraction,
             "seed": train_config.seed,
         },

@@ -156,6 +156,31 @@ def test_flip_average_pipeline_reports_the_averaged_float_model(
     assert "Exported with test-time flip averaging" in (out / "report.md").read_text()
 
 
+def test_quick_pipeline_runs_end_to_end_on_a_colour_folder_dataset(tmp_path: Path) -> None:
+    shapes = tmp_path / "shapes"
+    subprocess.run(
+        [sys.executable, str(REPO / "tools" / "example_datasets.py"), "shapes", str(shapes)],
+        check=True,
+        capture_output=True,
+    )
+    out = tmp_path / "out"
+    done = _fmnist("pipeline", "--quick", "--data-dir", str(shapes), "--out", str(out))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    manifest = json.loads((out / "models" / "shapes" / "1" / "manifest.json").read_text())
+    assert manifest["input"]["height"] == 32 and manifest["input"]["channels"] == 3
+    report = json.loads((out / "report.json").read_text())
+    assert report["data"]["kind"] == "folder" and report["data"]["input"].startswith("32x32x3")
+    assert [check["passed"] for check in report["parity"]] == [True, True, True]
+    assert report["float_metrics"]["accuracy"] > 0.5  # 5 classes: chance is 0.2
+    assert "a folder per class" in (out / "report.md").read_text()
+
+
+def test_a_model_name_that_cannot_be_a_directory_is_refused_before_training(tmp_path: Path) -> None:
+    done = _fmnist("pipeline", "--name", "../up", "--out", str(tmp_path / "o"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "--name '../up'" in done.stderr and not (tmp_path / "o").exists()
+
+
 def test_missing_data_directory_is_a_usage_error(tmp_path: Path) -> None:
     done = _fmnist("pipeline", "--data-dir", str(tmp_path / "none"), "--out", str(tmp_path / "o"))
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
