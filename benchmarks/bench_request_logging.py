@@ -3,7 +3,7 @@ h2load, 16 concurrent streams, on the SavedModel and TFLite paths, sampling rate
 side in one run; issue 50's targets, checked.
 
     python benchmarks/bench_request_logging.py --bundle MODELS/fashion_mnist/1 --data-dir D
-        [--seconds 5] [--rounds 3] [--out OUT.json]
+        [--seconds 5] [--rounds 3] [--paths SavedModel "TFLite int8"] [--out OUT.json]
 
 One server per path serves the bundle from a models.config polled every 0.2 s. Each round
 measures every rate (0, 1.0, 0.01), in an order rotated each round, by rewriting that
@@ -123,6 +123,7 @@ def main() -> int:
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--paths", nargs="+", choices=list(PATHS), default=list(PATHS))
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     args.image = dataset.load_test(args.data_dir).images[:1]
@@ -132,7 +133,8 @@ def main() -> int:
     body = grpc_frame(request.SerializeToString())
     bundle = args.bundle.resolve()
     runs = {}
-    for path, flags in PATHS.items():
+    for path in args.paths:
+        flags = PATHS[path]
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "monitoring.config").write_text(MONITORING)
             runs[path] = measure_path(flags, bundle, Path(tmp), body, args)
