@@ -3,14 +3,14 @@ h2load, 16 concurrent streams, on the SavedModel and TFLite paths, sampling rate
 side in one run; issue 50's targets, checked.
 
     python benchmarks/bench_request_logging.py --bundle MODELS/fashion_mnist/1 --data-dir D
-        [--seconds 8] [--rounds 3] [--out OUT.json]
+        [--seconds 5] [--rounds 3] [--paths SavedModel "TFLite int8"] [--out OUT.json]
 
-One server per path and round serves the bundle from a models.config polled every 0.2 s;
-the rates (0, 1.0, 0.01) are set by rewriting that config, in an order rotated each round,
-so the arms share the server, its warm-up and the machine's drift. Each arm: 1 s warm-up,
-then `--seconds` of load with one real test image per request; the server's metrics give
-the records written and dropped. Medians over the rounds. Targets: rate 1.0 costs <= 10%
-of rate 0's requests/s, rate 0.01 <= 2%.
+One server per path serves the bundle from a models.config polled every 0.2 s. Each round
+measures every rate (0, 1.0, 0.01), in an order rotated each round, by rewriting that
+config: the arms share the server, its warm-up and the machine's drift. Each arm: 1 s of
+warm-up, then `--seconds` of load, one real test image per request; the server's metrics
+give the records written and dropped. A rate's cost is 1 - its requests/s over rate 0's
+in the same round; medians over the rounds. Targets: rate 1.0 costs <= 10%, 0.01 <= 2%.
 """
 
 from __future__ import annotations
@@ -71,43 +71,50 @@ def set_rate(server: ServerProcess, config: Path, text: str, reloads: int) -> No
         time.sleep(0.05)
 
 
-def measure_path(flags: list[str], bundle: Path, tmp: Path, body: bytes, args, order) -> dict:
-    """One server on this path; each rate of `order` measured on it in turn."""
+def measure_path(flags: list[str], bundle: Path, tmp: Path, body: bytes, args) -> dict:
+    """One server on this path: rate -> a row per round."""
     config, prefix = tmp / "models.config", tmp / "request-logs" / "requests"
     prefix.parent.mkdir(exist_ok=True)
-    config.write_text(models_config(bundle.parent, prefix, 0.0))
+    config.write_text(
+        f'model_config_list {{ config {{ name: "{MODEL}" base_path: "{bundle.parent}" }} }}'
+    )
     server = start_server(
         *("--model_config_file", str(config), "--model_config_file_poll_wait_seconds", "0.2"),
         *("--monitoring_config_file", str(tmp / "monitoring.config"), *flags),
         log_dir=tmp / "logs",
         timeout=300,
     )
-    rows = {}
+    rows: dict = {rate: [] for rate in RATES}
     try:
         with GrpcClient(server.grpc_target, MODEL) as client:  # h2load sees HTTP statuses only
             client.predict_raw({"images": args.image})
         url = f"http://{server.grpc_target}/{PREDICT}"
         reloads = 0
-        for rate in order:
-            if rate != 0.0 or reloads:  # the server started at rate 0
+        for round_index in range(args.rounds):
+            for rate in RATES[round_index % 3 :] + RATES[: round_index % 3]:
                 reloads += 1
                 set_rate(server, config, models_config(bundle.parent, prefix, rate), reloads)
-            h2load(url, body, streams=16, seconds=1)  # warm-up
-            time.sleep(1.0)  # its records written before counting starts
-            before = log_counts(server)
-            load = h2load(url, body, streams=16, seconds=args.seconds)
-            time.sleep(1.0)  # the writer catches up before its counts are read
-            written, dropped = (a - b for a, b in zip(log_counts(server), before, strict=True))
-            rows[rate] = {
-                "grpc_rps": load.per_second,
-                "failed": load.failed,
-                "requests": load.requests,
-                "written": written,
-                "dropped": dropped,
-            }
+                rows[rate].append(measure_rate(server, url, body, args.seconds))
+                print(json.dumps({"rate": rate, **rows[rate][-1]}), file=sys.stderr)
     finally:
         server.stop()
     return rows
+
+
+def measure_rate(server: ServerProcess, url: str, body: bytes, seconds: float) -> dict:
+    h2load(url, body, streams=16, seconds=1)  # warm-up
+    time.sleep(0.5)  # its records written before counting starts
+    before = log_counts(server)
+    load = h2load(url, body, streams=16, seconds=seconds)
+    time.sleep(0.5)  # the writer catches up before its counts are read
+    written, dropped = (a - b for a, b in zip(log_counts(server), before, strict=True))
+    return {
+        "grpc_rps": load.per_second,
+        "failed": load.failed,
+        "requests": load.requests,
+        "written": written,
+        "dropped": dropped,
+    }
 
 
 def main() -> int:
@@ -116,6 +123,7 @@ def main() -> int:
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--paths", nargs="+", choices=list(PATHS), default=list(PATHS))
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     args.image = dataset.load_test(args.data_dir).images[:1]
@@ -124,28 +132,28 @@ def main() -> int:
     request.inputs["images"].CopyFrom(to_tensor_proto(args.image))
     body = grpc_frame(request.SerializeToString())
     bundle = args.bundle.resolve()
-    runs: dict = {path: {rate: [] for rate in RATES} for path in PATHS}
-    for round_index in range(args.rounds):
-        order = RATES[round_index % 3 :] + RATES[: round_index % 3]
-        for path, flags in PATHS.items():
-            with tempfile.TemporaryDirectory() as tmp:
-                (Path(tmp) / "monitoring.config").write_text(MONITORING)
-                rows = measure_path(flags, bundle, Path(tmp), body, args, order)
-            for rate, row in rows.items():
-                runs[path][rate].append(row)
-                print(json.dumps({"path": path, "rate": rate, **row}), file=sys.stderr)
-    summary = {
-        path: {str(r): _medians(rows) for r, rows in by_rate.items()}
-        for path, by_rate in runs.items()
-    }
+    runs = {}
+    for path in args.paths:
+        flags = PATHS[path]
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "monitoring.config").write_text(MONITORING)
+            runs[path] = measure_path(flags, bundle, Path(tmp), body, args)
+    summary = {path: summarize(by_rate) for path, by_rate in runs.items()}
     print(report(summary))
     if args.out:
         args.out.write_text(json.dumps({"medians": summary, "runs": _keyed(runs)}, indent=2))
     return 0
 
 
-def _medians(rows: list[dict]) -> dict:
-    return {key: statistics.median(row[key] for row in rows) for key in rows[0]}
+def summarize(by_rate: dict) -> dict:
+    """Per rate: the medians of its rows, and of its cost against rate 0 round by round."""
+    summary = {}
+    for rate, rows in by_rate.items():
+        medians = {key: statistics.median(row[key] for row in rows) for key in rows[0]}
+        bases = by_rate[0.0]
+        costs = [1 - r["grpc_rps"] / b["grpc_rps"] for r, b in zip(rows, bases, strict=True)]
+        summary[str(rate)] = {**medians, "cost": statistics.median(costs), "costs": costs}
+    return summary
 
 
 def _keyed(runs: dict) -> dict:
@@ -157,15 +165,14 @@ def _keyed(runs: dict) -> dict:
 def report(summary: dict) -> str:
     """The Markdown table: each path's rates, their cost against rate 0, and the verdicts."""
     lines = [
-        "| path | sampling rate | gRPC req/s | throughput lost vs rate 0 | target | logged "
-        "| dropped |",
+        "| path | sampling rate | gRPC req/s | throughput lost vs rate 0 (per round) | target "
+        "| logged | dropped |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for path, by_rate in summary.items():
-        base = by_rate["0.0"]["grpc_rps"]
         for rate in RATES:
             row = by_rate[str(rate)]
-            cost = 1 - row["grpc_rps"] / base
+            cost = row["cost"]
             target = TARGETS.get(rate)
             verdict = (
                 "-"
@@ -173,7 +180,8 @@ def report(summary: dict) -> str:
                 else f"<= {target:.0%}: {'met' if cost <= target else 'MISSED'}"
             )
             share = f"{row['written'] / max(row['requests'], 1):.1%} of requests" if rate else "0"
-            lost = "-" if rate == 0 else f"{cost:+.1%}"
+            rounds = ", ".join(f"{c:+.1%}" for c in row["costs"])
+            lost = "-" if rate == 0 else f"{cost:+.1%} ({rounds})"
             lines.append(
                 f"| {path} | {rate:g} | {row['grpc_rps']:,.0f} | {lost} | {verdict} | {share} "
                 f"| {row['dropped']:,.0f} |"

@@ -224,12 +224,27 @@ def build_sections(report: dict[str, Any]) -> list[Section]:
                 )
             ],
         ),
+        previous_version_section(report.get("previous_version")),
         Section(
             "Mistakes",
             images=[("Most confident mistakes of the float model", figures["misclassified"])],
         ),
     ]
     return [section for section in sections if section]
+
+
+def previous_version_section(previous: dict[str, Any] | None) -> Section | None:
+    """`fmnist compare`'s judgement of this version against the previous one, if any."""
+    if previous is None:
+        return None
+    title = f"Against version {previous['previous']}"
+    if "error" in previous:
+        return Section(title, text=f"Not compared: {previous['error']}")
+    verdict = "passes" if previous["passed"] else "fails"
+    text = (
+        f"This version {verdict} `fmnist compare`'s test-set thresholds against the previous one."
+    )
+    return Section(title, text=text, preformatted=previous["text"])
 
 
 def to_markdown(report: dict[str, Any], sections: list[Section]) -> str:

@@ -30,6 +30,7 @@ from fmnist.manifest import Manifest
 from fmnist.metrics import compute_metrics, text_report
 from fmnist.parity import ParityResult, format_result
 from fmnist.pipeline.config import PipelineConfig, model_name_for
+from fmnist.pipeline.previous import compare_with_previous
 from fmnist.pipeline.report import write_report
 from fmnist.run_dir import RunDir
 
@@ -146,6 +147,9 @@ def run_pipeline(
         "figures": dict(FIGURES),
         **flipped,
     }
+    previous = compare_with_previous(config.base_path, config.model_name, export.version)
+    if previous is not None:
+        report["previous_version"] = previous
     paths = write_report(config.out_dir, report)
     return PipelineResult(out_dir=config.out_dir, report=report, paths=paths)
 

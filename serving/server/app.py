@@ -126,15 +126,7 @@ class ModelServer:
         self.plane = DataPlane(
             self.registry, self.metrics, config.method_name_check, trace, self.pools
         )
-        # Each model's logging_config (read live, so a config reload applies at once).
-        self.request_log = RequestLogger(
-            self.registry,
-            self.metrics,
-            config.request_log_file_bytes,
-            config.request_log_total_bytes,
-            logged_messages,
-        )
-        self.plane.observers.append(self.request_log.observe)
+        self.request_log = self._request_logger()
         self.grpc = self._grpc_server()
         if self.grpc is None and config.rest_port is None:
             raise UserError(
@@ -145,6 +137,20 @@ class ModelServer:
         self.grpc_port = self.rest_port = None
         self._stopping = False
         self._stopped = threading.Event()
+
+    def _request_logger(self) -> RequestLogger:
+        """The data plane's request log: each model's logging_config, read live from the
+        registry, so a config reload applies at once."""
+        config = self.config
+        logger = RequestLogger(
+            self.registry,
+            self.metrics,
+            config.request_log_file_bytes,
+            config.request_log_total_bytes,
+            logged_messages,
+        )
+        self.plane.observers.append(logger.observe)
+        return logger
 
     def _grpc_server(self) -> Any:
         """The gRPC server, or None (logged) when grpcio is missing."""

@@ -57,7 +57,9 @@ class Metrics:
             "Padding rows added to reach an allowed batch size.",
             registry=self.registry,
         )
+        self._add_request_log_metrics()
 
+    def _add_request_log_metrics(self) -> None:
         # Request logging (logging_config): records written, and records given up so that a
         # request never waits for, or fails on, its log.
         self.request_log_written = Counter(

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 LOGGED_METHODS = frozenset({"predict", "classify", "regress", "multi_inference"})
 QUEUE_RECORDS = 4096
 QUEUE_BYTES = 256 << 20  # requests waiting to be logged hold at most this much memory
-POLL_SECONDS = 0.01  # how often the writer looks for calls to log (and flushes)
+POLL_SECONDS = 0.05  # how often the writer takes the calls waiting, writes and flushes them
 
 
 def wire_messages(call: Any) -> tuple[Any, Any]:
@@ -128,8 +128,7 @@ class RequestLogger:
                 self._pending.release(sum(item[3] for item in batch))
             elif self._stopping.is_set():
                 break
-            else:
-                self._stopping.wait(POLL_SECONDS)
+            self._stopping.wait(POLL_SECONDS)  # batches, not a wake-up per record
         for files in self._logs.values():
             files.close()
 
