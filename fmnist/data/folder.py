@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +29,15 @@ SPLIT_FOLDERS = ("train", "test")
 
 @dataclass
 class Scan:
-    """The usable image files of one tree, their labels and probes, and what was skipped."""
+    """The usable image files of one tree (paths relative to the dataset's root, as bytes:
+    a few bytes an image, however many there are), their labels, how many images have each
+    size and colour, and what was skipped."""
 
-    paths: list[str]
-    labels: list[int]
-    probes: list[Probe]
-    skipped: list[tuple[str, str]]  # (path, why)
+    paths: list[bytes] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    probes: Counter[Probe] = field(default_factory=Counter)
+    skipped: int = 0
+    first_skipped: tuple[str, str] | None = None  # (path, why)
 
 
 def class_folders(root: Path) -> list[str]:
@@ -78,25 +81,22 @@ def class_names(root: Path, folders: list[str]) -> tuple[list[str], tuple[str, .
     return order, names
 
 
-def scan(tree: Path, folders: list[str]) -> Scan:
+def scan(root: Path, tree: Path, folders: list[str]) -> Scan:
     """Every image file under tree/<folder>/ (nested folders too; label: the folder's
     position in `folders`), each probed (threads would only contend for the GIL)."""
-    found = Scan([], [], [], [])
-    files, labels = [], []
+    found = Scan()
     for label, name in enumerate(folders):
         if not (tree / name).is_dir():
             continue
         for path in _image_files(tree / name):
-            files.append(path)
-            labels.append(label)
-    for path, label in zip(files, labels, strict=True):
-        result = probe(path)
-        if isinstance(result, str):
-            found.skipped.append((path, result))
-        else:
-            found.paths.append(path)
+            result = probe(path)
+            if isinstance(result, str):
+                found.skipped += 1
+                found.first_skipped = found.first_skipped or (path, result)
+                continue
+            found.paths.append(os.fsencode(os.path.relpath(path, root)))
             found.labels.append(label)
-            found.probes.append(result)
+            found.probes[result] += 1
     return found
 
 
@@ -121,46 +121,46 @@ def read(
         extra = sorted(set(class_folders(tree)) - set(folders))
         if extra:
             raise DataError(f"{tree}: class folders {extra} are not in {trees[0]}")
-    scans = [scan(tree, folders) for tree in trees]
-    probes = [p for s in scans for p in s.probes]
+    scans = [scan(root, tree, folders) for tree in trees]
+    probes = sum((s.probes for s in scans), Counter())
     if not probes:
         raise DataError(f"{root}: no readable images ({', '.join(sorted(EXTENSIONS))}) found")
-    used = {label for s in scans for label in s.labels}
-    if len(used) < 2:
+    if len({label for s in scans for label in s.labels}) < 2:
         raise DataError(f"{root}: all images are in one class; a classifier needs 2 or more")
     shape, notes = _decide_shape(probes, image_size)
     notes = _skip_notes(root, scans) + notes
     contract = InputContract(shape[0], shape[1], shape[2], names)
     pools = [
-        (FileSource(np.array(s.paths), np.array(s.labels, dtype=np.int64), shape), tree.name)
+        (FileSource(root, np.array(s.paths), np.array(s.labels, dtype=np.int64), shape), tree.name)
         for s, tree in zip(scans, trees, strict=True)
     ]
     return contract, pools, notes
 
 
 def _decide_shape(
-    probes: list[Probe], image_size: tuple[int, int] | None
+    probes: Counter[Probe], image_size: tuple[int, int] | None
 ) -> tuple[tuple[int, int, int], list[str]]:
     """The most common size (or `image_size`), and RGB if any image is in colour."""
-    sizes = Counter((p.height, p.width) for p in probes)
-    common = sizes.most_common(1)[0][0]
-    height, width = image_size or common
-    channels = 3 if any(p.colour for p in probes) else 1
-    notes = []
-    resized = sum(count for size, count in sizes.items() if size != (height, width))
+    sizes: Counter[tuple[int, int]] = Counter()
+    for found, count in probes.items():
+        sizes[found.height, found.width] += count
+    height, width = image_size or sizes.most_common(1)[0][0]
+    channels = 3 if any(found.colour for found in probes) else 1
+    total, notes = probes.total(), []
+    resized = total - sizes[height, width]
     if resized:
         why = "as asked" if image_size else "the size most images have"
-        notes.append(f"resized {resized} of {len(probes)} images to {height}x{width} ({why})")
-    grey = sum(not p.colour for p in probes)
+        notes.append(f"resized {resized} of {total} images to {height}x{width} ({why})")
+    grey = sum(count for found, count in probes.items() if not found.colour)
     if channels == 3 and grey:
         notes.append(f"converted {grey} grayscale images to RGB (the others are in colour)")
     return (height, width, channels), notes
 
 
 def _skip_notes(root: Path, scans: list[Scan]) -> list[str]:
-    skipped = [item for s in scans for item in s.skipped]
+    skipped = sum(s.skipped for s in scans)
     if not skipped:
         return []
-    path, why = skipped[0]
+    path, why = next(s.first_skipped for s in scans if s.first_skipped)
     first = os.path.relpath(path, root)
-    return [f"skipped {len(skipped)} unreadable image files (e.g. {first}: {why})"]
+    return [f"skipped {skipped} unreadable image files (e.g. {first}: {why})"]

@@ -3,6 +3,9 @@ decoded on demand (a folder dataset is never held in memory). TF-free."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 
 from fmnist.data import decode
@@ -29,13 +32,19 @@ class FileSource:
     One thread decodes a batch: Pillow's per-file work is mostly Python, so threads only
     contend for the GIL; tf.data runs several batches at once instead."""
 
-    def __init__(self, paths: np.ndarray, labels: np.ndarray, shape: tuple[int, int, int]):
-        self.paths = paths
+    def __init__(
+        self, root: Path, paths: np.ndarray, labels: np.ndarray, shape: tuple[int, int, int]
+    ) -> None:
+        self.root = root
+        self.paths = paths  # relative to root, as bytes
         self.labels = labels
         self.shape = shape
 
+    def path(self, index: int) -> str:
+        return os.path.join(self.root, os.fsdecode(self.paths[index]))
+
     def read(self, indices: np.ndarray) -> np.ndarray:
         out = np.empty((len(indices), *self.shape), dtype=np.uint8)
-        for row, path in enumerate(self.paths[indices]):
-            out[row] = decode.decode(path, self.shape)
+        for row, index in enumerate(indices):
+            out[row] = decode.decode(self.path(index), self.shape)
         return out

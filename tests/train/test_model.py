@@ -95,3 +95,22 @@ def test_preprocess_of_numpy_has_tensorflow_eager_bits_and_tensors_stay_tensors(
     graph = tf.function(preprocess)(tf.constant(pixels))
     assert isinstance(graph, tf.Tensor) and graph.shape == (1, 16, 16, 1)
     np.testing.assert_allclose(graph.numpy(), eager, rtol=1e-7)
+
+
+def test_large_images_get_a_stem_and_28px_images_the_same_model() -> None:
+    from fmnist.train.model import build_model
+
+    fashion = build_model(TrainConfig())
+    assert not [layer.name for layer in fashion.layers if layer.name.startswith("stem")]
+    assert fashion.count_params() == DEFAULT_PARAMETERS
+    for shape, classes, stems in (((96, 96, 3), 5, 2), ((64, 40, 1), 3, 1), ((8, 8, 1), 10, 0)):
+        model = build_model(TrainConfig(), classes, input_shape=shape)
+        convs = [layer for layer in model.layers if layer.name.startswith("stem_conv")]
+        assert len(convs) == stems and all(layer.strides == (2, 2) for layer in convs)
+        assert model.input_shape == (None, *shape) and model.output_shape == (None, classes)
+        # The conv blocks see at most 32 px a side, whatever came in.
+        assert max(model.get_layer("block1_conv1").input.shape[1:3]) <= 32
+
+
+# The default model's size on main before any other shape was possible.
+DEFAULT_PARAMETERS = 806_314
