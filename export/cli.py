@@ -152,6 +152,8 @@ def _config(args: argparse.Namespace):
             equalize_alpha=args.equalize_alpha,
             bias_correction=args.bias_correction,
             flip_average=args.flip_average,
+            # A model trained elsewhere may never have seen anything like an all-white image.
+            input_pins="pixels" if args.keras_model is not None else "images",
         ),
         tolerance=Tolerance().with_args(args),
         num_versions=args.num_versions,

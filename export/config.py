@@ -29,8 +29,15 @@ class Int8Options:
     # Test-time flip averaging (export/flip_average.py). It wraps every model of the bundle,
     # not only the int8 one: ExportConfig reads it from here for all of them.
     flip_average: bool = False
+    # How calibration pins the input range to 0-255: "images" adds an all-0 and an all-255
+    # image (the default CNN's figures were measured so); "pixels" sets one pixel of a real
+    # image to 0 and one to 255, for models whose later activations an all-white image
+    # would stretch far beyond real ones (every later int8 range widens with them).
+    input_pins: str = "images"
 
     def __post_init__(self) -> None:
+        if self.input_pins not in ("images", "pixels"):
+            raise UserError(f"input_pins must be 'images' or 'pixels', got {self.input_pins!r}")
         if not 0.0 <= self.equalize_alpha <= 1.0:
             raise UserError(f"--equalize-alpha must be between 0 and 1, got {self.equalize_alpha}")
 

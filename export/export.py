@@ -379,7 +379,7 @@ def _manifest_fields(
     tflite_entries: dict[str, Any],
     saved_model_diff: float,
 ) -> dict[str, Any]:
-    contract, test = source.contract, source.test
+    contract, test, pins = source.contract, source.test, config.int8.input_pins
     origin = {"source_run": source.origin["path"]} if source.origin.get("kind") == "run" else {}
     return origin | {
         "model_name": config.name,
@@ -407,7 +407,8 @@ def _manifest_fields(
         "tflite": tflite_entries,
         "calibration": {
             "split": "train",
-            "num_images": len(source.calibration) + 2,  # + the all-0 and all-255 images
+            "num_images": len(source.calibration) + (2 if pins == "images" else 1),
+            "input_pins": pins,
             "equalize_alpha": config.int8.equalize_alpha,
             "bias_correction": config.int8.bias_correction,
         },

@@ -42,12 +42,17 @@ FLOAT32_FILE = "model_float32.tflite"
 SERVING_FILE = "model.tflite"
 
 
-def representative_images(images: np.ndarray, contract: InputContract) -> np.ndarray:
-    """Calibration images: an all-0 and an all-255 image (they pin the input range), then
-    the sample."""
+def representative_images(
+    images: np.ndarray, contract: InputContract, pins: str = "images"
+) -> np.ndarray:
+    """Calibration images that pin the input range to 0-255, then the sample: an all-0 and
+    an all-255 image ("images"), or the first image with one pixel 0 and one 255 ("pixels")."""
+    if pins == "pixels":
+        pinned = images[:1].copy()
+        pinned[0, 0, 0], pinned[0, 0, -1] = 0, 255
+        return np.concatenate([pinned, images])
     black, white = np.zeros(contract.shape, np.uint8), np.full(contract.shape, 255, np.uint8)
-    extremes = np.stack([black, white])
-    return np.concatenate([extremes, images])
+    return np.concatenate([np.stack([black, white]), images])
 
 
 def int8_input_contract(contract: InputContract) -> InputContract:
@@ -92,7 +97,7 @@ def convert_float32(model: keras.Model, contract: InputContract) -> bytes:
 def _int8_converter(
     model: keras.Model, calibration: np.ndarray, contract: InputContract, options: Int8Options
 ) -> tf.lite.TFLiteConverter:
-    images = representative_images(calibration, contract)
+    images = representative_images(calibration, contract, options.input_pins)
     scale = contract.scale
     model = equalize_activations(model, images, options.equalize_alpha, scale)  # a plain chain
     if options.bias_correction:  # after equalization: it corrects what the converter rounds

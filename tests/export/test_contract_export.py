@@ -38,8 +38,9 @@ def _trained(contract: InputContract) -> keras.Model:
     keras.utils.set_random_seed(0)
     inputs = keras.Input(SHAPE)
     x = keras.layers.Rescaling(1 / 255)(inputs) if contract.scaling == "model" else inputs
-    x = keras.layers.Conv2D(8, 3, activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
+    # The batch norm lets the same steps train on [0, 1], [-1, 1] and 0-255 inputs.
+    x = keras.layers.BatchNormalization()(keras.layers.Conv2D(8, 3)(x))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(x))
     model = keras.Model(inputs, keras.layers.Dense(len(CLASSES), activation="softmax")(x))
     images, labels = _brightness_images(1024, seed=1)
     model.compile(keras.optimizers.Adam(0.03), "sparse_categorical_crossentropy")

@@ -488,3 +488,17 @@ def test_version_dir_holds_model_tflite_for_tf_serving(exported_bundle: Path) ->
     assert manifest.verify_file(tflite.SERVING_FILE) == served
     # The SavedModel's input, so its requests and warm-up records serve both.
     assert manifest.tflite("int8").input.shape == (-1, 28, 28, 1)
+
+
+def test_manifest_records_the_contract_and_version_1_still_loads(
+    exported_bundle: Path, tmp_path: Path
+) -> None:
+    manifest = load_manifest(exported_bundle)
+    assert manifest.data["schema_version"] == 2
+    assert manifest.data["input"] == FASHION_MNIST.to_dict()
+    assert manifest.contract == FASHION_MNIST
+    assert manifest.data["source"]["kind"] == "run"
+    old = {k: v for k, v in manifest.data.items() if k not in ("input", "source")}
+    old["schema_version"] = 1
+    (tmp_path / "manifest.json").write_text(json.dumps(old))
+    assert load_manifest(tmp_path).contract.shape == (28, 28, 1)
