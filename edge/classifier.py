@@ -157,9 +157,13 @@ class Classifier:
         self.input_quant, self.output_quant = Quantization.of(inp), Quantization.of(out)
         self._batch = self.input_shape[0]
         self._sample_shape = self.input_shape[1:]
-        # Output dequantization constants, computed once (batch-1 latency is microseconds).
+        # Output dequantization, computed once (batch-1 latency is microseconds).
         self._out_zero_point = np.float32(self.output_quant.zero_point)
         self._out_scale = np.float32(self.output_quant.scale)
+        self._out_table = self._dequantize_table()
+        self._shapes = {self.contract.shape}
+        if self.contract.channels == 1:
+            self._shapes.add(self.contract.shape[:2])
         # A uint8 input with zero point 0 takes the pixels as they are, whatever the scaling:
         # exported int8 models rescale inside (no zero point maps 0-255 onto [-1, 1]).
         quant = self.input_quant
@@ -222,10 +226,23 @@ class Classifier:
         info = np.iinfo(q.dtype)
         return np.clip(np.round(real / q.scale) + q.zero_point, info.min, info.max).astype(q.dtype)
 
+    def _dequantize_table(self) -> np.ndarray | None:
+        """(q - zero_point) * scale in float32 for each 8-bit q, at index q mod 256: one
+        lookup instead of three array passes, the same bits."""
+        q = self.output_quant
+        if not q.quantized or q.dtype not in (np.int8, np.uint8):
+            return None
+        values = np.arange(256, dtype=np.uint8).view(q.dtype).astype(np.float32)
+        values -= self._out_zero_point
+        values *= self._out_scale
+        return values
+
     def from_output(self, values: np.ndarray) -> np.ndarray:
         """The model's output tensor -> float32 probabilities (or scores, as the model gives)."""
         if not self.output_quant.quantized:
             return values.astype(np.float32, copy=False)
+        if self._out_table is not None:
+            return self._out_table.take(values, mode="wrap")
         real = values.astype(np.float32)
         real -= self._out_zero_point
         real *= self._out_scale
@@ -259,6 +276,9 @@ class Classifier:
 
     def check_images(self, images: np.ndarray) -> np.ndarray:
         """uint8 [N, H, W, C] of the contract (or [N, H, W] for C = 1), else a UserError."""
+        fits = type(images) is np.ndarray and images.dtype == np.uint8
+        if fits and images.shape[1:] in self._shapes:  # the common case, checked cheaply
+            return images
         images = np.asarray(images)
         height, width, channels = self.contract.shape
         plain = channels == 1 and images.ndim == 3 and images.shape[1:] == (height, width)
