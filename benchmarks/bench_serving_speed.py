@@ -3,7 +3,7 @@ wrk for REST) so the client's CPU hardly counts; issue 43's targets, checked in 
 
     python benchmarks/bench_serving_speed.py --bundle MODELS/fashion_mnist/1 --data-dir D
         [--seconds 10] [--rounds 2] [--baseline-pythonpath DIR] [--out OUT.json]
-        [--only PREFIX ...]
+        [--only NAME ...]
     python benchmarks/bench_serving_speed.py --merge A.json B.json [--out OUT.json]
 
 The bundle is an exported version (its SavedModel and its int8 model.tflite); the load is
@@ -20,8 +20,9 @@ older `fmnist` package, e.g. a checkout's symlink farm), the configurations that
 server understands are measured on it too, alternating (`--all-on-baseline`: every one, for
 a baseline that has every flag). Medians over `--rounds`; then each configuration's ratios
 to the baseline's (issue 49: none more than 5% slower, 1-stream p50 no worse).
-`--only` measures the configurations whose names start with a prefix (so that a long run
-fits several quiet windows); `--merge` reports the summaries of such runs together.
+`--only NAME` measures that configuration only (`--only 'TFLite*'`: those whose names start
+with `TFLite`), so that a long run fits several quiet windows; `--merge` reports the
+summaries of such runs together.
 Targets (issue 43): batching >= 2.5x the same SavedModel server without it; TFLite over
 gRPC >= 0.25 of the bare interpreter; REST CPU per request <= half of the baseline's;
 1-stream p50 no worse than the baseline's (within 5%).
@@ -188,7 +189,7 @@ def main() -> int:
     parser.add_argument("--baseline-pythonpath")
     parser.add_argument("--all-on-baseline", action="store_true")
     parser.add_argument("--out", type=Path)
-    parser.add_argument("--only", action="append", metavar="PREFIX")
+    parser.add_argument("--only", action="append", metavar="NAME")
     parser.add_argument("--merge", nargs="+", type=Path, metavar="SUMMARY")
     args = parser.parse_args()
     if args.merge:
@@ -198,7 +199,7 @@ def main() -> int:
     configurations = {
         name: c
         for name, c in CONFIGURATIONS.items()
-        if not args.only or any(name.startswith(p) for p in args.only)
+        if not args.only or any(_matches(name, pattern) for pattern in args.only)
     }
     image = dataset.load_test(args.data_dir).images[:1]
     request = pb.PredictRequest()
@@ -256,6 +257,11 @@ def main() -> int:
     if args.out:
         args.out.write_text(json.dumps(summary, indent=2))
     return 0
+
+
+def _matches(name: str, pattern: str) -> bool:
+    """`pattern` is the configuration's name, or a prefix of it followed by `*`."""
+    return name.startswith(pattern[:-1]) if pattern.endswith("*") else name == pattern
 
 
 def _merge(paths: list[Path], out: Path | None) -> int:
