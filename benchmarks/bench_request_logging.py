@@ -9,8 +9,10 @@ One server per path serves the bundle from a models.config polled every 0.2 s. E
 measures every rate (0, 1.0, 0.01), in an order rotated each round, by rewriting that
 config: the arms share the server, its warm-up and the machine's drift. Each arm: 1 s of
 warm-up, then `--seconds` of load, one real test image per request; the server's metrics
-give the records written and dropped. A rate's cost is 1 - its requests/s over rate 0's
-in the same round; medians over the rounds. Targets: rate 1.0 costs <= 10%, 0.01 <= 2%.
+give the records written and dropped, /proc the server's CPU time per request (less
+sensitive than requests/s to other work on the machine). A rate's cost is 1 - its
+requests/s over rate 0's in the same round; medians over the rounds.
+Targets: rate 1.0 costs <= 10%, 0.01 <= 2%.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from loadgen import grpc_frame, h2load
+from loadgen import cpu_seconds, grpc_frame, h2load, server_pids
 
 from fmnist import dataset
 from fmnist.serving.client import GrpcClient
@@ -104,12 +106,15 @@ def measure_path(flags: list[str], bundle: Path, tmp: Path, body: bytes, args) -
 def measure_rate(server: ServerProcess, url: str, body: bytes, seconds: float) -> dict:
     h2load(url, body, streams=16, seconds=1)  # warm-up
     time.sleep(0.5)  # its records written before counting starts
-    before = log_counts(server)
+    before, pids = log_counts(server), server_pids(server.process.pid)
+    cpu = cpu_seconds(pids)
     load = h2load(url, body, streams=16, seconds=seconds)
     time.sleep(0.5)  # the writer catches up before its counts are read
+    cpu = cpu_seconds(pids) - cpu  # its writing included
     written, dropped = (a - b for a, b in zip(log_counts(server), before, strict=True))
     return {
         "grpc_rps": load.per_second,
+        "cpu_ms": 1000 * cpu / max(load.requests, 1),
         "failed": load.failed,
         "requests": load.requests,
         "written": written,
@@ -152,7 +157,13 @@ def summarize(by_rate: dict) -> dict:
         medians = {key: statistics.median(row[key] for row in rows) for key in rows[0]}
         bases = by_rate[0.0]
         costs = [1 - r["grpc_rps"] / b["grpc_rps"] for r, b in zip(rows, bases, strict=True)]
-        summary[str(rate)] = {**medians, "cost": statistics.median(costs), "costs": costs}
+        cpu = [r["cpu_ms"] / b["cpu_ms"] - 1 for r, b in zip(rows, bases, strict=True)]
+        summary[str(rate)] = {
+            **medians,
+            "cost": statistics.median(costs),
+            "costs": costs,
+            "cpu_cost": statistics.median(cpu),
+        }
     return summary
 
 
@@ -166,8 +177,8 @@ def report(summary: dict) -> str:
     """The Markdown table: each path's rates, their cost against rate 0, and the verdicts."""
     lines = [
         "| path | sampling rate | gRPC req/s | throughput lost vs rate 0 (per round) | target "
-        "| logged | dropped |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| server CPU per request vs rate 0 | logged | dropped |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for path, by_rate in summary.items():
         for rate in RATES:
@@ -182,9 +193,10 @@ def report(summary: dict) -> str:
             share = f"{row['written'] / max(row['requests'], 1):.1%} of requests" if rate else "0"
             rounds = ", ".join(f"{c:+.1%}" for c in row["costs"])
             lost = "-" if rate == 0 else f"{cost:+.1%} ({rounds})"
+            cpu = f"{row['cpu_ms']:.3f} ms" + ("" if rate == 0 else f" ({row['cpu_cost']:+.1%})")
             lines.append(
-                f"| {path} | {rate:g} | {row['grpc_rps']:,.0f} | {lost} | {verdict} | {share} "
-                f"| {row['dropped']:,.0f} |"
+                f"| {path} | {rate:g} | {row['grpc_rps']:,.0f} | {lost} | {verdict} | {cpu} "
+                f"| {share} | {row['dropped']:,.0f} |"
             )
     return "\n".join(lines)
 
