@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from fmnist.contract import InputContract
-from fmnist.data import open_dataset
+from fmnist.data import idx, npz, open_dataset
 from fmnist.data.idx import find_files
 from fmnist.dataset import read_idx, resolve_data_dir
 from fmnist.errors import UserError
@@ -34,10 +34,32 @@ def _test_files_only(path: Path) -> tuple[Path, Path] | None:
     return test if all(test) and not training else None
 
 
+def _test_arrays(path: Path):
+    """(contract, test source) of an .npz or a complete IDX directory, read without the
+    train/validation split (which needs scikit-learn, not in the [client] install)."""
+    if npz.is_npz(path):
+        contract, _, test = npz.read(path)
+        return contract, test
+    if idx.is_idx_dir(path) and _test_files_only(path) is None:
+        contract, _, test = idx.read(path)
+        return contract, test
+    return None
+
+
 def _open(data_dir: str | os.PathLike | None, contract: InputContract):
     """(where, shape of one image, number of classes, test labels, batches(size))."""
     path = resolve_data_dir(data_dir)
     test_files = _test_files_only(path)
+    arrays = _test_arrays(path)
+    if arrays is not None:
+        theirs, test = arrays
+
+        count = len(test.labels)
+
+        def pieces(size: int) -> Batches:
+            return (test.read(np.arange(i, min(i + size, count))) for i in range(0, count, size))
+
+        return str(path), theirs.shape, theirs.num_classes, test.labels, pieces
     if test_files is None:
         data = open_dataset(path, image_size=(contract.height, contract.width))
 

@@ -174,8 +174,9 @@ NAMES = ("circle", "square", "triangle", "star", "plus")
 
 def _tensor(details: dict) -> dict:
     scale, zero_point = details["quantization"]
-    spec = {"dtype": np.dtype(details["dtype"]).name, "shape": [-1, *details["shape"][1:]]}
-    return {**spec, "scale": scale, "zero_point": zero_point} if scale else spec
+    shape = [-1, *(int(d) for d in details["shape"][1:])]
+    spec = {"dtype": np.dtype(details["dtype"]).name, "shape": shape}
+    return {**spec, "scale": float(scale), "zero_point": int(zero_point)} if scale else spec
 
 
 def _tflite_entry(path: Path) -> dict:

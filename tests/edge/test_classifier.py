@@ -131,7 +131,7 @@ def _foreign_tflite(path: Path, input_shape: list[int], outputs: int) -> Path:
         ([1, 8, 8, 2], 2, None, r"input \[1, 8, 8, 2\] float32 is not an image"),
         ([1, 32, 32, 3], 10, FASHION_MNIST, r"takes 32x32x3 images, but its contract says 28x28x1"),
         ([1, 28, 28, 1], 12, FASHION_MNIST, r"output shape \[1, 12\] does not give one score"),
-        ([1, 28, 28, 1], 1, None, r"outputs \[\[1, 1\] float32\] are not class scores"),
+        ([1, 28, 28, 1], 1, None, r"outputs \[1, 1\] float32 are not class scores"),
     ],
 )
 def test_a_model_that_is_no_image_classifier_or_not_its_contracts_is_refused(

@@ -70,7 +70,18 @@ def _manifest_fields(num_examples: int, labels: np.ndarray) -> dict:
             "outputs": {"probabilities": {"dtype": "float32", "shape": [-1, len(NAMES)]}},
         },
         "float_metrics": {"accuracy": 1.0, "per_class": []},
-        "tflite": {},
+        "tflite": {  # not loaded by the clients: a placeholder the schema asks for
+            "int8": {
+                "file": "model_int8.tflite",
+                "input": {
+                    "dtype": "uint8",
+                    "shape": [-1, *SHAPE],
+                    "scale": 1 / 255,
+                    "zero_point": 0,
+                },
+                "output": {"dtype": "int8", "shape": [-1, 5], "scale": 1 / 256, "zero_point": -128},
+            }
+        },
         "tolerance": {"max_accuracy_drop_pp": 0.5, "min_agreement": 0.99},
         "reference": {
             "file": REFERENCE_NAME,
@@ -103,6 +114,7 @@ def colour(tmp_path_factory: pytest.TempPathFactory, session_model_server) -> di
         class_names=np.array(NAMES),
     )
     np.savez_compressed(bundle / REFERENCE_NAME, probabilities=reference[:TEST_IMAGES])
+    (bundle / "model_int8.tflite").write_bytes(b"\0\0\0\0TFL3 placeholder")
     write_manifest(bundle, _manifest_fields(TEST_IMAGES, labels[:TEST_IMAGES]))
     server = session_model_server("--model_name", "colour", "--model_base_path", str(bundle.parent))
     return {"server": server, "bundle": bundle, "data": data, "images": images[:TEST_IMAGES]}
