@@ -131,7 +131,7 @@ def main() -> int:
     parser.add_argument("--paths", nargs="+", choices=list(PATHS), default=list(PATHS))
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    args.image = dataset.load_test(args.data_dir).images[:1]
+    args.image = dataset.load_test(args.data_dir).images[:1, ..., None]  # [N, 28, 28, 1]
     request = pb.PredictRequest()
     request.model_spec.name = MODEL
     request.inputs["images"].CopyFrom(to_tensor_proto(args.image))

@@ -377,7 +377,7 @@ def _latency(
     version = manifest.model_version  # pinned: REST then needs no version lookup
     serve = tf.saved_model.load(str(manifest.bundle_dir)).signatures["serving_default"]
     tflite = {
-        kind: Classifier(manifest.tflite(kind).path, runtime=runtime)
+        kind: Classifier(manifest.tflite(kind).path, runtime=runtime, contract=manifest.contract)
         for kind in ("float32", "int8")
     }
     grpc_client, rest_client = clients

@@ -73,7 +73,8 @@ def run_served_parity(
         client, manifest, data_dir, answering, label, batch_size or client.batch_size
     )
     seconds = time.perf_counter() - start
-    kind = "TFLite int8" if served.output == "scores" else "SavedModel"
+    # A SavedModel and a current model.tflite answer alike: the client cannot tell them apart.
+    kind = "TFLite int8" if served.output == "scores" else "served model"
     return compare(
         reference,
         served.probabilities,

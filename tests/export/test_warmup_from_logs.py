@@ -39,7 +39,7 @@ def logged_requests(images: np.ndarray, sizes: list[int]) -> list[pb.PredictionL
 def test_export_warms_up_from_logged_requests(
     tiny_run: Path, data_dir: Path, tmp_path: Path, capsys
 ) -> None:
-    images = dataset.load_test(data_dir).images
+    images = dataset.load_test(data_dir).images[..., None]  # uint8 [N, 28, 28, 1]
     log = write_prediction_logs(
         tmp_path / "requests.tfrecord", logged_requests(images, [1, 4, 1, 16, 2, 1])
     )

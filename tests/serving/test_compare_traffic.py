@@ -38,7 +38,7 @@ def deployment(rollout_versions, session_model_server, data_dir, tmp_path_factor
     base = rollout_versions(tmp_path_factory.mktemp("traffic") / "models", "all {}")
     server = session_model_server("--model_config_file", str(base / "models.config"))
     log = base.parent / "requests.tfrecord"
-    images = dataset.load_test(data_dir).images[:200]
+    images = dataset.load_test(data_dir).images[:200, ..., None]  # uint8 [N, 28, 28, 1]
     with GrpcClient(server.grpc_target, "fashion_mnist") as client, PredictionLogWriter(log) as out:
         for image in images:
             request = pb.PredictRequest()

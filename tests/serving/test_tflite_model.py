@@ -374,6 +374,6 @@ def test_fmnist_parity_passes_against_a_tflite_serving_server(
     )
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads(out.read_text())
-    assert result["name"] == "TFLite int8 over REST"
+    assert result["name"] == "served model over REST"  # it answers as the SavedModel does
     exported = load_manifest(exported_bundle).tflite("int8").parity
     assert result["agreement"] == exported["agreement"]  # the same int8 answers, exactly

@@ -19,7 +19,7 @@ from fmnist.serving.wire.tensor_proto import to_ndarray, to_tensor_proto
 
 pytestmark = pytest.mark.integration
 
-IMAGES = np.zeros((0, 28, 28), np.uint8)
+IMAGES = np.zeros((0, 28, 28, 1), np.uint8)
 
 
 def test_the_saved_model_and_its_tflite_copy_answer_zero_rows_alike(exported_bundle: Path):
