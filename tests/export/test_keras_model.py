@@ -14,9 +14,13 @@ import tensorflow as tf
 
 from fmnist.cli import main
 from fmnist.data import open_dataset
+from fmnist.edge.parity import measure_parity
 from fmnist.edge.runtime import select_runtime
 from fmnist.export import saved_model, tflite
 from fmnist.manifest import load_manifest
+from fmnist.serving.client import GrpcClient
+from fmnist.serving.client.parity import run_served_parity
+from fmnist.serving.server.process import start_server
 
 APPS_SIZE = (96, 96)
 # Barely trained models (a few dozen steps): int8 rounding moves more of their uncertain
@@ -123,23 +127,39 @@ def _applications_model(name: str, shapes_dir: Path, scaling: str) -> keras.Mode
     return model
 
 
-@pytest.mark.parametrize(
-    ("name", "scaling"), [("MobileNetV2", "symmetric"), ("EfficientNetB0", "model")]
-)
-def test_keras_applications_model_becomes_a_bundle(
-    name: str, scaling: str, shapes_dir: Path, tmp_path: Path
-) -> None:
-    """MobileNetV2 expects [-1, 1]; EfficientNetB0 scales 0-255 itself (Rescaling and
-    Normalization inside). The shapes' 32x32 PNGs are resized to the model's 96x96."""
-    path = _save(_applications_model(name, shapes_dir, scaling), tmp_path, name.lower())
-    base = tmp_path / "models"
+def _export_applications(
+    name: str, scaling: str, shapes_dir: Path, tmp: Path
+) -> tuple[Path, float]:
+    """A keras.applications model trained briefly on the shapes, exported; (bundle, seconds)."""
+    path = _save(_applications_model(name, shapes_dir, scaling), tmp, name.lower())
+    base = tmp / "models"
     # EfficientNetB0 a few dozen steps in barely beats chance and its int8 model agrees on
     # little more than half the images: a gate a trained model would pass is too strict here.
     barely = ["--min-agreement", "0.5", "--max-class-recall-drop", "60"]
     loose = [*LOOSE, *barely] if name == "EfficientNetB0" else LOOSE
     code, seconds = _export(path, shapes_dir, base, scaling, "--calibration-size", "32", *loose)
     assert code == 0
-    bundle = base / name.lower() / "1"
+    return base / name.lower() / "1", seconds
+
+
+@pytest.fixture(scope="module")
+def mobilenet_bundle(shapes_dir: Path, tmp_path_factory) -> tuple[Path, float]:
+    tmp = tmp_path_factory.mktemp("mobilenet")
+    return _export_applications("MobileNetV2", "symmetric", shapes_dir, tmp)
+
+
+@pytest.mark.parametrize(
+    ("name", "scaling"), [("MobileNetV2", "symmetric"), ("EfficientNetB0", "model")]
+)
+def test_keras_applications_model_becomes_a_bundle(
+    name: str, scaling: str, shapes_dir: Path, tmp_path: Path, request
+) -> None:
+    """MobileNetV2 expects [-1, 1]; EfficientNetB0 scales 0-255 itself (Rescaling and
+    Normalization inside). The shapes' 32x32 PNGs are resized to the model's 96x96."""
+    if name == "MobileNetV2":
+        bundle, seconds = request.getfixturevalue("mobilenet_bundle")
+    else:
+        bundle, seconds = _export_applications(name, scaling, shapes_dir, tmp_path)
     manifest = load_manifest(bundle)
     assert manifest.contract.shape == (96, 96, 3) and manifest.contract.scaling == scaling
     images = open_dataset(shapes_dir, image_size=APPS_SIZE).load("test").images[:8]
@@ -148,6 +168,28 @@ def test_keras_applications_model_becomes_a_bundle(
     interpreter = select_runtime().interpreter_class(model_path=str(bundle / tflite.SERVING_FILE))
     assert {d["name"] for d in interpreter.get_output_details()} == {"probabilities", "class_ids"}
     _measured(f"{name} 96x96x3 (shapes)", bundle, seconds)
+
+
+def test_a_keras_applications_bundle_is_served_and_runs_on_the_edge_runner(
+    mobilenet_bundle: tuple[Path, float], shapes_dir: Path, tmp_path: Path
+) -> None:
+    """The whole way a user's model goes: `fmnist serve` answers the float reference over
+    gRPC, and the edge runner's int8 answers are the ones export's gate measured."""
+    bundle, _ = mobilenet_bundle
+    name = bundle.parent.name
+    server = start_server(
+        *("--model_name", name, "--model_base_path", str(bundle.parent)), log_dir=tmp_path
+    )
+    try:
+        with GrpcClient(server.grpc_target, name) as client:
+            client.wait_until_available(60)
+            served = run_served_parity(client, bundle, shapes_dir)
+    finally:
+        assert server.stop() == 0, server.log()[-2000:]
+    assert served.passed and served.agreement == 1.0
+    edge = measure_parity(bundle, shapes_dir, runtime=select_runtime()).result
+    assert edge.passed
+    assert edge.agreement == load_manifest(bundle).tflite("int8").parity["agreement"]
 
 
 def _fails_cleanly(argv: list[str], capsys, match: str, base: Path) -> None:
