@@ -39,7 +39,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -142,7 +142,7 @@ class Manifest:
         """What every model of the bundle takes and answers (`input`; a bundle from before
         the contract existed holds a Fashion-MNIST model with the manifest's class names)."""
         if "input" not in self.data:
-            return InputContract(28, 28, 1, tuple(self.class_names), FASHION_MNIST.scaling)
+            return replace(FASHION_MNIST, class_names=tuple(self.class_names))
         return InputContract.from_dict(self.data["input"], where=f"{self.path}: input")
 
     @property

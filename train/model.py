@@ -14,10 +14,11 @@ import math
 import keras
 import tensorflow as tf
 
+from fmnist.contract import FASHION_MNIST
 from fmnist.train.config import TrainConfig
 
-IMAGE_SHAPE = (28, 28, 1)
-NUM_CLASSES = 10
+IMAGE_SHAPE = FASHION_MNIST.shape  # the default; build_model takes any (H, W, C)
+NUM_CLASSES = FASHION_MNIST.num_classes
 STEM_TARGET = 32  # largest side the conv blocks take without a downsampling stem
 
 
