@@ -201,7 +201,7 @@ def main() -> int:
         for name, c in CONFIGURATIONS.items()
         if not args.only or any(_matches(name, pattern) for pattern in args.only)
     }
-    image = dataset.load_test(args.data_dir).images[:1, ..., None]  # the bundle takes [N, 28, 28, 1]
+    image = dataset.load_test(args.data_dir).images[:1, ..., None]  # uint8 [1, 28, 28, 1]
     request = pb.PredictRequest()
     request.model_spec.name = MODEL
     request.inputs["images"].CopyFrom(to_tensor_proto(image))

@@ -44,7 +44,7 @@ from fmnist.export.int8_check import (
 )
 from fmnist.export.model_config import CONFIG_NAME, read_config, update_models_config
 from fmnist.export.publish import check_writable, next_version, staged_version
-from fmnist.export.source import ExportSource, from_run
+from fmnist.export.source import ExportSource, TestSplit, from_run
 from fmnist.export.tflite_run import tflite_probabilities
 from fmnist.export.tflite_serving import serving_model
 from fmnist.export.warmup_from_logs import WarmupSelection, logged_warmup
@@ -167,7 +167,7 @@ def export_source(
     where = source.origin.get("path", "the model")
     progress(f"exporting {where} as {config.name} version {checked.version}{variant}")
     progress(f"input: {source.contract.describe()}")
-    reference = _predict(served, source.test.images, source.contract)
+    reference = _predict(served, source.test, source.contract)
     timings["load_and_reference_s"] = time.perf_counter() - clock
     with staged_version(config.model_dir, checked.version) as staging:
         args = (staging, source, served, reference, config, checked, debug_dir, progress)
@@ -184,10 +184,14 @@ def export_source(
     )
 
 
-def _predict(model: Any, images: np.ndarray, contract: InputContract) -> np.ndarray:
-    """The float model's probabilities for uint8 images, scaled by the contract's rule."""
-    scaled = contract.scale(images)
-    return np.asarray(model.predict(scaled, batch_size=1000, verbose=0), dtype=np.float32)
+def _predict(model: Any, test: TestSplit, contract: InputContract) -> np.ndarray:
+    """The float model's probabilities for the test images, scaled by the contract's rule."""
+    return np.concatenate(
+        [
+            np.asarray(model.predict(contract.scale(images), batch_size=len(images), verbose=0))
+            for images in test.batches()
+        ]
+    ).astype(np.float32, copy=False)
 
 
 def _build(
@@ -240,9 +244,9 @@ def _write_saved_model(
         checked.warmup.write(staging)
         progress(checked.warmup.summary())
     else:
-        images = source.test.images[: max(config.warmup_batch_sizes)]
+        images = source.test.head(max(config.warmup_batch_sizes))
         saved_model.write_warmup(staging, config.name, images, config.warmup_batch_sizes)
-    diff = _check_saved_model(staging, source.test.images, reference)
+    diff = _check_saved_model(staging, source.test, reference)
     progress(f"SavedModel: signature matches Keras (max |diff| {diff:.2g})")
     return diff
 
@@ -302,7 +306,7 @@ def _refuse_drift(
     report = tflite.write_quantization_report(
         source.model,
         source.calibration,
-        source.test.images[:200],
+        source.test.head(200),
         debug_dir,
         source.contract,
         config.int8,
@@ -337,9 +341,10 @@ def _update_models_config(config: ExportConfig, version: int, bundle_dir: Path) 
         ) from None
 
 
-def _check_saved_model(path: Path, images: np.ndarray, reference: np.ndarray) -> float:
+def _check_saved_model(path: Path, test: TestSplit, reference: np.ndarray) -> float:
     """The saved signature must reproduce the Keras model (a wrong export is never published)."""
-    outputs = saved_model.signature_outputs(path, images)
+    parts = [saved_model.signature_outputs(path, images) for images in test.batches()]
+    outputs = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
     diff = float(np.abs(outputs["probabilities"] - reference).max())
     if diff > SAVED_MODEL_ATOL or not np.array_equal(outputs["class_ids"], reference.argmax(1)):
         raise UserError(f"SavedModel differs from the Keras model (max |diff| {diff:.3g})")
@@ -357,7 +362,9 @@ def _judge(
     runtime = select_runtime()
     try:
         content = read_model(path)  # a file that is not a TFLite model, in one line
-        probabilities = tflite_probabilities(content, source.test.images, source.contract, runtime)
+        probabilities = tflite_probabilities(
+            content, source.test.batches(), source.contract, runtime
+        )
     except UserError as err:  # its path is in the staging directory, about to vanish
         reason = str(err).removeprefix(f"{path}: ")
         raise UserError(f"not published: the converted {kind} TFLite model: {reason}") from None

@@ -17,7 +17,7 @@ import numpy as np
 
 from fmnist.contract import CHANNELS, InputContract
 from fmnist.errors import UserError
-from fmnist.export.source import ExportSource
+from fmnist.export.source import ExportSource, TestSplit
 
 # Rows of a probability output sum to 1 up to float32 rounding of a softmax.
 SUM_TOLERANCE = 1e-3
@@ -118,9 +118,9 @@ def from_keras_model(
     contract = dataset.contract.with_scaling(scaling)
     _check_images(contract, (height, width, channels), path)
     check_output(model, path, contract.num_classes)
-    test = dataset.load("test")
+    test = TestSplit.of(dataset)
     calibration = dataset.sample("train", calibration_size, seed)
-    probe = contract.scale(test.images[:PROBE_IMAGES])
+    probe = contract.scale(test.head(PROBE_IMAGES))
     model = probability_model(model, probe, softmax, path)
     origin = {"kind": "keras_model", "path": str(path.resolve()), "data": str(dataset.path)}
     return ExportSource(model, contract, test, calibration, origin)

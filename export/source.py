@@ -8,6 +8,7 @@ Export reads nothing else, so every later step is the same for both.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,15 +16,42 @@ from typing import Any
 import numpy as np
 
 from fmnist.contract import InputContract
-from fmnist.data import Split
+from fmnist.data import Dataset
 from fmnist.run_dir import RunDir
+
+BATCH = 1000  # test images in memory at once while export runs a model over them
+
+
+@dataclass(frozen=True)
+class TestSplit:
+    """The reference and parity images, read from the dataset a batch at a time: a large
+    test split is never all in memory (only its labels are)."""
+
+    data: Dataset
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batches(self, size: int = BATCH) -> Iterator[np.ndarray]:
+        """uint8 [n, H, W, C] in the split's fixed order (the reference outputs' order)."""
+        for images, _ in self.data.batches("test", size):
+            yield images
+
+    def head(self, count: int) -> np.ndarray:
+        """The first `count` images (warm-up requests, probes, the quantization report)."""
+        return next(self.batches(min(count, len(self))))
+
+    @classmethod
+    def of(cls, data: Dataset) -> TestSplit:
+        return cls(data, data.labels("test"))
 
 
 @dataclass(frozen=True)
 class ExportSource:
     model: Any  # keras.Model: contract.scale(pixels) [N, H, W, C] in, probabilities out
     contract: InputContract
-    test: Split  # uint8 images [N, H, W, C] and int64 labels: the reference and parity set
+    test: TestSplit  # uint8 images [N, H, W, C] and int64 labels: the reference and parity set
     calibration: np.ndarray  # uint8 training images for int8 calibration
     origin: dict[str, str] = field(default_factory=dict)  # the manifest's `source`
 
@@ -42,4 +70,4 @@ def from_run(
     data = run.open_data(data_dir)  # checked against the run's contract
     calibration = data.sample("train", calibration_size, seed)
     origin = {"kind": "run", "path": str(run.path.resolve())}
-    return ExportSource(model, run.contract(), data.load("test"), calibration, origin)
+    return ExportSource(model, run.contract(), TestSplit.of(data), calibration, origin)

@@ -9,6 +9,7 @@ aborts TFLite's kernels (as some int8 ADDs do) must be a refusal, not the end of
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -45,12 +46,13 @@ def _scores(details: dict[str, Any], values: np.ndarray) -> np.ndarray:
 
 def tflite_probabilities(
     content: bytes,
-    images: np.ndarray,
+    images: np.ndarray | Iterable[np.ndarray],
     contract: InputContract,
     runtime: Runtime,
     batch_size: int = 1000,
 ) -> np.ndarray:
-    """Class probabilities float32 [N, classes] of a one-input, one-output TFLite model."""
+    """Class probabilities float32 [N, classes] of a one-input, one-output TFLite model, for
+    uint8 images or an iterable of their batches (a test split streamed from disk)."""
     try:
         check_in_child(content, runtime.name)
         interpreter = runtime.interpreter_class(model_content=content)
@@ -59,9 +61,11 @@ def tflite_probabilities(
     except (ValueError, RuntimeError) as err:
         raise UserError(f"{runtime} cannot load it: {err}") from None
     (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    if isinstance(images, np.ndarray):
+        images = (images[start : start + batch_size] for start in range(0, len(images), batch_size))
     parts, allocated = [], None
-    for start in range(0, len(images), batch_size):
-        batch = _model_input(inp, images[start : start + batch_size], contract)
+    for pixels in images:
+        batch = _model_input(inp, pixels, contract)
         if len(batch) != allocated:
             interpreter.resize_tensor_input(inp["index"], batch.shape, strict=False)
             interpreter.allocate_tensors()
