@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from fmnist.contract import InputContract
-from fmnist.data import idx, npz, open_dataset
+from fmnist.data import folder, idx, npz, open_dataset
 from fmnist.data.idx import find_files
 from fmnist.dataset import read_idx, resolve_data_dir
 from fmnist.errors import UserError
@@ -34,9 +34,13 @@ def _test_files_only(path: Path) -> tuple[Path, Path] | None:
     return test if all(test) and not training else None
 
 
-def _test_arrays(path: Path):
-    """(contract, test source) of an .npz or a complete IDX directory, read without the
-    train/validation split (which needs scikit-learn, not in the [client] install)."""
+def _test_arrays(path: Path, size: tuple[int, int]):
+    """(contract, test source) of an .npz, a complete IDX directory or a folder dataset with
+    its own test/ tree (images resized to `size`), read without the train/validation split
+    (which needs scikit-learn, in neither the [client] nor the [edge] install)."""
+    if folder.is_folder_dataset(path) and folder.split_layout(path):
+        contract, ((_, _), (test, _)), _ = folder.read(path, size)
+        return contract, test
     if npz.is_npz(path):
         contract, _, test = npz.read(path)
         return contract, test
@@ -50,7 +54,7 @@ def _open(data_dir: str | os.PathLike | None, contract: InputContract):
     """(where, shape of one image, number of classes, test labels, batches(size))."""
     path = resolve_data_dir(data_dir)
     test_files = _test_files_only(path)
-    arrays = _test_arrays(path)
+    arrays = _test_arrays(path, (contract.height, contract.width))
     if arrays is not None:
         theirs, test = arrays
 

@@ -279,3 +279,37 @@ def test_classify_and_bench_a_bundle_of_another_shape(colour_bundle: dict, colou
 def test_parity_refuses_data_of_another_shape(colour_bundle: dict, data_dir: Path) -> None:
     done = edge("parity", str(colour_bundle["bundle"]), "--data-dir", str(data_dir))
     assert_one_line_error(done, "not the data of this bundle")
+
+
+def test_parity_reads_a_folder_test_tree_without_scikit_learn(tmp_path: Path, python_without):
+    """A device's or client's install has no scikit-learn: a folder dataset's test/ tree is
+    read as open_dataset reads it (same order, same pixels) without the train split."""
+    from PIL import Image
+
+    from fmnist.data import open_dataset
+
+    rng = np.random.default_rng(3)
+    for split, count in (("train", 6), ("test", 4)):
+        for name in ("cats", "dogs"):
+            folder = tmp_path / "pets" / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    expected = open_dataset(tmp_path / "pets", image_size=(12, 10)).load("test")
+    done = python_without(
+        f"""
+        import numpy as np
+        from fmnist.contract import InputContract
+        from fmnist.parity_data import _open
+        contract = InputContract(12, 10, 3, ("cats", "dogs"))
+        _, shape, classes, labels, batches = _open({str(tmp_path / "pets")!r}, contract)
+        images = np.concatenate(list(batches(3)))
+        np.save({str(tmp_path / "images.npy")!r}, images)
+        print(list(shape), classes, list(labels))
+        """,
+        blocked=("sklearn",),
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[0] == f"[12, 10, 3] 2 {list(expected.labels)}"
+    np.testing.assert_array_equal(np.load(tmp_path / "images.npy"), expected.images)
