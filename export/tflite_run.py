@@ -61,10 +61,11 @@ def tflite_probabilities(
     except (ValueError, RuntimeError) as err:
         raise UserError(f"{runtime} cannot load it: {err}") from None
     (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    batches = images
     if isinstance(images, np.ndarray):
-        images = (images[start : start + batch_size] for start in range(0, len(images), batch_size))
+        batches = (images[i : i + batch_size] for i in range(0, len(images), batch_size))
     parts, allocated = [], None
-    for pixels in images:
+    for pixels in batches:
         batch = _model_input(inp, pixels, contract)
         if len(batch) != allocated:
             interpreter.resize_tensor_input(inp["index"], batch.shape, strict=False)

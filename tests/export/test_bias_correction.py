@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 
+from fmnist.contract import FASHION_MNIST
 from fmnist.edge.runtime import select_runtime
 from fmnist.export import tflite
 from fmnist.export.bias_correction import correct_rounding_bias, rounding_error
@@ -95,12 +96,12 @@ def test_the_int8_model_keeps_the_float_channel_means(images: np.ndarray) -> Non
 
     def int8_means(bias_correction: bool) -> np.ndarray:
         options = Int8Options(equalize_alpha=0.0, bias_correction=bias_correction)
-        content = tflite.convert_int8(model, images, options)
+        content = tflite.convert_int8(model, images[..., None], FASHION_MNIST, options)
         interpreter = select_runtime().interpreter_class(model_content=content)
         (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
-        interpreter.resize_tensor_input(inp["index"], [len(images), 28, 28])
+        interpreter.resize_tensor_input(inp["index"], [len(images), 28, 28, 1])
         interpreter.allocate_tensors()
-        interpreter.set_tensor(inp["index"], images)
+        interpreter.set_tensor(inp["index"], images[..., None])
         interpreter.invoke()
         scale, zero_point = out["quantization"]
         outputs = (interpreter.get_tensor(out["index"]).astype(np.float64) - zero_point) * scale

@@ -172,7 +172,7 @@ def test_quick_pipeline_runs_end_to_end_on_a_colour_folder_dataset(tmp_path: Pat
     assert report["data"]["kind"] == "folder" and report["data"]["input"].startswith("32x32x3")
     assert [check["passed"] for check in report["parity"]] == [True, True, True]
     assert report["float_metrics"]["accuracy"] > 0.5  # 5 classes: chance is 0.2
-    assert "a folder per class" in (out / "report.md").read_text()
+    assert "A folder per class at" in (out / "report.md").read_text()
 
 
 def test_a_model_name_that_cannot_be_a_directory_is_refused_before_training(tmp_path: Path) -> None:

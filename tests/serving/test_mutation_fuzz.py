@@ -100,7 +100,7 @@ def _server(configuration: str, models: Path, tmp_path: Path) -> ServerProcess:
 
 
 def _images(count: int) -> np.ndarray:
-    return np.random.default_rng(count).integers(0, 256, (count, 28, 28), dtype=np.uint8)
+    return np.random.default_rng(count).integers(0, 256, (count, 28, 28, 1), dtype=np.uint8)
 
 
 def rest_seeds() -> list[tuple[str, bytes]]:
@@ -261,7 +261,8 @@ def _parses(service: str, method: str, raw: bytes) -> bool:
 
 
 def _argmax(answer: dict) -> list[int]:
-    """The class of each row: the SavedModel answers objects, the TFLite model int8 scores."""
+    """The class of each row: an object of probabilities and class_ids per row (the SavedModel
+    and model.tflite), or a row of int8 scores (a bundle exported before model.tflite did so)."""
     rows = [r["probabilities"] if isinstance(r, dict) else r for r in answer["predictions"]]
     return np.asarray(rows, dtype=np.float32).argmax(1).tolist()
 
