@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
 from fmnist.contract import SCALINGS
 from fmnist.errors import UserError
-from fmnist.export.config import DEFAULT_EQUALIZE_ALPHA, DEFAULT_MODEL_NAME
+from fmnist.export.config import DEFAULT_EQUALIZE_ALPHA, DEFAULT_MODEL_NAME, model_name_from
 from fmnist.parity import Tolerance, add_tolerance_args, check_tolerance_args
 
 
@@ -191,7 +190,7 @@ def _default_name(keras_model: Path | None) -> str:
     """fashion_mnist for a run; a user's model is named after its file."""
     if keras_model is None:
         return DEFAULT_MODEL_NAME
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", keras_model.stem).lstrip("_.-") or "model"
+    return model_name_from(keras_model.stem)
 
 
 def _sizes(result) -> str:

@@ -93,3 +93,8 @@ def check_model_name(name: str) -> None:
             f"--name {name!r}: use letters, digits, '_', '.' or '-' (it becomes a "
             "directory and a TF Serving model name)"
         )
+
+
+def model_name_from(text: str) -> str:
+    """A file or folder name made into a valid model name (other characters become '_')."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", text).lstrip("_.-") or "model"

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fmnist.contract import FASHION_MNIST_CLASSES
+from fmnist.export.config import model_name_from
 from fmnist.parity import Tolerance
 
 if TYPE_CHECKING:
@@ -46,4 +46,4 @@ def model_name_for(data: Dataset) -> str:
     if data.kind == "idx" and data.class_names == FASHION_MNIST_CLASSES:
         return "fashion_mnist"
     name = data.path.stem if data.path.is_file() else data.path.resolve().name
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip("_.-") or "model"
+    return model_name_from(name)
