@@ -15,23 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from fmnist.contract import FASHION_MNIST_CLASSES
 from fmnist.errors import DataError
 
 DATA_DIR_ENV = "FMNIST_DATA_DIR"
 KERAS_CACHE_DIR = Path("~/.keras/datasets/fashion-mnist")
 
-CLASS_NAMES = (
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-)
+CLASS_NAMES = FASHION_MNIST_CLASSES
 
 
 @dataclass(frozen=True)
